@@ -1,0 +1,10 @@
+//! lethe: a declarative engine for continual cross-modal retrieval experiments.
+//!
+//! The stages, each a module with one public entry point:
+//! [`lang`] (parse, resolve, check: `.pipe` text to typed experiments),
+//! [`plan`] (lower experiments into a keyed DAG), and [`data`] (manifests, tables,
+//! splits, synthetic data). [`diagnostics`] is shared by all of them.
+//! See `ARCHITECTURE.md` for the map.
+
+pub mod data;
+pub mod diagnostics;
