@@ -233,7 +233,6 @@ pub fn render_all(diagnostics: &[Diagnostic], sources: &SourceMap) -> String {
     let mut out = String::new();
     for d in diagnostics {
         out.push_str(&d.render(sources));
-        out.push('\n');
     }
     let errors = diagnostics.iter().filter(|d| d.is_error()).count();
     let warnings = diagnostics.len() - errors;

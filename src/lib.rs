@@ -8,3 +8,5 @@
 
 pub mod data;
 pub mod diagnostics;
+pub mod lang;
+pub mod plan;
