@@ -30,11 +30,11 @@ pub fn lower(pipeline: &str, experiments: Vec<Experiment>, manifests: &mut Manif
     let mut evaluations = Vec::new();
     let mut trainings = Vec::new();
     for (i, e) in experiments.iter().enumerate() {
-        let data_hash = manifests
+        let (data_hash, data_name) = manifests
             .get(&e.dataset)
-            .map(|m| m.content_hash())
-            .unwrap_or_else(|_| "unreadable".to_string());
-        let (evals, trains) = b.experiment(i, e, &data_hash);
+            .map(|m| (m.content_hash(), m.name.clone()))
+            .unwrap_or_else(|_| ("unreadable".to_string(), e.dataset.display().to_string()));
+        let (evals, trains) = b.experiment(i, e, &data_hash, &data_name);
         evaluations.extend(evals);
         trainings.extend(trains);
     }
@@ -130,13 +130,13 @@ impl Builder {
     }
 
     /// Lowers one variant; returns its evaluate and train nodes.
-    fn experiment(&mut self, v: usize, e: &Experiment, data_hash: &str) -> (Vec<NodeIndex>, Vec<NodeIndex>) {
-        let dataset_name = e
-            .dataset
-            .parent()
-            .and_then(|p| p.file_name())
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+    fn experiment(
+        &mut self,
+        v: usize,
+        e: &Experiment,
+        data_hash: &str,
+        dataset_name: &str,
+    ) -> (Vec<NodeIndex>, Vec<NodeIndex>) {
         let load = self.add(
             Spec {
                 kind: NodeKind::Load,
@@ -294,6 +294,10 @@ impl Builder {
         let mut evals = Vec::new();
         for &k in &stages {
             let mut inputs = Vec::new();
+            // The stage of the model that made each task's gallery: with the inputs'
+            // keys this fixes the evaluation, so the policy's name need not be hashed
+            // (at stage 1 both policies read the same galleries and share the node).
+            let mut gallery_models = Vec::new();
             for (c, chain) in chains.iter().enumerate() {
                 let directions: Vec<Direction> = match chain {
                     Some(d) => vec![*d],
@@ -313,6 +317,9 @@ impl Builder {
                         (Schedule::Sequential, IndexPolicy::Frozen) => j.min(k),
                     };
                     inputs.push(embed(self, NodeKind::Index, j, gallery_stage));
+                    if c == 0 {
+                        gallery_models.push(gallery_stage);
+                    }
                     if e.schedule == Schedule::Sequential && e.index == IndexPolicy::Reindex && j < k {
                         // The task's own-stage embeddings, for the drift diagnostics.
                         inputs.push(embed(self, NodeKind::Index, j, j));
@@ -331,7 +338,7 @@ impl Builder {
                     stage: Some(k),
                     direction: None,
                     settings: json!({ "stage": k, "tasks": e.tasks, "schedule": e.schedule,
-                                      "policy": e.index, "evaluate": e.evaluate }),
+                                      "gallery_models": gallery_models, "evaluate": e.evaluate }),
                 },
                 &inputs,
                 Some(v),

@@ -1,7 +1,9 @@
 //! `lethe plan` output: text for people, JSON for tools, DOT and Mermaid drawings.
 
 use super::{NodeKind, Plan};
-use serde_json::json;
+use crate::lang::{Direction, Experiment};
+use serde::Serialize;
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -71,9 +73,8 @@ fn text(plan: &Plan) -> String {
         );
     }
     let _ = writeln!(out, "\nvariants: {n}");
-    for (i, e) in plan.experiments.iter().enumerate().take(50) {
+    for i in 0..n.min(50) {
         let _ = writeln!(out, "  {:>4}  {}", i + 1, plan.variant_name(i));
-        let _ = e;
     }
     if n > 50 {
         let _ = writeln!(out, "  ... and {} more (see --format json)", n - 50);
@@ -91,45 +92,85 @@ fn text(plan: &Plan) -> String {
     out
 }
 
+/// The JSON document, with fields in the documented order.
+#[derive(Serialize)]
+struct JsonPlan<'a> {
+    pipeline: &'a str,
+    variants: Vec<JsonVariant<'a>>,
+    nodes: Vec<JsonNode<'a>>,
+    totals: BTreeMap<&'static str, JsonTotal>,
+}
+
+#[derive(Serialize)]
+struct JsonVariant<'a> {
+    id: usize,
+    label: &'a str,
+    seed: u64,
+    axes: BTreeMap<&'a str, &'a str>,
+    settings: &'a Experiment,
+}
+
+#[derive(Serialize)]
+struct JsonNode<'a> {
+    key: &'a str,
+    kind: NodeKind,
+    label: &'a str,
+    tasks: &'a [String],
+    stage: Option<usize>,
+    direction: Option<Direction>,
+    inputs: Vec<&'a str>,
+    variants: &'a [usize],
+    settings: &'a serde_json::Value,
+}
+
+#[derive(Serialize)]
+struct JsonTotal {
+    shared: usize,
+    without_sharing: usize,
+}
+
 fn json(plan: &Plan) -> String {
-    let variants: Vec<_> = plan
-        .experiments
-        .iter()
-        .enumerate()
-        .map(|(i, e)| json!({ "id": i, "label": e.label, "seed": e.seed, "axes": e.axes, "settings": e }))
-        .collect();
-    let nodes: Vec<_> = plan
-        .nodes()
-        .map(|(i, node)| {
-            let inputs: Vec<&str> = plan.inputs(i).into_iter().map(|j| plan.node(j).key.as_str()).collect();
-            json!({
-                "key": node.key,
-                "kind": node.kind,
-                "label": node.label,
-                "tasks": node.tasks,
-                "stage": node.stage,
-                "direction": node.direction,
-                "inputs": inputs,
-                "variants": node.variants,
-                "settings": node.settings,
+    let doc = JsonPlan {
+        pipeline: &plan.pipeline,
+        variants: plan
+            .experiments
+            .iter()
+            .enumerate()
+            .map(|(id, e)| JsonVariant {
+                id,
+                label: &e.label,
+                seed: e.seed,
+                axes: e.axes.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+                settings: e,
             })
-        })
-        .collect();
-    let totals: serde_json::Map<String, serde_json::Value> = NodeKind::ALL
-        .iter()
-        .map(|k| {
-            (
-                k.name().to_string(),
-                json!({ "shared": plan.count(*k), "without_sharing": plan.unshared.get(k).copied().unwrap_or(0) }),
-            )
-        })
-        .collect();
-    let doc = json!({
-        "pipeline": plan.pipeline,
-        "variants": variants,
-        "nodes": nodes,
-        "totals": totals,
-    });
+            .collect(),
+        nodes: plan
+            .nodes()
+            .map(|(i, node)| JsonNode {
+                key: &node.key,
+                kind: node.kind,
+                label: &node.label,
+                tasks: &node.tasks,
+                stage: node.stage,
+                direction: node.direction,
+                inputs: plan.inputs(i).into_iter().map(|j| plan.node(j).key.as_str()).collect(),
+                variants: &node.variants,
+                settings: &node.settings,
+            })
+            .collect(),
+        totals: NodeKind::ALL
+            .iter()
+            .map(|k| {
+                (
+                    k.name(),
+                    JsonTotal {
+                        shared: plan.count(*k),
+                        without_sharing: plan.unshared.get(k).copied().unwrap_or(0),
+                    },
+                )
+            })
+            .collect(),
+    };
     serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
 }
 

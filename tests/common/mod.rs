@@ -1,0 +1,83 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use lethe::diagnostics::{Diagnostic, SourceMap};
+use lethe::lang::{self, ManifestCache, Pipeline};
+use std::path::{Path, PathBuf};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    repo().join("tests/fixtures").join(name)
+}
+
+/// A pipeline over the toy fixture: header lines 1-4, `body` from line 5.
+pub fn with_header(body: &str) -> String {
+    format!(
+        "pipeline \"t\" {{\n    dataset = \"{}\"\n    split = \"domains\"\n    tasks = [d1, d2, d3]\n{body}\n}}\n",
+        fixture("toy.yaml").display()
+    )
+}
+
+/// The outcome of checking a file: the pipeline, or the diagnostics and sources.
+pub struct Outcome {
+    pub result: Result<Pipeline, Vec<Diagnostic>>,
+    pub sources: SourceMap,
+}
+
+impl Outcome {
+    pub fn errors(&self) -> &[Diagnostic] {
+        match &self.result {
+            Ok(_) => &[],
+            Err(d) => d,
+        }
+    }
+    pub fn pipeline(&self) -> &Pipeline {
+        match &self.result {
+            Ok(p) => p,
+            Err(d) => panic!(
+                "expected a valid pipeline, got:\n{}",
+                lethe::diagnostics::render_all(d, &self.sources)
+            ),
+        }
+    }
+    /// The (line, column) of the first error whose message contains `needle`.
+    pub fn located(&self, needle: &str) -> (usize, usize) {
+        let d = self
+            .errors()
+            .iter()
+            .find(|d| d.message.contains(needle))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no error contains {needle:?}; got:\n{}",
+                    lethe::diagnostics::render_all(self.errors(), &self.sources)
+                )
+            });
+        let (span, _) = d.primary.as_ref().expect("a located error");
+        self.sources.line_col(span.file, span.start)
+    }
+    pub fn rendered(&self) -> String {
+        lethe::diagnostics::render_all(self.errors(), &self.sources)
+    }
+}
+
+pub fn check_file(path: &Path) -> Outcome {
+    let mut sources = SourceMap::new();
+    let mut manifests = ManifestCache::default();
+    let result = lang::load(path, &mut sources, &mut manifests);
+    Outcome { result, sources }
+}
+
+/// Writes `bytes` to a fresh file and checks it.
+pub fn check_bytes(bytes: &[u8]) -> Outcome {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("test.pipe");
+    std::fs::write(&path, bytes).expect("write");
+    check_file(&path)
+}
+
+pub fn check(text: &str) -> Outcome {
+    check_bytes(text.as_bytes())
+}
