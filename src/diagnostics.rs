@@ -29,7 +29,11 @@ impl Span {
     }
     /// The smallest span covering both (same file assumed).
     pub fn to(self, other: Span) -> Span {
-        Span::new(self.file, self.start.min(other.start), self.end.max(other.end))
+        Span::new(
+            self.file,
+            self.start.min(other.start),
+            self.end.max(other.end),
+        )
     }
 }
 
@@ -241,7 +245,10 @@ pub fn render_all(diagnostics: &[Diagnostic], sources: &SourceMap) -> String {
             "{errors} error{}{}\n",
             if errors == 1 { "" } else { "s" },
             if warnings > 0 {
-                format!(", {warnings} warning{}", if warnings == 1 { "" } else { "s" })
+                format!(
+                    ", {warnings} warning{}",
+                    if warnings == 1 { "" } else { "s" }
+                )
             } else {
                 String::new()
             }
@@ -252,7 +259,10 @@ pub fn render_all(diagnostics: &[Diagnostic], sources: &SourceMap) -> String {
 
 /// The closest candidate to `word` by edit distance, if it is close enough to be
 /// the likely intention ("did you mean `reindex`?").
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let lowered = word.to_lowercase();
     candidates
         .into_iter()
@@ -278,14 +288,20 @@ mod tests {
 
     #[test]
     fn suggestions_are_close_words_only() {
-        assert_eq!(did_you_mean("reindx", ["frozen", "reindex"]), Some("reindex"));
+        assert_eq!(
+            did_you_mean("reindx", ["frozen", "reindex"]),
+            Some("reindex")
+        );
         assert_eq!(did_you_mean("banana", ["frozen", "reindex"]), None);
     }
 
     #[test]
     fn render_has_location_caret_and_hint() {
         let mut map = SourceMap::new();
-        let id = map.add(Path::new("p.pipe"), "pipeline \"x\" {\n  index = reindx\n}\n".into());
+        let id = map.add(
+            Path::new("p.pipe"),
+            "pipeline \"x\" {\n  index = reindx\n}\n".into(),
+        );
         let d = Diagnostic::error("unknown choice `reindx` for `index`")
             .at(Span::new(id, 25, 31), "not a choice")
             .hint("did you mean `reindex`?");

@@ -27,19 +27,23 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Check pipelines (.pipe) and dataset manifests (.yaml) without running anything.
-    #[command(after_help = "Examples:\n  lethe validate pipelines/*.pipe\n  lethe validate datasets/emoji/emoji.yaml\n\n\
+    #[command(
+        after_help = "Examples:\n  lethe validate pipelines/*.pipe\n  lethe validate datasets/emoji/emoji.yaml\n\n\
 Every error of every file is reported, each with file:line:column, the line and a caret.\n\
-Exit status: 0 when all files are valid, 2 otherwise.")]
+Exit status: 0 when all files are valid, 2 otherwise."
+    )]
     Validate {
         /// Files to check: pipelines (.pipe) or dataset manifests (.yaml, .yml).
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
     /// Show the DAG a pipeline lowers to: nodes, keys, and which variants share them.
-    #[command(after_help = "Examples:\n  lethe plan pipelines/table1.pipe\n  lethe plan pipelines/table1.pipe --format dot | dot -Tsvg > plan.svg\n  \
+    #[command(
+        after_help = "Examples:\n  lethe plan pipelines/table1.pipe\n  lethe plan pipelines/table1.pipe --format dot | dot -Tsvg > plan.svg\n  \
 lethe plan pipelines/modx.pipe --format json | jq '.nodes | length'\n\n\
 The text form lists nodes in topological order with their kind, short key and users, then\n\
-counts nodes by kind with and without sharing between variants.")]
+counts nodes by kind with and without sharing between variants."
+    )]
     Plan {
         /// The pipeline file.
         #[arg(value_name = "FILE")]
@@ -69,12 +73,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { files } => validate(&files),
-        Command::Plan { file, format, device } => plan_cmd(&file, format, device),
+        Command::Plan {
+            file,
+            format,
+            device,
+        } => plan_cmd(&file, format, device),
     }
 }
 
 fn is_manifest(path: &Path) -> bool {
-    matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    )
 }
 
 fn report(diagnostics: &[Diagnostic], sources: &SourceMap) {

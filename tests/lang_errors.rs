@@ -10,7 +10,10 @@ fn strip_marker(text: &str) -> (String, (usize, usize)) {
     let at = text.find('‸').expect("case has a ‸ marker");
     let before = &text[..at];
     let line = before.matches('\n').count() + 1;
-    let col = before[before.rfind('\n').map_or(0, |i| i + 1)..].chars().count() + 1;
+    let col = before[before.rfind('\n').map_or(0, |i| i + 1)..]
+        .chars()
+        .count()
+        + 1;
     (text.replacen('‸', "", 1), (line, col))
 }
 
@@ -18,7 +21,12 @@ fn strip_marker(text: &str) -> (String, (usize, usize)) {
 fn assert_error_at(text: &str, message: &str) -> Outcome {
     let (clean, expected) = strip_marker(text);
     let outcome = check(&clean);
-    assert_eq!(outcome.located(message), expected, "wrong place for {message:?}:\n{}", outcome.rendered());
+    assert_eq!(
+        outcome.located(message),
+        expected,
+        "wrong place for {message:?}:\n{}",
+        outcome.rendered()
+    );
     outcome
 }
 
@@ -29,7 +37,11 @@ fn body_error(body: &str, message: &str) -> Outcome {
 #[test]
 fn unknown_setting_with_suggestion() {
     let o = body_error("    ‸indx = frozen", "unknown setting `indx`");
-    assert!(o.rendered().contains("did you mean `index`?"), "{}", o.rendered());
+    assert!(
+        o.rendered().contains("did you mean `index`?"),
+        "{}",
+        o.rendered()
+    );
 }
 
 #[test]
@@ -46,48 +58,75 @@ fn unknown_setting_inside_a_section() {
 
 #[test]
 fn unknown_loss() {
-    let o = body_error("    train { loss = ‸tripplet }", "unknown choice `tripplet` for `train.loss`");
+    let o = body_error(
+        "    train { loss = ‸tripplet }",
+        "unknown choice `tripplet` for `train.loss`",
+    );
     assert!(o.rendered().contains("did you mean `triplet`?"));
 }
 
 #[test]
 fn unknown_parameter() {
-    body_error("    train { optimizer = adamw(‸learning_rate = 1e-3) }", "unknown parameter `learning_rate` of `adamw`");
+    body_error(
+        "    train { optimizer = adamw(‸learning_rate = 1e-3) }",
+        "unknown parameter `learning_rate` of `adamw`",
+    );
 }
 
 #[test]
 fn negative_learning_rate() {
-    body_error("    train { optimizer = adamw(lr = ‸-1) }", "`lr` of `adamw` must be greater than 0");
+    body_error(
+        "    train { optimizer = adamw(lr = ‸-1) }",
+        "`lr` of `adamw` must be greater than 0",
+    );
 }
 
 #[test]
 fn negative_margin() {
-    body_error("    train { loss = triplet(margin = ‸-0.2) }", "`margin` of `triplet` must be 0 or more");
+    body_error(
+        "    train { loss = triplet(margin = ‸-0.2) }",
+        "`margin` of `triplet` must be 0 or more",
+    );
 }
 
 #[test]
 fn negative_lambda() {
-    body_error("    train { regularizer = ewc(lambda = ‸-5) }", "`lambda` of `ewc` must be 0 or more");
+    body_error(
+        "    train { regularizer = ewc(lambda = ‸-5) }",
+        "`lambda` of `ewc` must be 0 or more",
+    );
 }
 
 #[test]
 fn zero_batch() {
-    body_error("    train { batch = ‸0 }", "`train.batch` must be at least 2");
+    body_error(
+        "    train { batch = ‸0 }",
+        "`train.batch` must be at least 2",
+    );
 }
 
 #[test]
 fn zero_recall_k() {
-    body_error("    evaluate { recall = [‸0, 5] }", "a recall K must be at least 1");
+    body_error(
+        "    evaluate { recall = [‸0, 5] }",
+        "a recall K must be at least 1",
+    );
 }
 
 #[test]
 fn fractional_epochs() {
-    body_error("    train { epochs = ‸2.5 }", "`train.epochs` must be a whole number, found 2.5");
+    body_error(
+        "    train { epochs = ‸2.5 }",
+        "`train.epochs` must be a whole number, found 2.5",
+    );
 }
 
 #[test]
 fn wrong_value_type() {
-    body_error("    train { epochs = ‸\"ten\" }", "`train.epochs` must be a whole number, found the string \"ten\"");
+    body_error(
+        "    train { epochs = ‸\"ten\" }",
+        "`train.epochs` must be a whole number, found the string \"ten\"",
+    );
 }
 
 #[test]
@@ -150,12 +189,18 @@ fn missing_required_setting() {
 
 #[test]
 fn share_deeper_than_branches() {
-    body_error("    model { share = ‸3 }", "is more than the depth of a branch");
+    body_error(
+        "    model { share = ‸3 }",
+        "is more than the depth of a branch",
+    );
 }
 
 #[test]
 fn embed_sizes_differ() {
-    body_error("    model { text = ‸mlp(embed = 256) }", "embed into different sizes");
+    body_error(
+        "    model { text = ‸mlp(embed = 256) }",
+        "embed into different sizes",
+    );
 }
 
 #[test]
@@ -168,22 +213,34 @@ fn shared_layers_with_different_widths() {
 
 #[test]
 fn cross_task_negatives_in_sequential_schedule() {
-    body_error("    train { negatives = ‸cross_task }", "needs `schedule = joint`");
+    body_error(
+        "    train { negatives = ‸cross_task }",
+        "needs `schedule = joint`",
+    );
 }
 
 #[test]
 fn query_coverage_without_decouple() {
-    body_error("    train { regularizer = ewc(‸on = query) }", "`on = query` needs `train.decouple = true`");
+    body_error(
+        "    train { regularizer = ewc(‸on = query) }",
+        "`on = query` needs `train.decouple = true`",
+    );
 }
 
 #[test]
 fn regularizer_in_joint_schedule() {
-    body_error("    schedule = joint\n    train { regularizer = ‸ewc }", "needs `schedule = sequential`");
+    body_error(
+        "    schedule = joint\n    train { regularizer = ‸ewc }",
+        "needs `schedule = sequential`",
+    );
 }
 
 #[test]
 fn regularizer_term_twice() {
-    body_error("    train { regularizer = ewc + ‸ewc }", "`ewc` appears twice");
+    body_error(
+        "    train { regularizer = ewc + ‸ewc }",
+        "`ewc` appears twice",
+    );
 }
 
 #[test]
@@ -209,33 +266,51 @@ fn unknown_device() {
 
 #[test]
 fn unknown_direction() {
-    let o = body_error("    evaluate { directions = [‸im2text] }", "unknown choice `im2text`");
+    let o = body_error(
+        "    evaluate { directions = [‸im2text] }",
+        "unknown choice `im2text`",
+    );
     assert!(o.rendered().contains("did you mean `im2txt`?"));
 }
 
 #[test]
 fn boolean_expected() {
-    body_error("    train { decouple = ‸maybe }", "unknown choice `maybe` for `train.decouple`");
+    body_error(
+        "    train { decouple = ‸maybe }",
+        "unknown choice `maybe` for `train.decouple`",
+    );
 }
 
 #[test]
 fn unknown_activation() {
-    body_error("    model { image = mlp(activation = ‸swish) }", "unknown choice `swish`");
+    body_error(
+        "    model { image = mlp(activation = ‸swish) }",
+        "unknown choice `swish`",
+    );
 }
 
 #[test]
 fn setting_given_twice() {
-    body_error("    index = frozen\n    ‸index = reindex", "`index` is set twice");
+    body_error(
+        "    index = frozen\n    ‸index = reindex",
+        "`index` is set twice",
+    );
 }
 
 #[test]
 fn label_outside_a_sweep() {
-    body_error("    index = frozen as ‸\"f\"", "only names a value of a sweep axis");
+    body_error(
+        "    index = frozen as ‸\"f\"",
+        "only names a value of a sweep axis",
+    );
 }
 
 #[test]
 fn variant_outside_a_sweep() {
-    body_error("    ‸variant \"x\" { index = frozen }", "belongs inside a `sweep` block");
+    body_error(
+        "    ‸variant \"x\" { index = frozen }",
+        "belongs inside a `sweep` block",
+    );
 }
 
 #[test]
@@ -248,7 +323,10 @@ fn two_sweep_blocks() {
 
 #[test]
 fn sweep_key_names_no_setting() {
-    body_error("    sweep { ‸train.lr = [1, 2] }", "unknown setting `train.lr`");
+    body_error(
+        "    sweep { ‸train.lr = [1, 2] }",
+        "unknown setting `train.lr`",
+    );
 }
 
 #[test]
@@ -258,7 +336,10 @@ fn empty_sweep_axis() {
 
 #[test]
 fn sweep_axis_not_a_list() {
-    body_error("    sweep { index = ‸frozen }", "a sweep axis takes a list of values");
+    body_error(
+        "    sweep { index = ‸frozen }",
+        "a sweep axis takes a list of values",
+    );
 }
 
 #[test]
@@ -271,7 +352,12 @@ fn duplicate_labels_on_one_axis() {
 
 #[test]
 fn grid_too_large() {
-    let values = |n: usize| (1..=n).map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
+    let values = |n: usize| {
+        (1..=n)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let body = format!(
         "    sweep {{\n        ‸seed = [{}]\n        train.epochs = [{}]\n        train.batch = [{}]\n    }}",
         values(50),
@@ -287,12 +373,19 @@ fn errors_in_some_variants_name_them() {
         "    sweep { variant \"ok\" { index = frozen }; variant \"bad\" { train.negatives = ‸cross_task } }",
         "needs `schedule = joint`",
     );
-    assert!(o.rendered().contains("in variant \"bad\""), "{}", o.rendered());
+    assert!(
+        o.rendered().contains("in variant \"bad\""),
+        "{}",
+        o.rendered()
+    );
 }
 
 #[test]
 fn syntax_error_two_values() {
-    body_error("    index = frozen ‸reindex", "unexpected `reindex` after a value");
+    body_error(
+        "    index = frozen ‸reindex",
+        "unexpected `reindex` after a value",
+    );
 }
 
 #[test]
@@ -312,7 +405,13 @@ fn syntax_error_unclosed_block() {
 #[test]
 fn syntax_error_unterminated_string() {
     let o = check("pipeline \"t\" {\n    split = \"domains\n}\n");
-    assert!(o.errors().iter().any(|d| d.message.starts_with("syntax error")), "{}", o.rendered());
+    assert!(
+        o.errors()
+            .iter()
+            .any(|d| d.message.starts_with("syntax error")),
+        "{}",
+        o.rendered()
+    );
     assert_eq!(o.errors().len(), 1);
 }
 
@@ -360,7 +459,10 @@ fn extends_cycle() {
 
 #[test]
 fn extends_missing_parent() {
-    let o = assert_error_at("pipeline \"x\" extends ‸\"missing.pipe\" {\n}\n", "cannot read");
+    let o = assert_error_at(
+        "pipeline \"x\" extends ‸\"missing.pipe\" {\n}\n",
+        "cannot read",
+    );
     assert!(o.rendered().contains("no such file"));
 }
 
@@ -374,7 +476,14 @@ fn all_errors_reported_in_one_pass() {
     let lines: Vec<usize> = o
         .errors()
         .iter()
-        .map(|d| o.sources.line_col(d.primary.as_ref().unwrap().0.file, d.primary.as_ref().unwrap().0.start).0)
+        .map(|d| {
+            o.sources
+                .line_col(
+                    d.primary.as_ref().unwrap().0.file,
+                    d.primary.as_ref().unwrap().0.start,
+                )
+                .0
+        })
         .collect();
     assert_eq!(lines, vec![5, 6, 6, 7]);
 }
@@ -383,7 +492,10 @@ fn all_errors_reported_in_one_pass() {
 fn rendered_form_has_location_line_and_caret() {
     let o = check(&with_header("    index = reindx"));
     let text = o.rendered();
-    assert!(text.contains("error: unknown choice `reindx` for `index`"), "{text}");
+    assert!(
+        text.contains("error: unknown choice `reindx` for `index`"),
+        "{text}"
+    );
     assert!(text.contains("test.pipe:5:13"), "{text}");
     assert!(text.contains("5 |     index = reindx"), "{text}");
     assert!(text.contains("^^^^^^"), "{text}");

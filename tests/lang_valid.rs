@@ -15,7 +15,10 @@ fn every_shipped_pipeline_validates() {
             n += 1;
         }
     }
-    assert!(n >= 6, "expected the reference pipelines in pipelines/, found {n}");
+    assert!(
+        n >= 6,
+        "expected the reference pipelines in pipelines/, found {n}"
+    );
 }
 
 #[test]
@@ -60,10 +63,20 @@ fn quickstart_takes_the_documented_defaults() {
         }
     );
     assert_eq!(e.evaluate.recall, [1, 5, 10]);
-    assert_eq!(e.evaluate.directions, [Direction::Im2txt, Direction::Txt2im]);
-    assert_eq!(e.evaluate.gallery, [GalleryScope::PerTask, GalleryScope::Union]);
+    assert_eq!(
+        e.evaluate.directions,
+        [Direction::Im2txt, Direction::Txt2im]
+    );
+    assert_eq!(
+        e.evaluate.gallery,
+        [GalleryScope::PerTask, GalleryScope::Union]
+    );
     assert!(e.dataset.ends_with("datasets/emoji/emoji.yaml"));
-    assert!(!e.dataset.to_string_lossy().contains(".."), "{}", e.dataset.display());
+    assert!(
+        !e.dataset.to_string_lossy().contains(".."),
+        "{}",
+        e.dataset.display()
+    );
 }
 
 #[test]
@@ -81,7 +94,9 @@ fn extends_overrides_by_dotted_path_and_keeps_the_rest() {
         }]
     );
     match &e.train.optimizer {
-        OptimizerSpec::Adamw { lr, weight_decay, .. } => {
+        OptimizerSpec::Adamw {
+            lr, weight_decay, ..
+        } => {
             assert_eq!(*lr, 1e-3);
             assert_eq!(*weight_decay, 1e-4, "other parameters keep their defaults");
         }
@@ -98,7 +113,9 @@ fn emoji_mas_extends_emoji_ewc() {
     assert_eq!(e.seed, 7);
     assert_eq!(e.model.share, 1);
     assert_eq!(e.train.schedule_lr, LrSchedule::Cosine { warmup: 0.1 });
-    assert!(matches!(e.train.regularizer[..], [RegularizerSpec::Mas { lambda, .. }] if lambda == 1.0));
+    assert!(
+        matches!(e.train.regularizer[..], [RegularizerSpec::Mas { lambda, .. }] if lambda == 1.0)
+    );
 }
 
 #[test]
@@ -118,9 +135,18 @@ fn table1_grid_labels_and_order() {
             ("model.share".to_string(), "no sharing".to_string())
         ]
     );
-    let ewc_q = ex.iter().find(|e| e.label == "frozen EWC-q, sharing").unwrap();
+    let ewc_q = ex
+        .iter()
+        .find(|e| e.label == "frozen EWC-q, sharing")
+        .unwrap();
     assert!(ewc_q.train.decouple);
-    assert!(matches!(ewc_q.train.regularizer[..], [RegularizerSpec::Ewc { on: Coverage::Query, .. }]));
+    assert!(matches!(
+        ewc_q.train.regularizer[..],
+        [RegularizerSpec::Ewc {
+            on: Coverage::Query,
+            ..
+        }]
+    ));
     let joint = &ex[0];
     assert_eq!(joint.schedule, Schedule::Joint);
     assert_eq!(joint.train.negatives, Negatives::CrossTask);
@@ -133,7 +159,10 @@ fn derived_labels_and_parameter_axes() {
     ));
     let ex = &o.pipeline().experiments;
     let labels: Vec<&str> = ex.iter().map(|e| e.label.as_str()).collect();
-    assert_eq!(labels, ["1e-4, none", "1e-4, mix", "2e-4, none", "2e-4, mix"]);
+    assert_eq!(
+        labels,
+        ["1e-4, none", "1e-4, mix", "2e-4, none", "2e-4, mix"]
+    );
     match &ex[2].train.optimizer {
         OptimizerSpec::Adamw { lr, .. } => assert_eq!(*lr, 2e-4),
         other => panic!("{other:?}"),
@@ -162,7 +191,9 @@ fn lexical_forms() {
     assert_eq!(e.tasks, ["d1", "d2"]);
     assert_eq!(e.train.regularizer.len(), 2);
     match &e.train.optimizer {
-        OptimizerSpec::Adamw { lr, weight_decay, .. } => assert_eq!((*lr, *weight_decay), (2e-4, 0.0)),
+        OptimizerSpec::Adamw {
+            lr, weight_decay, ..
+        } => assert_eq!((*lr, *weight_decay), (2e-4, 0.0)),
         other => panic!("{other:?}"),
     }
 }

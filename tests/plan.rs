@@ -22,7 +22,10 @@ fn plan_text(body: &str) -> Plan {
 }
 
 fn keys(plan: &Plan, kind: NodeKind) -> Vec<String> {
-    plan.nodes().filter(|(_, n)| n.kind == kind).map(|(_, n)| n.key.clone()).collect()
+    plan.nodes()
+        .filter(|(_, n)| n.kind == kind)
+        .map(|(_, n)| n.key.clone())
+        .collect()
 }
 
 #[test]
@@ -49,7 +52,12 @@ fn nodes_are_in_topological_order() {
     let plan = plan_of(&repo().join("pipelines/table1.pipe"));
     for e in plan.graph.edge_indices() {
         let (a, b) = plan.graph.edge_endpoints(e).unwrap();
-        assert!(a < b, "edge {} -> {} goes backwards", plan.node(a).label, plan.node(b).label);
+        assert!(
+            a < b,
+            "edge {} -> {} goes backwards",
+            plan.node(a).label,
+            plan.node(b).label
+        );
     }
     assert!(petgraph::algo::toposort(&plan.graph, None).is_ok());
 }
@@ -77,7 +85,10 @@ fn first_task_does_not_depend_on_the_regularizer() {
     let plan = plan_text(
         "    sweep { train.regularizer = [none, ewc(lambda = 10), mas, modx, distill, replay(memory = 20)] }",
     );
-    let first: Vec<_> = plan.nodes().filter(|(_, n)| n.label.starts_with("train(1:")).collect();
+    let first: Vec<_> = plan
+        .nodes()
+        .filter(|(_, n)| n.label.starts_with("train(1:"))
+        .collect();
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].1.variants.len(), 6);
     assert_eq!(plan.count(NodeKind::Train), 1 + 6 * 2);
@@ -85,7 +96,9 @@ fn first_task_does_not_depend_on_the_regularizer() {
 
 #[test]
 fn penalty_strength_does_not_change_importance() {
-    let plan = plan_text("    sweep { train.regularizer.lambda = [1, 10, 100] }\n    train.regularizer = ewc");
+    let plan = plan_text(
+        "    sweep { train.regularizer.lambda = [1, 10, 100] }\n    train.regularizer = ewc",
+    );
     // Fisher after tasks 1 and 2 of the shared chain prefix: after task 1 is shared by
     // all three; after task 2 each lambda has its own train(2) and so its own Fisher.
     assert_eq!(plan.count(NodeKind::Importance), 1 + 3);
@@ -94,7 +107,9 @@ fn penalty_strength_does_not_change_importance() {
 
 #[test]
 fn coverage_does_not_change_importance_but_changes_training() {
-    let plan = plan_text("    sweep { train.regularizer.on = [both, image, text] }\n    train.regularizer = mas");
+    let plan = plan_text(
+        "    sweep { train.regularizer.on = [both, image, text] }\n    train.regularizer = mas",
+    );
     let imp_after_1: Vec<_> = plan
         .nodes()
         .filter(|(_, n)| n.kind == NodeKind::Importance && n.stage == Some(1))
@@ -118,7 +133,11 @@ fn every_training_setting_changes_the_key() {
         "    train { grad_clip = none }",
     ] {
         let other = plan_text(body);
-        assert_ne!(keys(&base, NodeKind::Train)[0], keys(&other, NodeKind::Train)[0], "{body}");
+        assert_ne!(
+            keys(&base, NodeKind::Train)[0],
+            keys(&other, NodeKind::Train)[0],
+            "{body}"
+        );
     }
     // What cannot change a model leaves its key alone.
     for body in [
@@ -128,7 +147,11 @@ fn every_training_setting_changes_the_key() {
         "    train { regularizer = ewc }",
     ] {
         let other = plan_text(body);
-        assert_eq!(keys(&base, NodeKind::Train)[0], keys(&other, NodeKind::Train)[0], "{body}");
+        assert_eq!(
+            keys(&base, NodeKind::Train)[0],
+            keys(&other, NodeKind::Train)[0],
+            "{body}"
+        );
     }
 }
 
@@ -196,10 +219,22 @@ fn golden(name: &str, actual: &str) {
 fn golden_plans() {
     for fixture_name in ["ewc", "grid"] {
         let plan = plan_of(&fixture(&format!("{fixture_name}.pipe")));
-        golden(&format!("{fixture_name}.plan.txt"), &plan::render(&plan, Format::Text));
-        golden(&format!("{fixture_name}.plan.json"), &plan::render(&plan, Format::Json));
-        golden(&format!("{fixture_name}.plan.dot"), &plan::render(&plan, Format::Dot));
-        golden(&format!("{fixture_name}.plan.mmd"), &plan::render(&plan, Format::Mermaid));
+        golden(
+            &format!("{fixture_name}.plan.txt"),
+            &plan::render(&plan, Format::Text),
+        );
+        golden(
+            &format!("{fixture_name}.plan.json"),
+            &plan::render(&plan, Format::Json),
+        );
+        golden(
+            &format!("{fixture_name}.plan.dot"),
+            &plan::render(&plan, Format::Dot),
+        );
+        golden(
+            &format!("{fixture_name}.plan.mmd"),
+            &plan::render(&plan, Format::Mermaid),
+        );
     }
 }
 
@@ -214,7 +249,8 @@ fn json_plan_has_the_documented_shape() {
     assert!(variants[0]["settings"]["train"]["optimizer"]["lr"].is_number());
     let nodes = doc["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), plan.graph.node_count());
-    let known: std::collections::HashSet<&str> = nodes.iter().map(|n| n["key"].as_str().unwrap()).collect();
+    let known: std::collections::HashSet<&str> =
+        nodes.iter().map(|n| n["key"].as_str().unwrap()).collect();
     for n in nodes {
         for field in ["key", "kind", "label", "inputs", "variants", "settings"] {
             assert!(!n[field].is_null(), "node without {field}: {n}");

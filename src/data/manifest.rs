@@ -70,7 +70,10 @@ impl Manifest {
         if meta.len() > MAX_MANIFEST_BYTES {
             return Err(DataError::invalid(
                 path,
-                format!("the manifest is {} bytes; at most {MAX_MANIFEST_BYTES} are accepted", meta.len()),
+                format!(
+                    "the manifest is {} bytes; at most {MAX_MANIFEST_BYTES} are accepted",
+                    meta.len()
+                ),
             ));
         }
         let text = std::fs::read_to_string(path)

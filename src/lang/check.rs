@@ -72,13 +72,18 @@ pub fn check(
         .into_iter()
         .map(|(d, labels)| {
             if variants.len() > 1 && labels.len() < variants.len() {
-                let shown: Vec<String> = labels.iter().take(3).map(|l| format!("\"{l}\"")).collect();
+                let shown: Vec<String> =
+                    labels.iter().take(3).map(|l| format!("\"{l}\"")).collect();
                 let more = labels.len().saturating_sub(3);
                 d.note(format!(
                     "in variant{} {}{}",
                     if labels.len() == 1 { "" } else { "s" },
                     shown.join(", "),
-                    if more > 0 { format!(" and {more} more") } else { String::new() }
+                    if more > 0 {
+                        format!(" and {more} more")
+                    } else {
+                        String::new()
+                    }
                 ))
             } else {
                 d
@@ -102,7 +107,9 @@ impl<'a> VariantChecker<'a> {
             self.reader.error(
                 Diagnostic::error(format!("missing setting `{key}`"))
                     .at(self.pipeline.span, "this pipeline")
-                    .hint(format!("every pipeline sets `dataset`, `split` and `tasks`; add `{key} = ...`")),
+                    .hint(format!(
+                        "every pipeline sets `dataset`, `split` and `tasks`; add `{key} = ...`"
+                    )),
             );
         }
         found
@@ -124,7 +131,8 @@ impl<'a> VariantChecker<'a> {
     fn call(&mut self, key: &str, signatures: &[(&str, &[&str])]) -> Option<Call<'a>> {
         let v = self.value(key)?;
         let overrides = self.overrides(key);
-        self.reader.call(v, &format!("`{key}`"), signatures, &overrides)
+        self.reader
+            .call(v, &format!("`{key}`"), signatures, &overrides)
     }
 
     fn experiment(&mut self, pipeline: &Spanned<String>, variant: &Variant) -> Option<Experiment> {
@@ -135,17 +143,31 @@ impl<'a> VariantChecker<'a> {
         if let (Some(m), Some((split, span))) = (&manifest, &split) {
             self.check_split(m, split, *span, tasks.as_deref());
         }
-        let seed = self.value("seed").and_then(|v| self.reader.int(v, "`seed`", 0, i64::MAX as u64));
+        let seed = self
+            .value("seed")
+            .and_then(|v| self.reader.int(v, "`seed`", 0, i64::MAX as u64));
         let schedule = self.value("schedule").and_then(|v| {
             self.reader
                 .word(v, "`schedule`", &["sequential", "joint"])
-                .map(|w| if w == "joint" { Schedule::Joint } else { Schedule::Sequential })
+                .map(|w| {
+                    if w == "joint" {
+                        Schedule::Joint
+                    } else {
+                        Schedule::Sequential
+                    }
+                })
         });
         let device = self.device();
         let index = self.value("index").and_then(|v| {
             self.reader
                 .word(v, "`index`", &["frozen", "reindex"])
-                .map(|w| if w == "reindex" { IndexPolicy::Reindex } else { IndexPolicy::Frozen })
+                .map(|w| {
+                    if w == "reindex" {
+                        IndexPolicy::Reindex
+                    } else {
+                        IndexPolicy::Frozen
+                    }
+                })
         });
         let model = self.model(manifest.as_deref());
         let train = self.train(schedule);
@@ -187,19 +209,30 @@ impl<'a> VariantChecker<'a> {
         let v = self.reader.plain(v);
         let ValueKind::Str(rel) = &v.kind else {
             self.reader.error(
-                Diagnostic::error(format!("`dataset` must be a string path, found {}", v.describe()))
-                    .at(v.span, "expected a \"path\""),
+                Diagnostic::error(format!(
+                    "`dataset` must be a string path, found {}",
+                    v.describe()
+                ))
+                .at(v.span, "expected a \"path\""),
             );
             return None;
         };
         // Relative to the file that wrote it, so `extends` across folders works.
-        let base = self.sources.get(v.span.file).path.parent().unwrap_or(Path::new(""));
+        let base = self
+            .sources
+            .get(v.span.file)
+            .path
+            .parent()
+            .unwrap_or(Path::new(""));
         let path = normalize(&base.join(rel));
         if !path.is_file() {
             self.reader.error(
-                Diagnostic::error(format!("dataset manifest `{}` does not exist", path.display()))
-                    .at(v.span, "no such file")
-                    .note("the path is relative to the file that sets `dataset`"),
+                Diagnostic::error(format!(
+                    "dataset manifest `{}` does not exist",
+                    path.display()
+                ))
+                .at(v.span, "no such file")
+                .note("the path is relative to the file that sets `dataset`"),
             );
             return None;
         }
@@ -215,11 +248,18 @@ impl<'a> VariantChecker<'a> {
         }
     }
 
-    fn check_split(&mut self, m: &Manifest, split: &str, span: Span, tasks: Option<&[Spanned<String>]>) {
+    fn check_split(
+        &mut self,
+        m: &Manifest,
+        split: &str,
+        span: Span,
+        tasks: Option<&[Spanned<String>]>,
+    ) {
         let Some(known) = m.split_tasks(split) else {
             let names: Vec<&str> = m.split_names().collect();
-            let mut d = Diagnostic::error(format!("the dataset `{}` has no split `{split}`", m.name))
-                .at(span, format!("splits are: {}", names.join(", ")));
+            let mut d =
+                Diagnostic::error(format!("the dataset `{}` has no split `{split}`", m.name))
+                    .at(span, format!("splits are: {}", names.join(", ")));
             if let Some(s) = did_you_mean(split, names.iter().copied()) {
                 d = d.hint(format!("did you mean `{s}`?"));
             }
@@ -280,7 +320,10 @@ impl<'a> VariantChecker<'a> {
         match text {
             "cpu" => Some(DeviceSpec::Cpu),
             "cuda" => Some(DeviceSpec::Cuda(0)),
-            t => match t.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+            t => match t
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse::<usize>().ok())
+            {
                 Some(n) if n < 64 => Some(DeviceSpec::Cuda(n)),
                 _ => {
                     let mut d = Diagnostic::error(format!("unknown device {}", v.describe()))
@@ -296,7 +339,10 @@ impl<'a> VariantChecker<'a> {
     }
 
     fn branch(&mut self, key: &str) -> Option<(BranchSpec, Span)> {
-        let call = self.call(key, &[("mlp", &["hidden", "embed", "activation", "dropout"])])?;
+        let call = self.call(
+            key,
+            &[("mlp", &["hidden", "embed", "activation", "dropout"])],
+        )?;
         let what = |p: &str| format!("`{p}` of `{key}`");
         let r = &mut self.reader;
         let hidden = match call.arg("hidden") {
@@ -304,25 +350,35 @@ impl<'a> VariantChecker<'a> {
             Some(v) => r.list(v, &what("hidden")).and_then(|items| {
                 if items.len() as u64 > MAX_LAYERS {
                     r.error(
-                        Diagnostic::error(format!("{} has more than {MAX_LAYERS} layers", what("hidden")))
-                            .at(v.span, "too deep"),
+                        Diagnostic::error(format!(
+                            "{} has more than {MAX_LAYERS} layers",
+                            what("hidden")
+                        ))
+                        .at(v.span, "too deep"),
                     );
                     return None;
                 }
-                let sizes: Vec<Option<u64>> =
-                    items.iter().map(|i| r.int(i, "a hidden size", 1, MAX_WIDTH)).collect();
+                let sizes: Vec<Option<u64>> = items
+                    .iter()
+                    .map(|i| r.int(i, "a hidden size", 1, MAX_WIDTH))
+                    .collect();
                 sizes.into_iter().map(|s| s.map(|s| s as usize)).collect()
             }),
         };
-        let embed = call.arg("embed").map_or(Some(512), |v| r.int(v, &what("embed"), 1, MAX_WIDTH));
+        let embed = call
+            .arg("embed")
+            .map_or(Some(512), |v| r.int(v, &what("embed"), 1, MAX_WIDTH));
         let activation = call.arg("activation").map_or(Some(Activation::Relu), |v| {
-            r.word(v, &what("activation"), &["relu", "gelu", "tanh"]).map(|w| match w {
-                "gelu" => Activation::Gelu,
-                "tanh" => Activation::Tanh,
-                _ => Activation::Relu,
-            })
+            r.word(v, &what("activation"), &["relu", "gelu", "tanh"])
+                .map(|w| match w {
+                    "gelu" => Activation::Gelu,
+                    "tanh" => Activation::Tanh,
+                    _ => Activation::Relu,
+                })
         });
-        let dropout = call.arg("dropout").map_or(Some(0.0), |v| r.float(v, &what("dropout"), Range::UnitOpen));
+        let dropout = call
+            .arg("dropout")
+            .map_or(Some(0.0), |v| r.float(v, &what("dropout"), Range::UnitOpen));
         Some((
             BranchSpec {
                 hidden: hidden?,
@@ -338,9 +394,12 @@ impl<'a> VariantChecker<'a> {
         let image = self.branch("model.image");
         let text = self.branch("model.text");
         let share_setting = self.setting("model.share");
-        let share = share_setting.and_then(|s| self.reader.int(&s.value, "`model.share`", 0, MAX_LAYERS));
+        let share =
+            share_setting.and_then(|s| self.reader.int(&s.value, "`model.share`", 0, MAX_LAYERS));
         let ((image, image_span), (text, text_span), share) = (image?, text?, share? as usize);
-        let share_span = share_setting.map(|s| s.value.span).unwrap_or(self.pipeline.span);
+        let share_span = share_setting
+            .map(|s| s.value.span)
+            .unwrap_or(self.pipeline.span);
         let mut ok = true;
         if image.embed != text.embed {
             self.reader.error(

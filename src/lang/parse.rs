@@ -80,7 +80,10 @@ fn precheck(text: &str, file: FileId) -> Result<(), Diagnostic> {
                 "unexpected control character U+{:04X}",
                 c as u32
             ))
-            .at(Span::new(file, i, i + c.len_utf8()), "not allowed in a pipeline"));
+            .at(
+                Span::new(file, i, i + c.len_utf8()),
+                "not allowed in a pipeline",
+            ));
         }
         if in_comment {
             in_comment = c != '\n';
@@ -149,10 +152,12 @@ fn syntax_error(error: pest::error::Error<Rule>, text: &str, file: FileId) -> Di
     let found = found_token(text, pos);
     let message = match &error.variant {
         // After a complete value only a `+`, a label or the end of the setting may follow.
-        ErrorVariant::ParsingError { positives, .. } if positives.contains(&Rule::label) => format!(
-            "syntax error: unexpected {} after a value; expected a new line or `;`",
-            found.1
-        ),
+        ErrorVariant::ParsingError { positives, .. } if positives.contains(&Rule::label) => {
+            format!(
+                "syntax error: unexpected {} after a value; expected a new line or `;`",
+                found.1
+            )
+        }
         ErrorVariant::ParsingError { positives, .. } if !positives.is_empty() => {
             let mut names: Vec<String> = positives.iter().map(rule_name).collect();
             names.dedup();
@@ -204,7 +209,9 @@ fn misplaced(sweep: &SweepAst) -> Diagnostic {
         [SweepAxisAst::Variants(vs)] if vs.len() == 1 && vs[0].span == sweep.span => {
             Diagnostic::error("a `variant` line belongs inside a `sweep` block")
                 .at(sweep.span, "outside a sweep")
-                .hint("write `sweep { variant \"label\" { ... } }` at the top level of the pipeline")
+                .hint(
+                    "write `sweep { variant \"label\" { ... } }` at the top level of the pipeline",
+                )
         }
         _ => Diagnostic::error("a `sweep` block belongs at the top level of the pipeline")
             .at(sweep.span, "misplaced sweep"),

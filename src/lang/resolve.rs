@@ -49,7 +49,10 @@ pub struct Axis {
 
 impl Axis {
     fn name(&self) -> &str {
-        self.key.as_ref().map(|k| k.node.as_str()).unwrap_or("variant")
+        self.key
+            .as_ref()
+            .map(|k| k.node.as_str())
+            .unwrap_or("variant")
     }
     fn is_seed(&self) -> bool {
         self.key.as_ref().is_some_and(|k| k.node == "seed")
@@ -89,7 +92,10 @@ pub fn resolve(path: &Path, sources: &mut SourceMap) -> Result<Resolved, Vec<Dia
         }
         _ => {
             if errors.is_empty() {
-                errors.push(Diagnostic::error(format!("cannot resolve {}", path.display())));
+                errors.push(Diagnostic::error(format!(
+                    "cannot resolve {}",
+                    path.display()
+                )));
             }
             Err(errors)
         }
@@ -113,7 +119,11 @@ fn read_source(
     referrer: Option<&Spanned<String>>,
 ) -> Result<FileId, Diagnostic> {
     let bytes = std::fs::read(path).map_err(|e| {
-        let d = Diagnostic::error(format!("cannot read `{}`: {}", path.display(), io_reason(&e)));
+        let d = Diagnostic::error(format!(
+            "cannot read `{}`: {}",
+            path.display(),
+            io_reason(&e)
+        ));
         match referrer {
             Some(r) => d.at(r.span, "named here"),
             None => d,
@@ -164,8 +174,10 @@ fn resolve_file(
         }
         if stack.len() >= MAX_EXTENDS_DEPTH {
             errors.borrow_mut().push(
-                Diagnostic::error(format!("`extends` chain longer than {MAX_EXTENDS_DEPTH} files"))
-                    .at(r.span, "here"),
+                Diagnostic::error(format!(
+                    "`extends` chain longer than {MAX_EXTENDS_DEPTH} files"
+                ))
+                .at(r.span, "here"),
             );
             return None;
         }
@@ -320,10 +332,11 @@ fn sweep_axes(sweep: SweepAst, errors: &RefCell<Vec<Diagnostic>>) -> Vec<Axis> {
             SweepAxisAst::Values(a) => {
                 let key = a.dotted();
                 if !schema::is_known_path(&key) {
-                    errors.borrow_mut().push(
-                        unknown_setting(&key, a.path_span)
-                            .note("a sweep key is the dotted path of a setting, like `train.regularizer`"),
-                    );
+                    errors
+                        .borrow_mut()
+                        .push(unknown_setting(&key, a.path_span).note(
+                            "a sweep key is the dotted path of a setting, like `train.regularizer`",
+                        ));
                     continue;
                 }
                 if let Some(first) = seen_keys.insert(key.clone(), a.path_span) {
@@ -343,7 +356,9 @@ fn sweep_axes(sweep: SweepAst, errors: &RefCell<Vec<Diagnostic>>) -> Vec<Axis> {
                                 a.value.describe()
                             ))
                             .at(a.value.span, "not a list")
-                            .hint(format!("write `{key} = [a, b]`, or set it outside the sweep")),
+                            .hint(format!(
+                                "write `{key} = [a, b]`, or set it outside the sweep"
+                            )),
                         );
                         continue;
                     }
@@ -396,9 +411,11 @@ fn sweep_axes(sweep: SweepAst, errors: &RefCell<Vec<Diagnostic>>) -> Vec<Axis> {
                             }
                             if let Some((_, first)) = overrides.iter().find(|(k, _)| *k == key) {
                                 errors.borrow_mut().push(
-                                    Diagnostic::error(format!("`{key}` is set twice in one variant"))
-                                        .at(a.path_span, "set again here")
-                                        .also(first.key_span, "first set here"),
+                                    Diagnostic::error(format!(
+                                        "`{key}` is set twice in one variant"
+                                    ))
+                                    .at(a.path_span, "set again here")
+                                    .also(first.key_span, "first set here"),
                                 );
                                 continue;
                             }
@@ -479,17 +496,17 @@ pub fn expand(resolved: &Resolved) -> Result<Vec<Variant>, Diagnostic> {
             .iter()
             .find_map(|a| a.key.as_ref().map(|k| k.span))
             .unwrap_or(resolved.name.span);
-        return Err(Diagnostic::error(format!(
-            "the sweep has more than {MAX_VARIANTS} variants"
-        ))
-        .at(span, "this grid is too large")
-        .note(format!(
-            "axes: {}",
-            axes.iter()
-                .map(|a| format!("{} ({} values)", a.name(), a.entries.len()))
-                .collect::<Vec<_>>()
-                .join(" x ")
-        )));
+        return Err(
+            Diagnostic::error(format!("the sweep has more than {MAX_VARIANTS} variants"))
+                .at(span, "this grid is too large")
+                .note(format!(
+                    "axes: {}",
+                    axes.iter()
+                        .map(|a| format!("{} ({} values)", a.name(), a.entries.len()))
+                        .collect::<Vec<_>>()
+                        .join(" x ")
+                )),
+        );
     };
     let mut variants = Vec::with_capacity(total);
     let mut index = vec![0usize; axes.len()];

@@ -20,29 +20,81 @@ const fn s(key: &'static str, takes_call: bool, doc: &'static str) -> SettingDoc
 
 /// Every setting, in the order the docs list them.
 pub const SETTINGS: &[SettingDoc] = &[
-    s("dataset", false, "path of the dataset manifest, relative to the file that sets it"),
+    s(
+        "dataset",
+        false,
+        "path of the dataset manifest, relative to the file that sets it",
+    ),
     s("split", false, "a task split defined in the manifest"),
     s("tasks", false, "the tasks in the order they are learned"),
-    s("seed", false, "an integer, or a list of integers (one variant per seed)"),
+    s(
+        "seed",
+        false,
+        "an integer, or a list of integers (one variant per seed)",
+    ),
     s("schedule", false, "sequential | joint"),
     s("device", false, "cpu | cuda | \"cuda:N\""),
     s("index", false, "frozen | reindex"),
-    s("model.image", true, "mlp(hidden, embed, activation, dropout): the image branch"),
-    s("model.text", true, "mlp(hidden, embed, activation, dropout): the text branch"),
-    s("model.share", false, "how many top layers both branches share"),
-    s("train.loss", true, "triplet(margin, negatives) | infonce(temperature, learnable)"),
-    s("train.optimizer", true, "adamw(lr, weight_decay, beta1, beta2, eps) | sgd(lr, momentum, weight_decay)"),
-    s("train.schedule_lr", true, "constant | step(every, gamma) | cosine(warmup)"),
-    s("train.epochs", false, "passes over each task's training captions"),
+    s(
+        "model.image",
+        true,
+        "mlp(hidden, embed, activation, dropout): the image branch",
+    ),
+    s(
+        "model.text",
+        true,
+        "mlp(hidden, embed, activation, dropout): the text branch",
+    ),
+    s(
+        "model.share",
+        false,
+        "how many top layers both branches share",
+    ),
+    s(
+        "train.loss",
+        true,
+        "triplet(margin, negatives) | infonce(temperature, learnable)",
+    ),
+    s(
+        "train.optimizer",
+        true,
+        "adamw(lr, weight_decay, beta1, beta2, eps) | sgd(lr, momentum, weight_decay)",
+    ),
+    s(
+        "train.schedule_lr",
+        true,
+        "constant | step(every, gamma) | cosine(warmup)",
+    ),
+    s(
+        "train.epochs",
+        false,
+        "passes over each task's training captions",
+    ),
     s("train.batch", false, "positive pairs per batch"),
     s("train.negatives", false, "within_task | cross_task"),
-    s("train.regularizer", true, "none | ewc | mas | modx | distill | replay, combined with +"),
-    s("train.decouple", false, "true: one model per retrieval direction"),
-    s("train.grad_clip", false, "maximum global gradient norm, or none"),
+    s(
+        "train.regularizer",
+        true,
+        "none | ewc | mas | modx | distill | replay, combined with +",
+    ),
+    s(
+        "train.decouple",
+        false,
+        "true: one model per retrieval direction",
+    ),
+    s(
+        "train.grad_clip",
+        false,
+        "maximum global gradient norm, or none",
+    ),
     s("train.log", false, "step | epoch: rows of the training log"),
     s("evaluate.recall", false, "the K of Recall@K"),
     s("evaluate.directions", false, "im2txt, txt2im"),
-    s("evaluate.gallery", false, "per_task (task known), union (task unknown)"),
+    s(
+        "evaluate.gallery",
+        false,
+        "per_task (task known), union (task unknown)",
+    ),
 ];
 
 /// Defaults of every setting but `dataset`, `split` and `tasks`.

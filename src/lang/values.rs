@@ -53,14 +53,23 @@ pub struct Call<'v> {
 
 impl<'v> Call<'v> {
     pub fn arg(&self, key: &str) -> Option<&'v Value> {
-        self.args.iter().find(|(k, _, _)| *k == key).map(|(_, _, v)| *v)
+        self.args
+            .iter()
+            .find(|(k, _, _)| *k == key)
+            .map(|(_, _, v)| *v)
     }
     /// Where the parameter was written, or the call itself when defaulted.
     pub fn arg_span(&self, key: &str) -> Span {
         self.args
             .iter()
             .find(|(k, _, _)| *k == key)
-            .map(|(_, ks, v)| if ks.file == v.span.file { ks.to(v.span) } else { v.span })
+            .map(|(_, ks, v)| {
+                if ks.file == v.span.file {
+                    ks.to(v.span)
+                } else {
+                    v.span
+                }
+            })
             .unwrap_or(self.span)
     }
 }
@@ -87,11 +96,8 @@ impl Reader {
 
     fn wrong_type(&mut self, v: &Value, what: &str, expected: &str) {
         self.error(
-            Diagnostic::error(format!(
-                "{what} must be {expected}, found {}",
-                v.describe()
-            ))
-            .at(v.span, format!("expected {expected}")),
+            Diagnostic::error(format!("{what} must be {expected}, found {}", v.describe()))
+                .at(v.span, format!("expected {expected}")),
         );
     }
 
@@ -125,8 +131,11 @@ impl Reader {
         match &v.kind {
             ValueKind::Number(x, text) if !x.is_finite() => {
                 self.error(
-                    Diagnostic::error(format!("{what}: the number `{}` is out of range", clip(text)))
-                        .at(v.span, "too large"),
+                    Diagnostic::error(format!(
+                        "{what}: the number `{}` is out of range",
+                        clip(text)
+                    ))
+                    .at(v.span, "too large"),
                 );
                 None
             }
@@ -160,8 +169,11 @@ impl Reader {
         let (x, span) = self.number(v, what, "a whole number")?;
         if x.fract() != 0.0 {
             self.error(
-                Diagnostic::error(format!("{what} must be a whole number, found {}", render(v)))
-                    .at(span, "not a whole number"),
+                Diagnostic::error(format!(
+                    "{what} must be a whole number, found {}",
+                    render(v)
+                ))
+                .at(span, "not a whole number"),
             );
             return None;
         }
@@ -214,7 +226,9 @@ impl Reader {
             };
             let t = choices.iter().find(|(n, _)| *n == w).map(|(_, t)| *t)?;
             if out.contains(&t) {
-                let first = items[..i].iter().find(|x| matches!(&x.kind, ValueKind::Word(y) if y == w));
+                let first = items[..i]
+                    .iter()
+                    .find(|x| matches!(&x.kind, ValueKind::Word(y) if y == w));
                 let mut d = Diagnostic::error(format!("`{w}` is listed twice in {what}"))
                     .at(item.span, "again here");
                 if let Some(f) = first {
@@ -244,9 +258,11 @@ impl Reader {
         type Written<'a> = Vec<(&'a Spanned<String>, &'a Value)>;
         let (name, name_span, written): (&str, Span, Written<'v>) = match &v.kind {
             ValueKind::Word(w) => (w, v.span, Vec::new()),
-            ValueKind::Call { name, args } => {
-                (&name.node, name.span, args.iter().map(|(k, v)| (k, v)).collect())
-            }
+            ValueKind::Call { name, args } => (
+                &name.node,
+                name.span,
+                args.iter().map(|(k, v)| (k, v)).collect(),
+            ),
             _ => {
                 self.wrong_type(v, what, &format!("one of: {}", names.join(", ")));
                 return None;
@@ -269,9 +285,12 @@ impl Reader {
                 ok = false;
             } else if let Some((_, first, _)) = args.iter().find(|(k, _, _)| *k == key.node) {
                 self.error(
-                    Diagnostic::error(format!("parameter `{}` of `{name}` is given twice", key.node))
-                        .at(key.span, "again here")
-                        .also(*first, "first here"),
+                    Diagnostic::error(format!(
+                        "parameter `{}` of `{name}` is given twice",
+                        key.node
+                    ))
+                    .at(key.span, "again here")
+                    .also(*first, "first here"),
                 );
                 ok = false;
             } else {

@@ -163,11 +163,12 @@ impl Builder {
         });
         let t = e.tasks.len();
         // Decoupled sequential training forks one model chain per evaluated direction.
-        let chains: Vec<Option<Direction>> = if e.train.decouple && e.schedule == Schedule::Sequential {
-            e.evaluate.directions.iter().map(|d| Some(*d)).collect()
-        } else {
-            vec![None]
-        };
+        let chains: Vec<Option<Direction>> =
+            if e.train.decouple && e.schedule == Schedule::Sequential {
+                e.evaluate.directions.iter().map(|d| Some(*d)).collect()
+            } else {
+                vec![None]
+            };
         let mut trains = Vec::new();
         // models[c][k-1]: the model of chain c after stage k.
         let mut models: Vec<Vec<NodeIndex>> = Vec::new();
@@ -211,14 +212,20 @@ impl Builder {
         let regularizer = resolve_coverage(&e.train.regularizer, chain);
         let mut models = Vec::new();
         let mut importance: Vec<(&'static str, NodeIndex)> = Vec::new();
-        let suffix = chain.map(|d| format!(", {} model", d.name())).unwrap_or_default();
+        let suffix = chain
+            .map(|d| format!(", {} model", d.name()))
+            .unwrap_or_default();
         for (k0, task) in e.tasks.iter().enumerate() {
             let k = k0 + 1;
             let mut settings = common.clone();
             settings["schedule"] = json!("sequential");
             settings["task"] = json!(task);
             settings["stage"] = json!(k);
-            settings["regularizer"] = if k == 1 { json!([]) } else { json!(regularizer) };
+            settings["regularizer"] = if k == 1 {
+                json!([])
+            } else {
+                json!(regularizer)
+            };
             let mut inputs = vec![load];
             inputs.extend(models.last().copied());
             inputs.extend(importance.iter().map(|(_, i)| *i));
@@ -256,7 +263,12 @@ impl Builder {
                     _ => continue,
                 };
                 let mut inputs = vec![model, load];
-                inputs.extend(importance.iter().filter(|(m, _)| *m == method).map(|(_, i)| *i));
+                inputs.extend(
+                    importance
+                        .iter()
+                        .filter(|(m, _)| *m == method)
+                        .map(|(_, i)| *i),
+                );
                 let node = self.add(
                     Spec {
                         kind: NodeKind::Importance,
@@ -305,7 +317,17 @@ impl Builder {
                 };
                 let mut embed = |b: &mut Builder, kind: NodeKind, j: usize, m: usize| {
                     *embedded.entry((kind, c, j, m)).or_insert_with(|| {
-                        b.embedding(v, e, kind, *chain, &directions, j, m, models[c][m - 1], load)
+                        b.embedding(
+                            v,
+                            e,
+                            kind,
+                            *chain,
+                            &directions,
+                            j,
+                            m,
+                            models[c][m - 1],
+                            load,
+                        )
                     })
                 };
                 for j in 1..=t {
@@ -320,7 +342,10 @@ impl Builder {
                     if c == 0 {
                         gallery_models.push(gallery_stage);
                     }
-                    if e.schedule == Schedule::Sequential && e.index == IndexPolicy::Reindex && j < k {
+                    if e.schedule == Schedule::Sequential
+                        && e.index == IndexPolicy::Reindex
+                        && j < k
+                    {
                         // The task's own-stage embeddings, for the drift diagnostics.
                         inputs.push(embed(self, NodeKind::Index, j, j));
                     }
@@ -365,7 +390,9 @@ impl Builder {
         let mut modalities: Vec<&str> = directions
             .iter()
             .map(|d| match (kind, d) {
-                (NodeKind::Index, Direction::Im2txt) | (NodeKind::Query, Direction::Txt2im) => "text",
+                (NodeKind::Index, Direction::Im2txt) | (NodeKind::Query, Direction::Txt2im) => {
+                    "text"
+                }
                 _ => "image",
             })
             .collect();
@@ -376,7 +403,9 @@ impl Builder {
             Schedule::Joint => "joint".to_string(),
             Schedule::Sequential => m.to_string(),
         };
-        let suffix = chain.map(|d| format!(", {} model", d.name())).unwrap_or_default();
+        let suffix = chain
+            .map(|d| format!(", {} model", d.name()))
+            .unwrap_or_default();
         self.add(
             Spec {
                 kind,
@@ -403,12 +432,19 @@ fn resolve_coverage(terms: &[RegularizerSpec], chain: Option<Direction>) -> Vec<
     terms
         .iter()
         .map(|t| match t {
-            RegularizerSpec::Ewc { lambda, accumulate, on: Coverage::Query } => RegularizerSpec::Ewc {
+            RegularizerSpec::Ewc {
+                lambda,
+                accumulate,
+                on: Coverage::Query,
+            } => RegularizerSpec::Ewc {
                 lambda: *lambda,
                 accumulate: *accumulate,
                 on: query_branch,
             },
-            RegularizerSpec::Mas { lambda, on: Coverage::Query } => RegularizerSpec::Mas {
+            RegularizerSpec::Mas {
+                lambda,
+                on: Coverage::Query,
+            } => RegularizerSpec::Mas {
                 lambda: *lambda,
                 on: query_branch,
             },

@@ -59,8 +59,17 @@ fn text(plan: &Plan) -> String {
         plan.pipeline,
         if n == 1 { "" } else { "s" }
     );
-    let width = plan.nodes().map(|(_, node)| node.label.len()).max().unwrap_or(10).min(60);
-    let _ = writeln!(out, "\n  {:>4}  {:<10}  {:<width$}  {:<12}  used by", "#", "kind", "node", "key");
+    let width = plan
+        .nodes()
+        .map(|(_, node)| node.label.len())
+        .max()
+        .unwrap_or(10)
+        .min(60);
+    let _ = writeln!(
+        out,
+        "\n  {:>4}  {:<10}  {:<width$}  {:<12}  used by",
+        "#", "kind", "node", "key"
+    );
     for (i, node) in plan.nodes() {
         let _ = writeln!(
             out,
@@ -140,7 +149,11 @@ fn json(plan: &Plan) -> String {
                 id,
                 label: &e.label,
                 seed: e.seed,
-                axes: e.axes.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+                axes: e
+                    .axes
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect(),
                 settings: e,
             })
             .collect(),
@@ -153,7 +166,11 @@ fn json(plan: &Plan) -> String {
                 tasks: &node.tasks,
                 stage: node.stage,
                 direction: node.direction,
-                inputs: plan.inputs(i).into_iter().map(|j| plan.node(j).key.as_str()).collect(),
+                inputs: plan
+                    .inputs(i)
+                    .into_iter()
+                    .map(|j| plan.node(j).key.as_str())
+                    .collect(),
                 variants: &node.variants,
                 settings: &node.settings,
             })
@@ -193,7 +210,10 @@ fn escape(s: &str) -> String {
 fn dot(plan: &Plan) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "digraph \"{}\" {{", escape(&plan.pipeline));
-    let _ = writeln!(out, "  rankdir=LR;\n  node [shape=box, style=\"rounded,filled\", fontname=\"Helvetica\"];");
+    let _ = writeln!(
+        out,
+        "  rankdir=LR;\n  node [shape=box, style=\"rounded,filled\", fontname=\"Helvetica\"];"
+    );
     for (i, node) in plan.nodes() {
         let _ = writeln!(
             out,
@@ -219,7 +239,14 @@ fn mermaid(plan: &Plan) -> String {
     let mut out = String::from("flowchart LR\n");
     for (i, node) in plan.nodes() {
         let label = node.label.replace('"', "#quot;");
-        let _ = writeln!(out, "  n{}[\"{}<br/>{}\"]:::{}", i.index(), label, node.short_key(), node.kind.name());
+        let _ = writeln!(
+            out,
+            "  n{}[\"{}<br/>{}\"]:::{}",
+            i.index(),
+            label,
+            node.short_key(),
+            node.kind.name()
+        );
     }
     for e in plan.graph.edge_indices() {
         if let Some((a, b)) = plan.graph.edge_endpoints(e) {

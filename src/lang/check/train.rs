@@ -16,33 +16,63 @@ impl VariantChecker<'_> {
         let loss = self.loss();
         let optimizer = self.optimizer();
         let schedule_lr = self.schedule_lr();
-        let epochs = self.value("train.epochs").and_then(|v| self.reader.int(v, "`train.epochs`", 1, MAX_EPOCHS));
-        let batch = self.value("train.batch").and_then(|v| self.reader.int(v, "`train.batch`", 2, MAX_BATCH));
+        let epochs = self
+            .value("train.epochs")
+            .and_then(|v| self.reader.int(v, "`train.epochs`", 1, MAX_EPOCHS));
+        let batch = self
+            .value("train.batch")
+            .and_then(|v| self.reader.int(v, "`train.batch`", 2, MAX_BATCH));
         let negatives_setting = self.setting("train.negatives");
         let negatives = negatives_setting.and_then(|s| {
             self.reader
-                .word(&s.value, "`train.negatives`", &["within_task", "cross_task"])
-                .map(|w| if w == "cross_task" { Negatives::CrossTask } else { Negatives::WithinTask })
+                .word(
+                    &s.value,
+                    "`train.negatives`",
+                    &["within_task", "cross_task"],
+                )
+                .map(|w| {
+                    if w == "cross_task" {
+                        Negatives::CrossTask
+                    } else {
+                        Negatives::WithinTask
+                    }
+                })
         });
         let decouple_setting = self.setting("train.decouple");
-        let decouple = decouple_setting.and_then(|s| self.reader.boolean(&s.value, "`train.decouple`"));
+        let decouple =
+            decouple_setting.and_then(|s| self.reader.boolean(&s.value, "`train.decouple`"));
         let grad_clip = self.value("train.grad_clip").and_then(|v| match &v.kind {
             ValueKind::Word(w) if w == "none" => Some(None),
-            _ => self.reader.float(v, "`train.grad_clip`", Range::Positive).map(Some),
+            _ => self
+                .reader
+                .float(v, "`train.grad_clip`", Range::Positive)
+                .map(Some),
         });
         let log = self.value("train.log").and_then(|v| {
             self.reader
                 .word(v, "`train.log`", &["step", "epoch"])
-                .map(|w| if w == "step" { LogEvery::Step } else { LogEvery::Epoch })
+                .map(|w| {
+                    if w == "step" {
+                        LogEvery::Step
+                    } else {
+                        LogEvery::Epoch
+                    }
+                })
         });
         let regularizer = self.regularizer(decouple);
 
         // Combinations that cannot mean anything.
-        if let (Some(Negatives::CrossTask), Some(Schedule::Sequential), Some(s)) = (negatives, schedule, negatives_setting) {
+        if let (Some(Negatives::CrossTask), Some(Schedule::Sequential), Some(s)) =
+            (negatives, schedule, negatives_setting)
+        {
             let mut d = Diagnostic::error("`negatives = cross_task` needs `schedule = joint`")
                 .at(s.value.span, "cross-task negatives")
                 .note("in a sequential schedule each batch holds one task, so cross-task pairs never meet");
-            if let Some(sched) = self.settings.get("schedule").filter(|s| s.value.span.file != self.defaults_file()) {
+            if let Some(sched) = self
+                .settings
+                .get("schedule")
+                .filter(|s| s.value.span.file != self.defaults_file())
+            {
                 d = d.also(sched.value.span, "sequential here");
             }
             self.reader.error(d);
@@ -79,25 +109,41 @@ impl VariantChecker<'_> {
     fn loss(&mut self) -> Option<LossSpec> {
         let call = self.call(
             "train.loss",
-            &[("triplet", &["margin", "negatives"]), ("infonce", &["temperature", "learnable"])],
+            &[
+                ("triplet", &["margin", "negatives"]),
+                ("infonce", &["temperature", "learnable"]),
+            ],
         )?;
         let r = &mut self.reader;
         match call.name {
             "triplet" => {
-                let margin = call.arg("margin").map_or(Some(0.2), |v| r.float(v, "`margin` of `triplet`", Range::NonNegative));
-                let negatives = call.arg("negatives").map_or(Some(TripletNegatives::Hardest), |v| {
-                    r.word(v, "`negatives` of `triplet`", &["hardest", "all"])
-                        .map(|w| if w == "all" { TripletNegatives::All } else { TripletNegatives::Hardest })
+                let margin = call.arg("margin").map_or(Some(0.2), |v| {
+                    r.float(v, "`margin` of `triplet`", Range::NonNegative)
                 });
+                let negatives =
+                    call.arg("negatives")
+                        .map_or(Some(TripletNegatives::Hardest), |v| {
+                            r.word(v, "`negatives` of `triplet`", &["hardest", "all"])
+                                .map(|w| {
+                                    if w == "all" {
+                                        TripletNegatives::All
+                                    } else {
+                                        TripletNegatives::Hardest
+                                    }
+                                })
+                        });
                 Some(LossSpec::Triplet {
                     margin: margin?,
                     negatives: negatives?,
                 })
             }
             _ => {
-                let temperature =
-                    call.arg("temperature").map_or(Some(0.07), |v| r.float(v, "`temperature` of `infonce`", Range::Positive));
-                let learnable = call.arg("learnable").map_or(Some(false), |v| r.boolean(v, "`learnable` of `infonce`"));
+                let temperature = call.arg("temperature").map_or(Some(0.07), |v| {
+                    r.float(v, "`temperature` of `infonce`", Range::Positive)
+                });
+                let learnable = call
+                    .arg("learnable")
+                    .map_or(Some(false), |v| r.boolean(v, "`learnable` of `infonce`"));
                 Some(LossSpec::Infonce {
                     temperature: temperature?,
                     learnable: learnable?,
@@ -117,7 +163,9 @@ impl VariantChecker<'_> {
         let r = &mut self.reader;
         let name = call.name;
         let mut num = |key: &str, default: f64, range: Range| {
-            call.arg(key).map_or(Some(default), |v| r.float(v, &format!("`{key}` of `{name}`"), range))
+            call.arg(key).map_or(Some(default), |v| {
+                r.float(v, &format!("`{key}` of `{name}`"), range)
+            })
         };
         match name {
             "adamw" => {
@@ -150,21 +198,31 @@ impl VariantChecker<'_> {
     fn schedule_lr(&mut self) -> Option<LrSchedule> {
         let call = self.call(
             "train.schedule_lr",
-            &[("constant", &[]), ("step", &["every", "gamma"]), ("cosine", &["warmup"])],
+            &[
+                ("constant", &[]),
+                ("step", &["every", "gamma"]),
+                ("cosine", &["warmup"]),
+            ],
         )?;
         let r = &mut self.reader;
         match call.name {
             "constant" => Some(LrSchedule::Constant),
             "step" => {
-                let every = call.arg("every").map_or(Some(10), |v| r.int(v, "`every` of `step`", 1, MAX_EPOCHS));
-                let gamma = call.arg("gamma").map_or(Some(0.1), |v| r.float(v, "`gamma` of `step`", Range::UnitPositive));
+                let every = call
+                    .arg("every")
+                    .map_or(Some(10), |v| r.int(v, "`every` of `step`", 1, MAX_EPOCHS));
+                let gamma = call.arg("gamma").map_or(Some(0.1), |v| {
+                    r.float(v, "`gamma` of `step`", Range::UnitPositive)
+                });
                 Some(LrSchedule::Step {
                     every: every? as u32,
                     gamma: gamma?,
                 })
             }
             _ => {
-                let warmup = call.arg("warmup").map_or(Some(0.0), |v| r.float(v, "`warmup` of `cosine`", Range::UnitOpen));
+                let warmup = call.arg("warmup").map_or(Some(0.0), |v| {
+                    r.float(v, "`warmup` of `cosine`", Range::UnitOpen)
+                });
                 Some(LrSchedule::Cosine { warmup: warmup? })
             }
         }
@@ -201,7 +259,10 @@ impl VariantChecker<'_> {
         let mut names: Vec<(&str, Span)> = Vec::new();
         let mut ok = true;
         for term in &terms {
-            let Some(call) = self.reader.call(term, "`train.regularizer`", signatures, &overrides) else {
+            let Some(call) = self
+                .reader
+                .call(term, "`train.regularizer`", signatures, &overrides)
+            else {
                 ok = false;
                 continue;
             };
@@ -243,12 +304,13 @@ impl VariantChecker<'_> {
         let r = &mut self.reader;
         let coverage = |r: &mut crate::lang::values::Reader| {
             let on = call.arg("on").map_or(Some(Coverage::Both), |v| {
-                r.word(v, &what("on"), &["both", "image", "text", "query"]).map(|w| match w {
-                    "image" => Coverage::Image,
-                    "text" => Coverage::Text,
-                    "query" => Coverage::Query,
-                    _ => Coverage::Both,
-                })
+                r.word(v, &what("on"), &["both", "image", "text", "query"])
+                    .map(|w| match w {
+                        "image" => Coverage::Image,
+                        "text" => Coverage::Text,
+                        "query" => Coverage::Query,
+                        _ => Coverage::Both,
+                    })
             });
             if on == Some(Coverage::Query) && decouple == Some(false) {
                 r.error(
@@ -262,10 +324,17 @@ impl VariantChecker<'_> {
         };
         match name {
             "ewc" => {
-                let lambda = call.arg("lambda").map_or(Some(1.0), |v| r.float(v, &what("lambda"), Range::NonNegative));
+                let lambda = call.arg("lambda").map_or(Some(1.0), |v| {
+                    r.float(v, &what("lambda"), Range::NonNegative)
+                });
                 let accumulate = call.arg("accumulate").map_or(Some(Accumulate::Sum), |v| {
-                    r.word(v, &what("accumulate"), &["sum", "mean"])
-                        .map(|w| if w == "mean" { Accumulate::Mean } else { Accumulate::Sum })
+                    r.word(v, &what("accumulate"), &["sum", "mean"]).map(|w| {
+                        if w == "mean" {
+                            Accumulate::Mean
+                        } else {
+                            Accumulate::Sum
+                        }
+                    })
                 });
                 let on = coverage(r);
                 Some(RegularizerSpec::Ewc {
@@ -275,14 +344,25 @@ impl VariantChecker<'_> {
                 })
             }
             "mas" => {
-                let lambda = call.arg("lambda").map_or(Some(1.0), |v| r.float(v, &what("lambda"), Range::NonNegative));
+                let lambda = call.arg("lambda").map_or(Some(1.0), |v| {
+                    r.float(v, &what("lambda"), Range::NonNegative)
+                });
                 let on = coverage(r);
-                Some(RegularizerSpec::Mas { lambda: lambda?, on: on? })
+                Some(RegularizerSpec::Mas {
+                    lambda: lambda?,
+                    on: on?,
+                })
             }
             "modx" => {
-                let alpha = call.arg("alpha").map_or(Some(20.0), |v| r.float(v, &what("alpha"), Range::NonNegative));
-                let temperature = call.arg("temperature").map_or(Some(1.0), |v| r.float(v, &what("temperature"), Range::Positive));
-                let correct = call.arg("correct").map_or(Some(true), |v| r.boolean(v, &what("correct")));
+                let alpha = call.arg("alpha").map_or(Some(20.0), |v| {
+                    r.float(v, &what("alpha"), Range::NonNegative)
+                });
+                let temperature = call.arg("temperature").map_or(Some(1.0), |v| {
+                    r.float(v, &what("temperature"), Range::Positive)
+                });
+                let correct = call
+                    .arg("correct")
+                    .map_or(Some(true), |v| r.boolean(v, &what("correct")));
                 Some(RegularizerSpec::Modx {
                     alpha: alpha?,
                     temperature: temperature?,
@@ -290,28 +370,45 @@ impl VariantChecker<'_> {
                 })
             }
             "distill" => {
-                let lambda = call.arg("lambda").map_or(Some(1.0), |v| r.float(v, &what("lambda"), Range::NonNegative));
-                let temperature = call.arg("temperature").map_or(Some(1.0), |v| r.float(v, &what("temperature"), Range::Positive));
+                let lambda = call.arg("lambda").map_or(Some(1.0), |v| {
+                    r.float(v, &what("lambda"), Range::NonNegative)
+                });
+                let temperature = call.arg("temperature").map_or(Some(1.0), |v| {
+                    r.float(v, &what("temperature"), Range::Positive)
+                });
                 Some(RegularizerSpec::Distill {
                     lambda: lambda?,
                     temperature: temperature?,
                 })
             }
             _ => {
-                let memory = call.arg("memory").map_or(Some(200), |v| r.int(v, &what("memory"), 1, MAX_MEMORY));
-                let per_batch = call.arg("per_batch").map_or(Some(16.min(memory.unwrap_or(16))), |v| {
-                    r.int(v, &what("per_batch"), 1, MAX_BATCH)
-                });
+                let memory = call
+                    .arg("memory")
+                    .map_or(Some(200), |v| r.int(v, &what("memory"), 1, MAX_MEMORY));
+                let per_batch = call
+                    .arg("per_batch")
+                    .map_or(Some(16.min(memory.unwrap_or(16))), |v| {
+                        r.int(v, &what("per_batch"), 1, MAX_BATCH)
+                    });
                 let sampler = call.arg("sampler").map_or(Some(Sampler::Reservoir), |v| {
                     r.word(v, &what("sampler"), &["reservoir", "balanced"])
-                        .map(|w| if w == "balanced" { Sampler::Balanced } else { Sampler::Reservoir })
+                        .map(|w| {
+                            if w == "balanced" {
+                                Sampler::Balanced
+                            } else {
+                                Sampler::Reservoir
+                            }
+                        })
                 });
                 if let (Some(m), Some(p)) = (memory, per_batch) {
                     if p > m {
                         r.error(
-                            Diagnostic::error(format!("{} = {p} is more than the memory ({m} pairs)", what("per_batch")))
-                                .at(call.arg_span("per_batch"), "too many")
-                                .hint("each batch draws at most `memory` replayed pairs"),
+                            Diagnostic::error(format!(
+                                "{} = {p} is more than the memory ({m} pairs)",
+                                what("per_batch")
+                            ))
+                            .at(call.arg_span("per_batch"), "too many")
+                            .hint("each batch draws at most `memory` replayed pairs"),
                         );
                         return None;
                     }
@@ -329,11 +426,18 @@ impl VariantChecker<'_> {
         let recall = self.value("evaluate.recall").and_then(|v| {
             let items = self.reader.list(v, "`evaluate.recall`")?;
             if items.is_empty() {
-                self.reader.error(Diagnostic::error("`evaluate.recall` is empty").at(v.span, "no K"));
+                self.reader
+                    .error(Diagnostic::error("`evaluate.recall` is empty").at(v.span, "no K"));
                 return None;
             }
-            let ks: Vec<Option<u64>> = items.iter().map(|i| self.reader.int(i, "a recall K", 1, MAX_K)).collect();
-            let ks: Vec<usize> = ks.into_iter().map(|k| k.map(|k| k as usize)).collect::<Option<_>>()?;
+            let ks: Vec<Option<u64>> = items
+                .iter()
+                .map(|i| self.reader.int(i, "a recall K", 1, MAX_K))
+                .collect();
+            let ks: Vec<usize> = ks
+                .into_iter()
+                .map(|k| k.map(|k| k as usize))
+                .collect::<Option<_>>()?;
             for (i, k) in ks.iter().enumerate() {
                 if ks[..i].contains(k) {
                     self.reader.error(
@@ -356,7 +460,10 @@ impl VariantChecker<'_> {
             self.reader.word_set(
                 v,
                 "`evaluate.gallery`",
-                &[("per_task", GalleryScope::PerTask), ("union", GalleryScope::Union)],
+                &[
+                    ("per_task", GalleryScope::PerTask),
+                    ("union", GalleryScope::Union),
+                ],
             )
         });
         Some(EvaluateSpec {
