@@ -13,4 +13,7 @@
 pub mod data;
 pub mod diagnostics;
 pub mod lang;
+pub mod model;
 pub mod plan;
+pub mod rng;
+pub mod train;

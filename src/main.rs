@@ -9,6 +9,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+// candle allocates a fresh buffer for every operation; mimalloc halves a CPU
+// training step's time against glibc's allocator (docs/PERFORMANCE.md, stack.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "lethe",

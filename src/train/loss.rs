@@ -1,0 +1,100 @@
+//! Losses on the batch similarity matrix `S = φ(I) ψ(C)ᵀ` (B x B, row b: the image
+//! of pair b; column j: the caption of pair j), and the distillation terms of
+//! Mod-X and multimodal knowledge distillation. Formulas: `docs/methods.md`.
+//!
+//! `positives` is a B x B 0/1 matrix: 1 where pair j's caption describes pair b's
+//! image (the diagonal, and two captions of one image in the same batch). Such
+//! entries are never negatives.
+
+use crate::lang::TripletNegatives;
+use candle_core::{Result, Tensor, D};
+
+/// The diagonal of a square matrix as a column (B x 1).
+fn diagonal(s: &Tensor) -> Result<Tensor> {
+    let b = s.dim(0)?;
+    let eye = Tensor::eye(b, s.dtype(), s.device())?;
+    (s * eye)?.sum_keepdim(1)
+}
+
+/// VSE++ bidirectional hinge ranking loss, averaged over the B pairs.
+pub fn triplet(
+    s: &Tensor,
+    positives: &Tensor,
+    margin: f64,
+    negatives: TripletNegatives,
+) -> Result<Tensor> {
+    let b = s.dim(0)? as f64;
+    let negative = positives.affine(-1.0, 1.0)?; // 1 - positives
+    let d = diagonal(s)?;
+    // Image b against the captions j: m + S[b,j] - S[b,b].
+    let cost_caption = (s.broadcast_sub(&d)? + margin)?.relu()?.mul(&negative)?;
+    // Caption b against the images j: m + S[j,b] - S[b,b].
+    let cost_image = (s.broadcast_sub(&d.t()?)? + margin)?
+        .relu()?
+        .mul(&negative)?;
+    let total = match negatives {
+        TripletNegatives::Hardest => {
+            (cost_caption.max(1)?.sum_all()? + cost_image.max(0)?.sum_all()?)?
+        }
+        TripletNegatives::All => (cost_caption.sum_all()? + cost_image.sum_all()?)?,
+    };
+    total.affine(1.0 / b, 0.0)
+}
+
+/// Added to logits that must not act as negatives: exp() of it is exactly 0.
+const MASKED: f64 = -1e4;
+
+/// Symmetric InfoNCE (CLIP): ½ [CE(S·scale, I) + CE(Sᵀ·scale, I)], where `scale` is
+/// 1/τ (a scalar tensor, possibly `exp(logit_scale)` of a learnable variable).
+pub fn infonce(s: &Tensor, positives: &Tensor, scale: &Tensor) -> Result<Tensor> {
+    let b = s.dim(0)?;
+    let eye = Tensor::eye(b, s.dtype(), s.device())?;
+    // Other captions of the same image leave the denominator.
+    let mask = ((positives - &eye)? * MASKED)?;
+    let logits = (s.broadcast_mul(scale)? + mask)?;
+    let rows = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+    let cols = candle_nn::ops::log_softmax(&logits.t()?, D::Minus1)?;
+    let picked = ((rows * &eye)?.sum_all()? + (cols * &eye)?.sum_all()?)?;
+    picked.affine(-0.5 / b as f64, 0.0)
+}
+
+/// Σ_rows KL(softmax(old/τ) ‖ softmax(new/τ)) as a vector of per-row values (B).
+fn row_kl(old: &Tensor, new: &Tensor, temperature: f64) -> Result<Tensor> {
+    let log_p_old = candle_nn::ops::log_softmax(&old.affine(1.0 / temperature, 0.0)?, D::Minus1)?;
+    let log_p_new = candle_nn::ops::log_softmax(&new.affine(1.0 / temperature, 0.0)?, D::Minus1)?;
+    (log_p_old.exp()? * (log_p_old - log_p_new)?)?.sum(1)
+}
+
+/// Rows (of `old`) whose most similar entry is a positive: 1.0, else 0.0.
+fn correct_rows(old: &Tensor, positives: &Tensor) -> Result<Tensor> {
+    let best = old.contiguous()?.argmax_keepdim(1)?; // B x 1, first maximum on ties
+    positives.contiguous()?.gather(&best, 1)?.squeeze(1)
+}
+
+/// Mod-X: ½ Σ_rows [KL rows + KL columns] at temperature τ; with `correct`, rows
+/// (columns) where the old model ranks a negative first are left out. `old` is
+/// the old model's similarity matrix on the same batch (no gradient).
+pub fn modx(
+    new: &Tensor,
+    old: &Tensor,
+    positives: &Tensor,
+    temperature: f64,
+    correct: bool,
+) -> Result<Tensor> {
+    let old = old.detach();
+    let mut rows = row_kl(&old, new, temperature)?;
+    let mut cols = row_kl(&old.t()?, &new.t()?, temperature)?;
+    if correct {
+        rows = (rows * correct_rows(&old, positives)?)?;
+        cols = (cols * correct_rows(&old.t()?, &positives.t()?)?)?;
+    }
+    (rows.sum_all()? + cols.sum_all()?)?.affine(0.5, 0.0)
+}
+
+/// Multimodal knowledge distillation: ½ [mean_rows KL + mean_columns KL].
+pub fn distill(new: &Tensor, old: &Tensor, temperature: f64) -> Result<Tensor> {
+    let old = old.detach();
+    let rows = row_kl(&old, new, temperature)?;
+    let cols = row_kl(&old.t()?, &new.t()?, temperature)?;
+    (rows.mean_all()? + cols.mean_all()?)?.affine(0.5, 0.0)
+}

@@ -1,0 +1,359 @@
+//! The `train` and `importance` nodes: learn one stage of a chain, estimate
+//! parameter importance after it. Everything runs on a candle `Device` (CPU, or
+//! CUDA with the `cuda` feature) through the same code.
+
+pub mod batches;
+pub mod importance;
+pub mod loss;
+pub mod optim;
+
+use crate::lang::{DeviceSpec, LossSpec, ModelSpec, RegularizerSpec, Schedule, TrainSpec};
+use crate::model::{Modality, Model};
+use crate::rng::Rng;
+use batches::{epoch_batches, ReplayMemory};
+use candle_core::{Device, Tensor};
+use importance::Importance;
+use std::time::Instant;
+
+/// The features of a dataset, borrowed: enough to train and to embed.
+#[derive(Debug, Clone, Copy)]
+pub struct PairData<'a> {
+    /// Row-major, `image_dim` floats per image.
+    pub image_features: &'a [f32],
+    pub image_dim: usize,
+    /// Row-major, `text_dim` floats per caption.
+    pub caption_features: &'a [f32],
+    pub text_dim: usize,
+    /// The image row of every caption row.
+    pub caption_image: &'a [u32],
+}
+
+impl PairData<'_> {
+    /// Rows of one modality as a (n x dim) tensor.
+    pub fn gather(
+        &self,
+        m: Modality,
+        rows: &[u32],
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let (features, dim) = match m {
+            Modality::Image => (self.image_features, self.image_dim),
+            Modality::Text => (self.caption_features, self.text_dim),
+        };
+        let mut out = Vec::with_capacity(rows.len() * dim);
+        for &r in rows {
+            let r = r as usize;
+            out.extend_from_slice(&features[r * dim..(r + 1) * dim]);
+        }
+        Tensor::from_vec(out, (rows.len(), dim), device)
+    }
+}
+
+/// Images, captions and the positives mask of a batch of caption rows.
+pub fn batch_tensors(
+    data: &PairData,
+    captions: &[u32],
+    device: &Device,
+) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    let images: Vec<u32> = captions
+        .iter()
+        .map(|&c| data.caption_image[c as usize])
+        .collect();
+    let n = captions.len();
+    let mut positives = vec![0f32; n * n];
+    for b in 0..n {
+        for j in 0..n {
+            if images[b] == images[j] {
+                positives[b * n + j] = 1.0;
+            }
+        }
+    }
+    Ok((
+        data.gather(Modality::Image, &images, device)?,
+        data.gather(Modality::Text, captions, device)?,
+        Tensor::from_vec(positives, (n, n), device)?,
+    ))
+}
+
+/// The task loss on a batch similarity matrix.
+pub fn task_loss(
+    model: &Model,
+    loss: &LossSpec,
+    s: &Tensor,
+    positives: &Tensor,
+) -> candle_core::Result<Tensor> {
+    match loss {
+        LossSpec::Triplet { margin, negatives } => loss::triplet(s, positives, *margin, *negatives),
+        LossSpec::Infonce { temperature, .. } => {
+            let scale = match model.logit_scale() {
+                Some(v) => v.as_tensor().exp()?.reshape(())?,
+                None => Tensor::new(1.0 / *temperature as f32, s.device())?,
+            };
+            loss::infonce(s, positives, &scale)
+        }
+    }
+}
+
+/// The device a pipeline asks for, or why it cannot be had.
+pub fn device(spec: DeviceSpec) -> Result<Device, String> {
+    match spec {
+        DeviceSpec::Cpu => Ok(Device::Cpu),
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(n) => Device::new_cuda(n).map_err(|e| format!("cannot open CUDA device {n}: {e}")),
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Cuda(n) => Err(format!(
+            "device cuda:{n} was asked for, but this lethe was built without CUDA; rebuild with `cargo build --release --features cuda` (see README)"
+        )),
+    }
+}
+
+/// What one stage learns from and how.
+pub struct Stage<'a> {
+    pub model: &'a ModelSpec,
+    pub train: &'a TrainSpec,
+    pub schedule: Schedule,
+    pub seed: u64,
+    /// 1-based; the joint model is stage 1 of a one-stage chain.
+    pub stage: usize,
+    /// The task name (or `joint`), for logs and errors.
+    pub label: String,
+    /// The regularizer of this stage, `on = query` resolved; empty at stage 1.
+    pub regularizer: &'a [RegularizerSpec],
+    pub data: PairData<'a>,
+    /// Training captions of the task(s) learned now (several for a joint schedule).
+    pub tasks: Vec<&'a [u32]>,
+    /// Earlier tasks in learning order, for the replay memory.
+    pub past: Vec<(&'a str, &'a [u32])>,
+}
+
+/// The chain's state after the previous stage.
+pub struct Previous<'a> {
+    pub model: &'a Model,
+    /// Accumulated importance for the penalties that need it (EWC, MAS).
+    pub importance: Vec<&'a Importance>,
+}
+
+/// One row of the training log; training records every step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogRow {
+    pub stage: usize,
+    pub task: String,
+    pub epoch: usize,
+    pub step: usize,
+    pub loss: f64,
+    pub task_loss: f64,
+    /// Each regularizer term, weighted as it enters the loss.
+    pub terms: Vec<(String, f64)>,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("training diverged at {task}, epoch {epoch}, step {step}: the {term} is {value}")]
+    NonFinite {
+        task: String,
+        epoch: usize,
+        step: usize,
+        term: String,
+        value: f64,
+    },
+    #[error("{0}")]
+    Tensor(#[from] candle_core::Error),
+}
+
+pub struct Trained {
+    pub model: Model,
+    pub log: Vec<LogRow>,
+}
+
+/// Trains one stage, starting from the previous model (or a fresh one).
+pub fn train_stage(
+    stage: &Stage,
+    previous: Option<&Previous>,
+    device: &Device,
+) -> Result<Trained, TrainError> {
+    let t = stage.train;
+    let model = match previous {
+        Some(p) => p.model.deep_clone()?,
+        None => {
+            let logit_scale = match &t.loss {
+                LossSpec::Infonce {
+                    temperature,
+                    learnable: true,
+                } => Some((1.0 / temperature).ln()),
+                _ => None,
+            };
+            Model::new(
+                stage.model,
+                stage.data.image_dim,
+                stage.data.text_dim,
+                stage.seed,
+                logit_scale,
+                device,
+            )?
+        }
+    };
+    let anchors = previous.map(|p| p.model.snapshot()).transpose()?;
+    let vars: Vec<_> = model.params().iter().map(|p| p.var.clone()).collect();
+    let mut optimizer = optim::Optimizer::new(&t.optimizer, vars.clone());
+    let replay = stage.regularizer.iter().find_map(|r| match r {
+        RegularizerSpec::Replay {
+            memory,
+            per_batch,
+            sampler,
+        } => Some((
+            ReplayMemory::after_tasks(*memory, *sampler, &stage.past, stage.seed),
+            *per_batch,
+        )),
+        _ => None,
+    });
+    let steps_per_epoch = epoch_batches(
+        &stage.tasks,
+        t.batch,
+        t.negatives,
+        stage.seed,
+        stage.stage,
+        0,
+    )
+    .len();
+    let total_steps = steps_per_epoch * t.epochs as usize;
+    let mut dropout_rng = Rng::derive(stage.seed, &["dropout", &stage.stage.to_string()]);
+    let mut replay_rng = Rng::derive(stage.seed, &["replay", "draw", &stage.stage.to_string()]);
+    let started = Instant::now();
+    let mut log = Vec::with_capacity(total_steps);
+    let mut step = 0;
+    for epoch in 0..t.epochs as usize {
+        for mut batch in epoch_batches(
+            &stage.tasks,
+            t.batch,
+            t.negatives,
+            stage.seed,
+            stage.stage,
+            epoch,
+        ) {
+            if let Some((memory, per_batch)) = &replay {
+                batch.extend(memory.sample(*per_batch, &mut replay_rng));
+            }
+            let (images, texts, positives) = batch_tensors(&stage.data, &batch, device)?;
+            let ei = model.forward(Modality::Image, &images, Some(&mut dropout_rng), false)?;
+            let et = model.forward(Modality::Text, &texts, Some(&mut dropout_rng), false)?;
+            let s = ei.matmul(&et.t()?)?;
+            let base = task_loss(&model, &t.loss, &s, &positives)?;
+            let mut terms: Vec<(String, Tensor)> = Vec::new();
+            // The old model's similarities, for the distillation terms (no gradient).
+            let old_s = match previous {
+                Some(p)
+                    if stage.regularizer.iter().any(|r| {
+                        matches!(
+                            r,
+                            RegularizerSpec::Modx { .. } | RegularizerSpec::Distill { .. }
+                        )
+                    }) =>
+                {
+                    let oi = p.model.forward(Modality::Image, &images, None, true)?;
+                    let ot = p.model.forward(Modality::Text, &texts, None, true)?;
+                    Some(oi.matmul(&ot.t()?)?)
+                }
+                _ => None,
+            };
+            for r in stage.regularizer {
+                let term = match r {
+                    RegularizerSpec::Ewc { lambda, on, .. }
+                    | RegularizerSpec::Mas { lambda, on } => {
+                        let (method, coefficient) = match r {
+                            RegularizerSpec::Ewc { .. } => {
+                                (importance::Method::Fisher, lambda / 2.0)
+                            }
+                            _ => (importance::Method::Omega, *lambda),
+                        };
+                        let (Some(p), Some(anchors)) = (previous, &anchors) else {
+                            continue;
+                        };
+                        let Some(imp) = p.importance.iter().find(|i| i.method == method) else {
+                            continue;
+                        };
+                        importance::penalty(&model, imp, anchors, *on, coefficient)?
+                    }
+                    RegularizerSpec::Modx {
+                        alpha,
+                        temperature,
+                        correct,
+                    } => {
+                        let Some(old) = &old_s else { continue };
+                        loss::modx(&s, old, &positives, *temperature, *correct)?
+                            .affine(*alpha, 0.0)?
+                    }
+                    RegularizerSpec::Distill {
+                        lambda,
+                        temperature,
+                    } => {
+                        let Some(old) = &old_s else { continue };
+                        loss::distill(&s, old, *temperature)?.affine(*lambda, 0.0)?
+                    }
+                    RegularizerSpec::Replay { .. } => continue,
+                };
+                terms.push((r.name().to_string(), term));
+            }
+            let mut total = base.clone();
+            for (_, term) in &terms {
+                total = (total + term)?;
+            }
+            // Every term is checked so the message can name the one that went bad.
+            let finite = |name: &str, value: f64| -> Result<f64, TrainError> {
+                if value.is_finite() {
+                    Ok(value)
+                } else {
+                    Err(TrainError::NonFinite {
+                        task: stage.label.clone(),
+                        epoch: epoch + 1,
+                        step: step + 1,
+                        term: name.to_string(),
+                        value,
+                    })
+                }
+            };
+            let task_value = finite("task loss", base.to_scalar::<f32>()? as f64)?;
+            let mut term_values = Vec::with_capacity(terms.len());
+            for (name, term) in &terms {
+                term_values.push((
+                    name.clone(),
+                    finite(&format!("{name} term"), term.to_scalar::<f32>()? as f64)?,
+                ));
+            }
+            let total_value = finite("total loss", total.to_scalar::<f32>()? as f64)?;
+            let mut grads = total.backward()?;
+            let grad_norm = finite(
+                "gradient norm",
+                optim::clip_grad_norm(&mut grads, &vars, t.grad_clip)?,
+            )?;
+            let lr = optim::learning_rate(
+                &t.schedule_lr,
+                optimizer.base_lr(),
+                step,
+                total_steps,
+                steps_per_epoch,
+            );
+            optimizer.step(&grads, lr)?;
+            if let Some(scale) = model.logit_scale() {
+                // CLIP clamps the learnable scale to at most 100.
+                scale.set(&scale.as_detached_tensor().clamp(f32::MIN, 100f32.ln())?)?;
+            }
+            log.push(LogRow {
+                stage: stage.stage,
+                task: stage.label.clone(),
+                epoch: epoch + 1,
+                step: step + 1,
+                loss: total_value,
+                task_loss: task_value,
+                terms: term_values,
+                lr,
+                grad_norm,
+                seconds: started.elapsed().as_secs_f64(),
+            });
+            step += 1;
+        }
+    }
+    Ok(Trained { model, log })
+}

@@ -1,0 +1,425 @@
+//! Training behaves as the methods promise: it learns, EWC holds old weights,
+//! results are bit-identical for a seed, divergence is reported precisely, and
+//! checkpoints round-trip with their metadata.
+
+use candle_core::Device;
+use lethe::lang::*;
+use lethe::model::{load_checkpoint, save_checkpoint, CheckpointMeta, Modality, Model};
+use lethe::rng::Rng;
+use lethe::train::importance::{self, Importance};
+use lethe::train::{train_stage, PairData, Previous, Stage, TrainError};
+
+/// A small cross-modal set: per image a latent vector; image and caption features
+/// are different random non-linear maps of it plus noise; two captions per image.
+/// Three domains with different latent means.
+struct Toy {
+    images: Vec<f32>,
+    captions: Vec<f32>,
+    caption_image: Vec<u32>,
+    /// Per domain: train caption rows, test image rows.
+    train: Vec<Vec<u32>>,
+    test: Vec<Vec<u32>>,
+}
+
+const LATENT: usize = 8;
+const IMAGE_DIM: usize = 24;
+const TEXT_DIM: usize = 16;
+
+fn toy() -> Toy {
+    let mut rng = Rng::derive(99, &["toy"]);
+    let map = |rng: &mut Rng, out: usize| -> Vec<f64> {
+        (0..out * LATENT)
+            .map(|_| rng.normal() / (LATENT as f64).sqrt())
+            .collect()
+    };
+    let (a, b) = (map(&mut rng, IMAGE_DIM), map(&mut rng, TEXT_DIM));
+    let apply = |m: &[f64], z: &[f64], out: usize, rng: &mut Rng, noise: f64| -> Vec<f32> {
+        (0..out)
+            .map(|o| {
+                ((0..LATENT)
+                    .map(|i| m[o * LATENT + i] * z[i])
+                    .sum::<f64>()
+                    .tanh()
+                    * 2.0
+                    + noise * rng.normal()) as f32
+            })
+            .collect()
+    };
+    let mut t = Toy {
+        images: vec![],
+        captions: vec![],
+        caption_image: vec![],
+        train: vec![vec![]; 3],
+        test: vec![vec![]; 3],
+    };
+    for d in 0..3 {
+        let mean: Vec<f64> = (0..LATENT).map(|_| rng.normal()).collect();
+        for i in 0..80 {
+            let z: Vec<f64> = mean.iter().map(|m| m + rng.normal()).collect();
+            let image = (t.images.len() / IMAGE_DIM) as u32;
+            t.images.extend(apply(&a, &z, IMAGE_DIM, &mut rng, 0.1));
+            let held_out = i % 5 == 0;
+            if held_out {
+                t.test[d].push(image);
+            }
+            for _ in 0..2 {
+                let c = t.caption_image.len() as u32;
+                t.captions.extend(apply(&b, &z, TEXT_DIM, &mut rng, 0.1));
+                t.caption_image.push(image);
+                if !held_out {
+                    t.train[d].push(c);
+                }
+            }
+        }
+    }
+    t
+}
+
+impl Toy {
+    fn data(&self) -> PairData<'_> {
+        PairData {
+            image_features: &self.images,
+            image_dim: IMAGE_DIM,
+            caption_features: &self.captions,
+            text_dim: TEXT_DIM,
+            caption_image: &self.caption_image,
+        }
+    }
+
+    /// im2txt Recall@1 on a domain's test images (gallery: their captions).
+    fn recall_at_1(&self, model: &Model, domain: usize) -> f64 {
+        let images = &self.test[domain];
+        let captions: Vec<u32> = (0..self.caption_image.len() as u32)
+            .filter(|c| images.contains(&self.caption_image[*c as usize]))
+            .collect();
+        let data = self.data();
+        let ei = model
+            .forward(
+                Modality::Image,
+                &data.gather(Modality::Image, images, &Device::Cpu).unwrap(),
+                None,
+                true,
+            )
+            .unwrap();
+        let et = model
+            .forward(
+                Modality::Text,
+                &data
+                    .gather(Modality::Text, &captions, &Device::Cpu)
+                    .unwrap(),
+                None,
+                true,
+            )
+            .unwrap();
+        let s = ei
+            .matmul(&et.t().unwrap())
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let hits = s
+            .iter()
+            .zip(images)
+            .filter(|(row, &img)| {
+                let best = row
+                    .iter()
+                    .enumerate()
+                    .fold(0, |b, (j, v)| if *v > row[b] { j } else { b });
+                self.caption_image[captions[best] as usize] == img
+            })
+            .count();
+        100.0 * hits as f64 / images.len() as f64
+    }
+}
+
+fn specs(regularizer: Vec<RegularizerSpec>, share: usize) -> (ModelSpec, TrainSpec) {
+    let branch = |hidden| BranchSpec {
+        hidden,
+        embed: 16,
+        activation: Activation::Relu,
+        dropout: 0.0,
+    };
+    (
+        ModelSpec {
+            image: branch(vec![32]),
+            text: branch(vec![32]),
+            share,
+        },
+        TrainSpec {
+            loss: LossSpec::Triplet {
+                margin: 0.2,
+                negatives: TripletNegatives::Hardest,
+            },
+            optimizer: OptimizerSpec::Adamw {
+                lr: 2e-3,
+                weight_decay: 1e-4,
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+            },
+            schedule_lr: LrSchedule::Constant,
+            epochs: 15,
+            batch: 32,
+            negatives: Negatives::WithinTask,
+            regularizer,
+            decouple: false,
+            grad_clip: Some(2.0),
+            log: LogEvery::Epoch,
+        },
+    )
+}
+
+fn stage<'a>(toy: &'a Toy, m: &'a ModelSpec, t: &'a TrainSpec, k: usize, seed: u64) -> Stage<'a> {
+    Stage {
+        model: m,
+        train: t,
+        schedule: Schedule::Sequential,
+        seed,
+        stage: k + 1,
+        label: format!("d{}", k + 1),
+        regularizer: if k == 0 { &[] } else { &t.regularizer },
+        data: toy.data(),
+        tasks: vec![&toy.train[k]],
+        past: (0..k).map(|j| ("past", toy.train[j].as_slice())).collect(),
+    }
+}
+
+#[test]
+fn training_learns_far_above_chance() {
+    let toy = toy();
+    let (m, t) = specs(vec![], 0);
+    let trained = train_stage(&stage(&toy, &m, &t, 0, 1), None, &Device::Cpu).unwrap();
+    let recall = toy.recall_at_1(&trained.model, 0);
+    let chance = 100.0 / toy.test[0].len() as f64; // 16 test images: 6.25%
+    assert!(
+        recall > 6.0 * chance,
+        "R@1 {recall:.1}% vs chance {chance:.1}%"
+    );
+    let first = trained.log.first().unwrap().loss;
+    let last = trained.log.last().unwrap().loss;
+    assert!(last < 0.5 * first, "loss {first} -> {last}");
+}
+
+fn distance(a: &Model, b: &Model) -> f64 {
+    a.params()
+        .iter()
+        .zip(b.params())
+        .map(|(x, y)| {
+            (x.var.as_detached_tensor() - y.var.as_detached_tensor())
+                .unwrap()
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap() as f64
+        })
+        .sum()
+}
+
+#[test]
+fn strong_ewc_keeps_old_weights_and_embeddings() {
+    let toy = toy();
+    let (m, ft) = specs(vec![], 0);
+    let first = train_stage(&stage(&toy, &m, &ft, 0, 3), None, &Device::Cpu)
+        .unwrap()
+        .model;
+    let fisher: Importance = importance::fisher(
+        &first,
+        &toy.data(),
+        &toy.train[0],
+        &ft.loss,
+        ft.batch,
+        3,
+        None,
+        Accumulate::Sum,
+    )
+    .unwrap();
+    let (_, ewc) = specs(
+        vec![RegularizerSpec::Ewc {
+            lambda: 1e5,
+            accumulate: Accumulate::Sum,
+            on: Coverage::Both,
+        }],
+        0,
+    );
+    let previous = Previous {
+        model: &first,
+        importance: vec![&fisher],
+    };
+    let after_ft = train_stage(&stage(&toy, &m, &ft, 1, 3), Some(&previous), &Device::Cpu).unwrap();
+    let after_ewc =
+        train_stage(&stage(&toy, &m, &ewc, 1, 3), Some(&previous), &Device::Cpu).unwrap();
+    let (d_ft, d_ewc) = (
+        distance(&first, &after_ft.model),
+        distance(&first, &after_ewc.model),
+    );
+    assert!(
+        d_ewc < 0.3 * d_ft,
+        "EWC moved {d_ewc:.4}, fine-tuning {d_ft:.4}"
+    );
+    assert!(after_ewc
+        .log
+        .iter()
+        .all(|r| r.terms.len() == 1 && r.terms[0].0 == "ewc"));
+    // Old-task embeddings drift less too.
+    let drift = |model: &Model| {
+        let x = toy
+            .data()
+            .gather(Modality::Image, &toy.test[0], &Device::Cpu)
+            .unwrap();
+        let a = first.forward(Modality::Image, &x, None, true).unwrap();
+        let b = model.forward(Modality::Image, &x, None, true).unwrap();
+        1.0 - (a * b)
+            .unwrap()
+            .sum(1)
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    assert!(drift(&after_ewc.model) < 0.5 * drift(&after_ft.model));
+}
+
+#[test]
+fn every_regularizer_trains_and_logs_its_term() {
+    let toy = toy();
+    let (m, base) = specs(vec![], 0);
+    let first = train_stage(&stage(&toy, &m, &base, 0, 4), None, &Device::Cpu)
+        .unwrap()
+        .model;
+    let omega = importance::omega(&first, &toy.data(), &toy.train[0], None).unwrap();
+    let regularizer = vec![
+        RegularizerSpec::Mas {
+            lambda: 1.0,
+            on: Coverage::Image,
+        },
+        RegularizerSpec::Modx {
+            alpha: 20.0,
+            temperature: 1.0,
+            correct: true,
+        },
+        RegularizerSpec::Distill {
+            lambda: 1.0,
+            temperature: 0.1,
+        },
+        RegularizerSpec::Replay {
+            memory: 40,
+            per_batch: 8,
+            sampler: Sampler::Balanced,
+        },
+    ];
+    let (_, mut t) = specs(regularizer, 0);
+    t.epochs = 2;
+    let previous = Previous {
+        model: &first,
+        importance: vec![&omega],
+    };
+    let out = train_stage(&stage(&toy, &m, &t, 1, 4), Some(&previous), &Device::Cpu).unwrap();
+    let names: Vec<&str> = out.log[0].terms.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["mas", "modx", "distill"]);
+    assert!(out
+        .log
+        .iter()
+        .any(|r| r.terms.iter().all(|(_, v)| *v > 0.0)));
+}
+
+#[test]
+fn same_seed_gives_identical_checkpoint_bytes() {
+    let toy = toy();
+    let (m, mut t) = specs(vec![], 1);
+    t.epochs = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let save = |seed: u64, name: &str| {
+        let trained = train_stage(&stage(&toy, &m, &t, 0, seed), None, &Device::Cpu).unwrap();
+        let path = dir.path().join(name);
+        let meta = CheckpointMeta::new(
+            "model",
+            "k",
+            serde_json::json!({"seed": seed}),
+            IMAGE_DIM,
+            TEXT_DIM,
+        );
+        save_checkpoint(&path, &trained.model.named_tensors(), &meta).unwrap();
+        std::fs::read(path).unwrap()
+    };
+    assert_eq!(save(5, "a"), save(5, "b"));
+    assert_ne!(save(5, "c"), save(6, "d"));
+}
+
+#[test]
+fn shared_layer_is_one_tensor_in_the_checkpoint_and_round_trips() {
+    let (m, _) = specs(vec![], 1);
+    let model = Model::new(&m, IMAGE_DIM, TEXT_DIM, 1, None, &Device::Cpu).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    let meta = CheckpointMeta::new("model", "key", serde_json::json!({}), IMAGE_DIM, TEXT_DIM);
+    save_checkpoint(&path, &model.named_tensors(), &meta).unwrap();
+    let (tensors, read_meta) = load_checkpoint(&path, "model", &Device::Cpu).unwrap();
+    let names: Vec<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "image.0.bias",
+            "image.0.weight",
+            "shared.0.bias",
+            "shared.0.weight",
+            "text.0.bias",
+            "text.0.weight"
+        ]
+    );
+    assert_eq!(read_meta, meta);
+    let back = Model::with_values(&m, IMAGE_DIM, TEXT_DIM, &tensors, &Device::Cpu).unwrap();
+    assert_eq!(distance(&model, &back), 0.0);
+    // Other shapes, or another kind of checkpoint, are clear errors.
+    let (other, _) = specs(vec![], 0);
+    let err = Model::with_values(&other, IMAGE_DIM, TEXT_DIM, &tensors, &Device::Cpu).unwrap_err();
+    assert!(
+        err.contains("is missing") || err.contains("unexpected"),
+        "{err}"
+    );
+    let wrong_dims =
+        Model::with_values(&m, IMAGE_DIM + 1, TEXT_DIM, &tensors, &Device::Cpu).unwrap_err();
+    assert!(
+        wrong_dims.contains("has shape [32, 24], the model expects [32, 25]"),
+        "{wrong_dims}"
+    );
+    let err = load_checkpoint(&path, "importance", &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("a `model` checkpoint, expected `importance`"),
+        "{err}"
+    );
+    std::fs::write(&path, b"not a checkpoint").unwrap();
+    let err = load_checkpoint(&path, "model", &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a safetensors file"), "{err}");
+}
+
+#[test]
+fn divergence_names_task_epoch_step_and_term() {
+    let toy = toy();
+    let (m, mut t) = specs(vec![], 0);
+    t.optimizer = OptimizerSpec::Sgd {
+        lr: 1e30,
+        momentum: 0.0,
+        weight_decay: 0.0,
+    };
+    t.grad_clip = None;
+    let err = match train_stage(&stage(&toy, &m, &t, 0, 1), None, &Device::Cpu) {
+        Err(e) => e,
+        Ok(_) => panic!("a learning rate of 1e30 must diverge"),
+    };
+    assert!(matches!(err, TrainError::NonFinite { .. }));
+    let text = err.to_string();
+    assert!(
+        text.starts_with("training diverged at d1, epoch 1, step "),
+        "{text}"
+    );
+    assert!(
+        text.contains("task loss") || text.contains("gradient norm") || text.contains("total loss"),
+        "{text}"
+    );
+}
