@@ -12,6 +12,7 @@
 
 pub mod data;
 pub mod diagnostics;
+pub mod exec;
 pub mod lang;
 pub mod model;
 pub mod plan;

@@ -1,0 +1,9 @@
+//! Stage 5: executing a plan. [`cache`] stores node outputs by key; [`schedule`]
+//! runs the needed nodes in dependency order, in parallel, with failures
+//! confined to their dependents.
+
+pub mod cache;
+pub mod schedule;
+
+pub use cache::Cache;
+pub use schedule::{execute, needed, Events, ExecOptions, Outcome, Runner};
