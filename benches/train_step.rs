@@ -81,6 +81,7 @@ fn main() {
             data,
             tasks: vec![&rows],
             past: vec![],
+            on_step: None,
         };
         let started = Instant::now();
         let out = train_stage(&stage, None, &Device::Cpu).expect("training");

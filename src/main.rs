@@ -3,6 +3,8 @@
 
 use clap::{Parser, Subcommand};
 use lethe::diagnostics::{render_all, Diagnostic, SourceMap};
+use lethe::exec::run::{self, RunError, RunOptions};
+use lethe::exec::Cache;
 use lethe::lang::{self, DeviceSpec, ManifestCache};
 use lethe::plan::{self, Format};
 use std::io::Write;
@@ -59,6 +61,50 @@ counts nodes by kind with and without sharing between variants."
         /// Override the pipeline's device (cpu, cuda, cuda:N); it is part of node keys.
         #[arg(long, value_parser = parse_device, value_name = "DEVICE")]
         device: Option<DeviceSpec>,
+        /// Mark cached nodes and say why each other node's key is new.
+        #[arg(long)]
+        explain: bool,
+        /// The node cache to consult for --explain and the cached marks.
+        #[arg(long, value_name = "DIR", default_value = ".lethe/cache")]
+        cache: PathBuf,
+    },
+    /// Execute a pipeline: compute the nodes not cached yet, write the result tables.
+    #[command(
+        after_help = "Examples:\n  lethe run pipelines/quickstart.pipe\n  lethe run pipelines/table1.pipe --jobs 2 --keep-going\n  \
+lethe run pipelines/emoji-ewc.pipe --device cuda --explain\n\n\
+Results go to runs/<pipeline>/<run-id>/ (recall.arrow, summary.arrow, train_log.arrow, drift.arrow,\n\
+run.json, plan.dot, pipeline.json). Node outputs are cached under .lethe/cache by key, so a second\n\
+run of the same file computes nothing, and an interrupted run resumes where it stopped.\n\
+Exit status: 0 success, 1 a node failed, 2 invalid input."
+    )]
+    Run {
+        /// The pipeline file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Where run directories go.
+        #[arg(long, value_name = "DIR", default_value = "runs")]
+        out: PathBuf,
+        /// The node cache, shared by all pipelines that use it.
+        #[arg(long, value_name = "DIR", default_value = ".lethe/cache")]
+        cache: PathBuf,
+        /// Independent nodes to run at once (cores are split between them).
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        jobs: usize,
+        /// Override the pipeline's device (cpu, cuda, cuda:N).
+        #[arg(long, value_parser = parse_device, value_name = "DEVICE")]
+        device: Option<DeviceSpec>,
+        /// Also write embeddings.arrow with every gallery and query embedding.
+        #[arg(long)]
+        keep_embeddings: bool,
+        /// After a node fails, finish the other variants and write their results.
+        #[arg(long)]
+        keep_going: bool,
+        /// Print only errors and the final table.
+        #[arg(long)]
+        quiet: bool,
+        /// Say why each node that runs has a new key.
+        #[arg(long)]
+        explain: bool,
     },
 }
 
@@ -82,7 +128,30 @@ fn main() -> ExitCode {
             file,
             format,
             device,
-        } => plan_cmd(&file, format, device),
+            explain,
+            cache,
+        } => plan_cmd(&file, format, device, explain.then_some(cache.as_path())),
+        Command::Run {
+            file,
+            out,
+            cache,
+            jobs,
+            device,
+            keep_embeddings,
+            keep_going,
+            quiet,
+            explain,
+        } => run_cmd(RunOptions {
+            file,
+            out,
+            cache,
+            jobs: jobs.max(1),
+            device,
+            keep_embeddings,
+            keep_going,
+            quiet,
+            explain,
+        }),
     }
 }
 
@@ -93,7 +162,7 @@ fn is_manifest(path: &Path) -> bool {
     )
 }
 
-fn report(diagnostics: &[Diagnostic], sources: &SourceMap) {
+fn print_diagnostics(diagnostics: &[Diagnostic], sources: &SourceMap) {
     let mut stderr = std::io::stderr().lock();
     let _ = stderr.write_all(render_all(diagnostics, sources).as_bytes());
 }
@@ -108,7 +177,7 @@ fn validate(files: &[PathBuf]) -> ExitCode {
                 Ok(m) => println!("{}: ok (dataset `{}`)", file.display(), m.name),
                 Err(e) => {
                     all_ok = false;
-                    report(&[Diagnostic::error(e.to_string())], &sources);
+                    print_diagnostics(&[Diagnostic::error(e.to_string())], &sources);
                 }
             }
             continue;
@@ -123,7 +192,7 @@ fn validate(files: &[PathBuf]) -> ExitCode {
             ),
             Err(diagnostics) => {
                 all_ok = false;
-                report(&diagnostics, &sources);
+                print_diagnostics(&diagnostics, &sources);
             }
         }
     }
@@ -134,13 +203,18 @@ fn validate(files: &[PathBuf]) -> ExitCode {
     }
 }
 
-fn plan_cmd(file: &Path, format: Format, device: Option<DeviceSpec>) -> ExitCode {
+fn plan_cmd(
+    file: &Path,
+    format: Format,
+    device: Option<DeviceSpec>,
+    explain: Option<&Path>,
+) -> ExitCode {
     let mut sources = SourceMap::new();
     let mut manifests = ManifestCache::default();
     let mut pipeline = match lang::load(file, &mut sources, &mut manifests) {
         Ok(p) => p,
         Err(diagnostics) => {
-            report(&diagnostics, &sources);
+            print_diagnostics(&diagnostics, &sources);
             return ExitCode::from(2);
         }
     };
@@ -152,5 +226,74 @@ fn plan_cmd(file: &Path, format: Format, device: Option<DeviceSpec>) -> ExitCode
     let plan = plan::lower(&pipeline.name, pipeline.experiments, &mut manifests);
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(plan::render(&plan, format).as_bytes());
+    if let Some(root) = explain {
+        match Cache::open(root) {
+            Ok(cache) => {
+                let needed = lethe::exec::needed(&plan, &cache);
+                let cached = plan.nodes().filter(|(_, n)| cache.contains(&n.key)).count();
+                let _ = writeln!(
+                    stdout,
+                    "\ncache {}: {cached} of {} nodes cached",
+                    root.display(),
+                    plan.graph.node_count()
+                );
+                for (i, why) in lethe::exec::explain::explain(&plan, &cache, &needed) {
+                    let _ = writeln!(stdout, "  will run {}: {why}", plan.node(i).label);
+                }
+            }
+            Err(e) => {
+                eprintln!("error: cannot open the cache {}: {e}", root.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
     ExitCode::SUCCESS
 }
+
+fn run_cmd(options: RunOptions) -> ExitCode {
+    let summary = match run::run(&options, &load_split, &evaluate_node, &report) {
+        Ok(s) => s,
+        Err(RunError::Invalid(diagnostics, sources)) => {
+            self::print_diagnostics(&diagnostics, &sources);
+            return ExitCode::from(2);
+        }
+        Err(RunError::Failed(message)) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(1);
+        }
+    };
+    for (node, variants, message) in &summary.failures {
+        eprintln!(
+            "error: node {node} failed (variant{} {}): {message}",
+            if variants.len() == 1 { "" } else { "s" },
+            variants
+                .iter()
+                .map(|v| format!("\"{v}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if let Some(dir) = &summary.run_dir {
+        if !options.quiet {
+            eprintln!("results: {}", dir.display());
+        }
+        print_headline(dir);
+    }
+    if summary.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+// Connected when the data (#3) and evaluation (#5) layers land on main.
+fn load_split(_: &lethe::lang::Experiment) -> Result<lethe::exec::data::LoadedSplit, String> {
+    Err("dataset loading is not connected yet".into())
+}
+fn evaluate_node(_: &lethe::exec::nodes::EvalContext) -> Result<(), String> {
+    Err("evaluation is not connected yet".into())
+}
+fn report(_: &lethe::plan::Plan, _: &Cache, _: &Path, _: &RunOptions) -> Result<(), String> {
+    Err("result tables are not connected yet".into())
+}
+fn print_headline(_: &Path) {}

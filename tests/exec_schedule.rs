@@ -47,7 +47,12 @@ impl Events for Quiet {
 }
 
 fn fake<'a>(plan: &'a Plan, fail: Vec<&'static str>) -> Fake<'a> {
-    Fake { plan, fail, runs: Mutex::new(HashMap::new()), delay_ms: 0 }
+    Fake {
+        plan,
+        fail,
+        runs: Mutex::new(HashMap::new()),
+        delay_ms: 0,
+    }
 }
 
 fn count(outcomes: &[Outcome], f: impl Fn(&Outcome) -> bool) -> usize {
@@ -59,18 +64,32 @@ fn a_second_run_executes_nothing() {
     let plan = plan_of("ewc.pipe");
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path()).unwrap();
-    let options = ExecOptions { jobs: 2, keep_going: false };
+    let options = ExecOptions {
+        jobs: 2,
+        keep_going: false,
+    };
     let first = execute(&plan, &cache, &fake(&plan, vec![]), &Quiet, options);
     let non_report = plan.graph.node_count() - 1;
-    assert_eq!(count(&first, |o| matches!(o, Outcome::Executed(_))), non_report);
+    assert_eq!(
+        count(&first, |o| matches!(o, Outcome::Executed(_))),
+        non_report
+    );
     for (_, n) in plan.nodes().filter(|(_, n)| n.kind != NodeKind::Report) {
-        assert_eq!(std::fs::read_to_string(cache.entry(&n.key).join("output")).unwrap(), n.key);
-        assert_eq!(cache.description(&n.key).unwrap()["label"], n.label.as_str());
+        assert_eq!(
+            std::fs::read_to_string(cache.entry(&n.key).join("output")).unwrap(),
+            n.key
+        );
+        assert_eq!(
+            cache.description(&n.key).unwrap()["label"],
+            n.label.as_str()
+        );
     }
     let second = execute(&plan, &cache, &fake(&plan, vec![]), &Quiet, options);
     assert_eq!(count(&second, |o| matches!(o, Outcome::Executed(_))), 0);
     // Everything the report reads is reported cached; the rest is not needed.
-    assert!(second.iter().all(|o| matches!(o, Outcome::Cached | Outcome::NotRun)));
+    assert!(second
+        .iter()
+        .all(|o| matches!(o, Outcome::Cached | Outcome::NotRun)));
 }
 
 #[test]
@@ -78,16 +97,31 @@ fn cached_nodes_do_not_pull_their_inputs() {
     let plan = plan_of("ewc.pipe");
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path()).unwrap();
-    let options = ExecOptions { jobs: 1, keep_going: false };
+    let options = ExecOptions {
+        jobs: 1,
+        keep_going: false,
+    };
     execute(&plan, &cache, &fake(&plan, vec![]), &Quiet, options);
     // Forget the Fisher after task 1: only train(2) reads it, and train(2) is cached.
-    let first = plan.nodes().find(|(_, n)| n.label == "importance(ewc, 1: d1)").unwrap().1.key.clone();
+    let first = plan
+        .nodes()
+        .find(|(_, n)| n.label == "importance(ewc, 1: d1)")
+        .unwrap()
+        .1
+        .key
+        .clone();
     std::fs::remove_dir_all(cache.entry(&first)).unwrap();
     let runner = fake(&plan, vec![]);
     let again = execute(&plan, &cache, &runner, &Quiet, options);
     assert_eq!(count(&again, |o| matches!(o, Outcome::Executed(_))), 0);
     // Forget train(3): the report reads its log, so it runs again, and only it.
-    let last = plan.nodes().find(|(_, n)| n.label == "train(3: d3)").unwrap().1.key.clone();
+    let last = plan
+        .nodes()
+        .find(|(_, n)| n.label == "train(3: d3)")
+        .unwrap()
+        .1
+        .key
+        .clone();
     std::fs::remove_dir_all(cache.entry(&last)).unwrap();
     let again = execute(&plan, &cache, &runner, &Quiet, options);
     assert_eq!(count(&again, |o| matches!(o, Outcome::Executed(_))), 1);
@@ -101,23 +135,51 @@ fn failure_skips_dependents_and_keep_going_finishes_the_rest() {
     for keep_going in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::open(dir.path()).unwrap();
-        let out = execute(&plan, &cache, &fake(&plan, vec![failing]), &Quiet, ExecOptions { jobs: 1, keep_going });
-        let failed: Vec<NodeIndex> = (0..out.len()).map(NodeIndex::new).filter(|i| matches!(out[i.index()], Outcome::Failed(_))).collect();
+        let out = execute(
+            &plan,
+            &cache,
+            &fake(&plan, vec![failing]),
+            &Quiet,
+            ExecOptions {
+                jobs: 1,
+                keep_going,
+            },
+        );
+        let failed: Vec<NodeIndex> = (0..out.len())
+            .map(NodeIndex::new)
+            .filter(|i| matches!(out[i.index()], Outcome::Failed(_)))
+            .collect();
         assert!(!failed.is_empty());
         for (i, o) in out.iter().enumerate() {
             if let Outcome::Skipped { failed_input } = o {
                 // Skipped nodes depend (transitively) on a failure.
-                assert!(petgraph::algo::has_path_connecting(&plan.graph, *failed_input, NodeIndex::new(i), None));
+                assert!(petgraph::algo::has_path_connecting(
+                    &plan.graph,
+                    *failed_input,
+                    NodeIndex::new(i),
+                    None
+                ));
             }
         }
         let executed = count(&out, |o| matches!(o, Outcome::Executed(_)));
         if keep_going {
             // Every node not downstream of a failure ran, the joint variants' among them.
-            let joint = plan.nodes().filter(|(_, n)| n.label == "train(joint)").count();
-            assert_eq!(count(&out, |o| matches!(o, Outcome::NotRun)), 1, "only the report is left");
+            let joint = plan
+                .nodes()
+                .filter(|(_, n)| n.label == "train(joint)")
+                .count();
+            assert_eq!(
+                count(&out, |o| matches!(o, Outcome::NotRun)),
+                1,
+                "only the report is left"
+            );
             assert!(executed > joint);
         } else {
-            assert_eq!(failed.len(), 1, "no new node starts after the first failure");
+            assert_eq!(
+                failed.len(),
+                1,
+                "no new node starts after the first failure"
+            );
         }
         if let Outcome::Failed(msg) = &out[failed[0].index()] {
             assert!(msg.contains("broke"));
@@ -126,7 +188,10 @@ fn failure_skips_dependents_and_keep_going_finishes_the_rest() {
         for f in &failed {
             assert!(!cache.contains(&plan.node(*f).key));
         }
-        assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
     }
 }
 
@@ -135,13 +200,32 @@ fn concurrent_runs_share_a_cache_without_computing_a_key_twice() {
     let plan = plan_of("grid.pipe");
     let dir = tempfile::tempdir().unwrap();
     let cache = Cache::open(dir.path()).unwrap();
-    let runner = Fake { plan: &plan, fail: vec![], runs: Mutex::new(HashMap::new()), delay_ms: 2 };
+    let runner = Fake {
+        plan: &plan,
+        fail: vec![],
+        runs: Mutex::new(HashMap::new()),
+        delay_ms: 2,
+    };
     std::thread::scope(|s| {
         for _ in 0..3 {
-            s.spawn(|| execute(&plan, &cache, &runner, &Quiet, ExecOptions { jobs: 2, keep_going: false }));
+            s.spawn(|| {
+                execute(
+                    &plan,
+                    &cache,
+                    &runner,
+                    &Quiet,
+                    ExecOptions {
+                        jobs: 2,
+                        keep_going: false,
+                    },
+                )
+            });
         }
     });
     let runs = runner.runs.lock().unwrap();
     assert_eq!(runs.len(), plan.graph.node_count() - 1);
-    assert!(runs.values().all(|&n| n == 1), "a key was computed twice: {runs:?}");
+    assert!(
+        runs.values().all(|&n| n == 1),
+        "a key was computed twice: {runs:?}"
+    );
 }

@@ -180,6 +180,7 @@ fn stage<'a>(toy: &'a Toy, m: &'a ModelSpec, t: &'a TrainSpec, k: usize, seed: u
         data: toy.data(),
         tasks: vec![&toy.train[k]],
         past: (0..k).map(|j| ("past", toy.train[j].as_slice())).collect(),
+        on_step: None,
     }
 }
 

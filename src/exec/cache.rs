@@ -80,7 +80,12 @@ impl Cache {
 
     /// Publishes a scratch directory as the key's entry. `description` becomes
     /// `node.json`, written last so the entry is complete before it is visible.
-    pub fn commit(&self, key: &str, scratch: &Path, description: &serde_json::Value) -> io::Result<()> {
+    pub fn commit(
+        &self,
+        key: &str,
+        scratch: &Path,
+        description: &serde_json::Value,
+    ) -> io::Result<()> {
         let text = serde_json::to_string_pretty(description).map_err(io::Error::other)?;
         fs::write(scratch.join(NODE_FILE), text)?;
         let entry = self.entry(key);
@@ -97,7 +102,11 @@ impl Cache {
         let mut removed = 0;
         for entry in fs::read_dir(self.root.join("tmp"))? {
             let path = entry?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_string();
             let key = name.split('-').next().unwrap_or_default();
             if key.is_empty() {
                 continue;

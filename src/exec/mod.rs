@@ -3,6 +3,11 @@
 //! confined to their dependents.
 
 pub mod cache;
+pub mod data;
+pub mod explain;
+pub mod nodes;
+pub mod progress;
+pub mod run;
 pub mod schedule;
 
 pub use cache::Cache;

@@ -25,7 +25,9 @@ pub enum Outcome {
     Executed(Duration),
     Failed(String),
     /// Not run because an input failed.
-    Skipped { failed_input: NodeIndex },
+    Skipped {
+        failed_input: NodeIndex,
+    },
     /// Not needed, or not reached after a failure without `--keep-going`.
     NotRun,
 }
@@ -37,9 +39,11 @@ pub trait Runner: Sync {
     fn describe(&self, node: NodeIndex) -> serde_json::Value;
 }
 
-/// Told about starts and ends (progress display).
+/// Told about starts, steps and ends (progress display).
 pub trait Events: Sync {
     fn started(&self, node: NodeIndex);
+    /// `done` of `total` units (training steps) of a running node.
+    fn progress(&self, _node: NodeIndex, _done: usize, _total: usize) {}
     fn finished(&self, node: NodeIndex, outcome: &Outcome);
 }
 
@@ -61,7 +65,10 @@ pub fn needed(plan: &Plan, cache: &Cache) -> Vec<bool> {
             needed[i] = true;
             continue;
         }
-        let output_read = plan.graph.neighbors_directed(node, Outgoing).any(|d| needed[d.index()]);
+        let output_read = plan
+            .graph
+            .neighbors_directed(node, Outgoing)
+            .any(|d| needed[d.index()]);
         needed[i] = output_read && !cache.contains(&plan.node(node).key);
     }
     needed
@@ -76,7 +83,13 @@ struct State {
 }
 
 /// Runs every needed node except the report. Returns one outcome per node.
-pub fn execute(plan: &Plan, cache: &Cache, runner: &dyn Runner, events: &dyn Events, options: ExecOptions) -> Vec<Outcome> {
+pub fn execute(
+    plan: &Plan,
+    cache: &Cache,
+    runner: &dyn Runner,
+    events: &dyn Events,
+    options: ExecOptions,
+) -> Vec<Outcome> {
     let n = plan.graph.node_count();
     let needed = needed(plan, cache);
     let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
@@ -87,7 +100,11 @@ pub fn execute(plan: &Plan, cache: &Cache, runner: &dyn Runner, events: &dyn Eve
         if plan.node(node).kind == NodeKind::Report {
             *outcome = Some(Outcome::NotRun);
         } else if !needed[i] {
-            *outcome = Some(if cache.contains(&plan.node(node).key) { Outcome::Cached } else { Outcome::NotRun });
+            *outcome = Some(if cache.contains(&plan.node(node).key) {
+                Outcome::Cached
+            } else {
+                Outcome::NotRun
+            });
         }
     }
     for i in 0..n {
@@ -95,7 +112,11 @@ pub fn execute(plan: &Plan, cache: &Cache, runner: &dyn Runner, events: &dyn Eve
             continue;
         }
         let node = NodeIndex::new(i);
-        waiting_on[i] = plan.graph.neighbors_directed(node, Incoming).filter(|d| outcomes[d.index()].is_none()).count();
+        waiting_on[i] = plan
+            .graph
+            .neighbors_directed(node, Incoming)
+            .filter(|d| outcomes[d.index()].is_none())
+            .count();
         if waiting_on[i] == 0 {
             ready.push_back(node);
         }
@@ -114,13 +135,29 @@ pub fn execute(plan: &Plan, cache: &Cache, runner: &dyn Runner, events: &dyn Eve
     std::thread::scope(|scope| {
         for _ in 0..jobs {
             scope.spawn(|| {
-                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads_per_job).build().ok();
-                worker(plan, cache, runner, events, options, &state, &wake, pool.as_ref());
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads_per_job)
+                    .build()
+                    .ok();
+                worker(
+                    plan,
+                    cache,
+                    runner,
+                    events,
+                    options,
+                    &state,
+                    &wake,
+                    pool.as_ref(),
+                );
             });
         }
     });
     let state = state.into_inner().unwrap_or_else(|e| e.into_inner());
-    state.outcomes.into_iter().map(|o| o.unwrap_or(Outcome::NotRun)).collect()
+    state
+        .outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(Outcome::NotRun))
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -193,11 +230,15 @@ fn run_one(plan: &Plan, cache: &Cache, runner: &dyn Runner, node: NodeIndex) -> 
     let key = &plan.node(node).key;
     let started = Instant::now();
     let result = (|| -> Result<Outcome, String> {
-        let _lock = cache.lock(key).map_err(|e| format!("cannot lock the cache entry: {e}"))?;
+        let _lock = cache
+            .lock(key)
+            .map_err(|e| format!("cannot lock the cache entry: {e}"))?;
         if cache.contains(key) {
             return Ok(Outcome::Cached);
         }
-        let scratch = cache.scratch(key).map_err(|e| format!("cannot create a scratch directory: {e}"))?;
+        let scratch = cache
+            .scratch(key)
+            .map_err(|e| format!("cannot create a scratch directory: {e}"))?;
         if let Err(e) = runner.run(node, &scratch) {
             let _ = std::fs::remove_dir_all(&scratch);
             return Err(e);

@@ -423,7 +423,10 @@ impl Builder {
 
 /// The regularizer as the chain's model applies it: `on = query` becomes the
 /// branch that embeds that direction's queries.
-fn resolve_coverage(terms: &[RegularizerSpec], chain: Option<Direction>) -> Vec<RegularizerSpec> {
+pub fn resolve_coverage(
+    terms: &[RegularizerSpec],
+    chain: Option<Direction>,
+) -> Vec<RegularizerSpec> {
     let query_branch = match chain {
         Some(Direction::Im2txt) => Coverage::Image,
         Some(Direction::Txt2im) => Coverage::Text,

@@ -8,7 +8,7 @@
 mod lower;
 mod render;
 
-pub use lower::lower;
+pub use lower::{lower, resolve_coverage};
 pub use render::{render, Format};
 
 use crate::lang::{Direction, Experiment};

@@ -124,6 +124,8 @@ pub struct Stage<'a> {
     pub tasks: Vec<&'a [u32]>,
     /// Earlier tasks in learning order, for the replay memory.
     pub past: Vec<(&'a str, &'a [u32])>,
+    /// Called after every step with (steps done, total steps).
+    pub on_step: Option<&'a (dyn Fn(usize, usize) + Sync)>,
 }
 
 /// The chain's state after the previous stage.
@@ -134,7 +136,7 @@ pub struct Previous<'a> {
 }
 
 /// One row of the training log; training records every step.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LogRow {
     pub stage: usize,
     pub task: String,
@@ -353,6 +355,9 @@ pub fn train_stage(
                 seconds: started.elapsed().as_secs_f64(),
             });
             step += 1;
+            if let Some(f) = stage.on_step {
+                f(step, total_steps);
+            }
         }
     }
     Ok(Trained { model, log })

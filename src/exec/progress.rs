@@ -1,0 +1,122 @@
+//! What the user sees while a run executes: on a terminal, one line per running
+//! node with a bar, rate and ETA (indicatif); otherwise plain log lines.
+
+use super::schedule::{Events, Outcome};
+use crate::plan::Plan;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use petgraph::graph::NodeIndex;
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+pub struct Progress<'a> {
+    plan: &'a Plan,
+    /// How many nodes this run will compute (for "[3/25]").
+    total: usize,
+    done: AtomicUsize,
+    quiet: bool,
+    bars: Option<(MultiProgress, Mutex<HashMap<NodeIndex, ProgressBar>>)>,
+}
+
+impl<'a> Progress<'a> {
+    pub fn new(plan: &'a Plan, total: usize, quiet: bool) -> Self {
+        let terminal = std::io::stderr().is_terminal() && !quiet;
+        let bars = terminal.then(|| {
+            (
+                MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+                Mutex::new(HashMap::new()),
+            )
+        });
+        Progress {
+            plan,
+            total,
+            done: AtomicUsize::new(0),
+            quiet,
+            bars,
+        }
+    }
+
+    /// Prints a line above the bars (or plainly).
+    pub fn line(&self, text: &str) {
+        if self.quiet {
+            return;
+        }
+        match &self.bars {
+            Some((multi, _)) => {
+                let _ = multi.println(text);
+            }
+            None => {
+                let _ = writeln!(std::io::stderr().lock(), "{text}");
+            }
+        }
+    }
+}
+
+impl Events for Progress<'_> {
+    fn started(&self, node: NodeIndex) {
+        let label = &self.plan.node(node).label;
+        match &self.bars {
+            Some((multi, bars)) => {
+                let bar = multi.add(ProgressBar::new(0));
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{prefix:>28.bold} [{bar:30}] {pos}/{len} {per_sec} ETA {eta}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+                bar.set_prefix(label.clone());
+                if let Ok(mut b) = bars.lock() {
+                    b.insert(node, bar);
+                }
+            }
+            None if !self.quiet => self.line(&format!("start   {label}")),
+            None => {}
+        }
+    }
+
+    fn progress(&self, node: NodeIndex, done: usize, total: usize) {
+        if let Some((_, bars)) = &self.bars {
+            if let Some(bar) = bars.lock().ok().and_then(|b| b.get(&node).cloned()) {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            }
+        }
+    }
+
+    fn finished(&self, node: NodeIndex, outcome: &Outcome) {
+        if let Some((_, bars)) = &self.bars {
+            if let Some(bar) = bars.lock().ok().and_then(|mut b| b.remove(&node)) {
+                bar.finish_and_clear();
+            }
+        }
+        let label = &self.plan.node(node).label;
+        let n = match outcome {
+            Outcome::Executed(_) | Outcome::Failed(_) => {
+                self.done.fetch_add(1, Ordering::Relaxed) + 1
+            }
+            _ => self.done.load(Ordering::Relaxed),
+        };
+        let counter = format!(
+            "[{n:>width$}/{}]",
+            self.total,
+            width = self.total.to_string().len()
+        );
+        match outcome {
+            Outcome::Executed(d) => self.line(&format!(
+                "{counter} {label}: done in {:.1} s",
+                d.as_secs_f64()
+            )),
+            Outcome::Cached => self.line(&format!(
+                "{counter} {label}: cached (made meanwhile by another run)"
+            )),
+            Outcome::Failed(e) => self.line(&format!("{counter} {label}: FAILED: {e}")),
+            Outcome::Skipped { failed_input } => self.line(&format!(
+                "skipped {label}: its input {} failed",
+                self.plan.node(*failed_input).label
+            )),
+            Outcome::NotRun => {}
+        }
+    }
+}

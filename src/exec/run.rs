@@ -1,0 +1,273 @@
+//! `lethe run`: plan, execute what is not cached, write the run directory.
+//!
+//! `runs/<pipeline>/<run-id>/` holds the result tables, `pipeline.json` (every
+//! variant's resolved settings), `plan.dot`, and `run.json` (provenance: source
+//! hash, lethe version, seeds, device, host, start and end times, node counts).
+
+use super::cache::Cache;
+use super::nodes::{Evaluator, Loader, NodeRunner};
+use super::progress::Progress;
+use super::schedule::{execute, needed, ExecOptions, Outcome};
+use crate::diagnostics::{Diagnostic, SourceMap};
+use crate::lang::{self, DeviceSpec, ManifestCache};
+use crate::plan::{self, Format, NodeKind, Plan};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub file: PathBuf,
+    /// Where run directories go (`runs/` by default).
+    pub out: PathBuf,
+    /// The node cache (`.lethe/cache` by default).
+    pub cache: PathBuf,
+    pub jobs: usize,
+    pub device: Option<DeviceSpec>,
+    pub keep_embeddings: bool,
+    pub keep_going: bool,
+    pub quiet: bool,
+    pub explain: bool,
+}
+
+/// What a finished (or failed) run did.
+pub struct RunSummary {
+    pub plan: Plan,
+    pub run_dir: Option<PathBuf>,
+    pub outcomes: Vec<Outcome>,
+    /// (node label, variant names, message) of every failure.
+    pub failures: Vec<(String, Vec<String>, String)>,
+}
+
+impl RunSummary {
+    pub fn count(&self, f: impl Fn(&Outcome) -> bool) -> usize {
+        self.outcomes.iter().filter(|o| f(o)).count()
+    }
+    pub fn executed(&self) -> usize {
+        self.count(|o| matches!(o, Outcome::Executed(_)))
+    }
+}
+
+pub enum RunError {
+    /// Invalid input: exit 2, nothing written.
+    Invalid(Vec<Diagnostic>, SourceMap),
+    /// The run could not start or finish writing (exit 1).
+    Failed(String),
+}
+
+/// Writes a report for the run directory; given every node's outcome.
+pub type Reporter = dyn Fn(&Plan, &Cache, &Path, &RunOptions) -> Result<(), String>;
+
+pub fn run(
+    options: &RunOptions,
+    loader: &Loader,
+    evaluator: &Evaluator,
+    reporter: &Reporter,
+) -> Result<RunSummary, RunError> {
+    let started = SystemTime::now();
+    let mut sources = SourceMap::new();
+    let mut manifests = ManifestCache::default();
+    let mut pipeline = match lang::load(&options.file, &mut sources, &mut manifests) {
+        Ok(p) => p,
+        Err(d) => return Err(RunError::Invalid(d, sources)),
+    };
+    if let Some(d) = options.device {
+        for e in &mut pipeline.experiments {
+            e.device = d;
+        }
+    }
+    // One device per run: the first variant's (a pipeline rarely mixes them).
+    let device_spec = pipeline.experiments[0].device;
+    let device = crate::train::device(device_spec)
+        .map_err(|e| RunError::Invalid(vec![Diagnostic::error(e)], SourceMap::new()))?;
+    let plan = plan::lower(&pipeline.name, pipeline.experiments, &mut manifests);
+    let cache = Cache::open(&options.cache).map_err(|e| {
+        RunError::Failed(format!(
+            "cannot open the cache {}: {e}",
+            options.cache.display()
+        ))
+    })?;
+    let _ = cache.clean_scratch();
+    let needed = needed(&plan, &cache);
+    let to_run = needed
+        .iter()
+        .enumerate()
+        .filter(|(i, n)| {
+            **n && plan.node(petgraph::graph::NodeIndex::new(*i)).kind != NodeKind::Report
+        })
+        .count();
+    let progress = Progress::new(&plan, to_run, options.quiet);
+    progress.line(&format!(
+        "lethe run {}: {} variant{}, {} nodes, {} to compute, {} cached",
+        options.file.display(),
+        plan.experiments.len(),
+        if plan.experiments.len() == 1 { "" } else { "s" },
+        plan.graph.node_count(),
+        to_run,
+        plan.graph.node_count() - 1 - to_run
+    ));
+    if options.explain {
+        for (i, why) in super::explain::explain(&plan, &cache, &needed) {
+            progress.line(&format!("  {}: {why}", plan.node(i).label));
+        }
+    }
+    let runner = NodeRunner::new(&plan, &cache, device, loader, evaluator).with_events(&progress);
+    let outcomes = execute(
+        &plan,
+        &cache,
+        &runner,
+        &progress,
+        ExecOptions {
+            jobs: options.jobs,
+            keep_going: options.keep_going,
+        },
+    );
+    let failures: Vec<(String, Vec<String>, String)> = outcomes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| match o {
+            Outcome::Failed(msg) => {
+                let node = plan.node(petgraph::graph::NodeIndex::new(i));
+                Some((
+                    node.label.clone(),
+                    node.variants
+                        .iter()
+                        .map(|v| plan.variant_name(*v))
+                        .collect(),
+                    msg.clone(),
+                ))
+            }
+            _ => None,
+        })
+        .collect();
+    // Results are written when every variant finished, or with --keep-going for those that did.
+    let mut summary = RunSummary {
+        plan,
+        run_dir: None,
+        outcomes,
+        failures,
+    };
+    if summary.failures.is_empty() || options.keep_going {
+        let dir = run_directory(&options.out, &summary.plan.pipeline, started)
+            .map_err(RunError::Failed)?;
+        reporter(&summary.plan, &cache, &dir, options).map_err(RunError::Failed)?;
+        write_provenance(&dir, &summary, options, device_spec, &sources, started)
+            .map_err(RunError::Failed)?;
+        summary.run_dir = Some(dir);
+    }
+    Ok(summary)
+}
+
+/// `YYYY-MM-DDTHH-MM-SSZ` of a time (UTC), for run ids and provenance.
+pub fn timestamp(t: SystemTime, separator: char) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let s = separator;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}{s}{:02}{s}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn run_directory(out: &Path, pipeline: &str, started: SystemTime) -> Result<PathBuf, String> {
+    let safe: String = pipeline
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let base = out.join(&safe);
+    let stamp = timestamp(started, '-');
+    // Two runs in the same second get distinct directories.
+    for n in 0.. {
+        let id = if n == 0 {
+            stamp.clone()
+        } else {
+            format!("{stamp}-{n}")
+        };
+        let dir = base.join(&id);
+        match std::fs::create_dir_all(&base).and_then(|_| std::fs::create_dir(&dir)) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+        }
+    }
+    unreachable!("an unbounded search always finds a free name")
+}
+
+fn write_provenance(
+    dir: &Path,
+    summary: &RunSummary,
+    options: &RunOptions,
+    device: DeviceSpec,
+    sources: &SourceMap,
+    started: SystemTime,
+) -> Result<(), String> {
+    let plan = &summary.plan;
+    let write = |name: &str, text: String| {
+        std::fs::write(dir.join(name), text).map_err(|e| format!("cannot write {name}: {e}"))
+    };
+    write("plan.dot", plan::render(plan, Format::Dot))?;
+    let variants: Vec<_> = plan.experiments.iter().collect();
+    write(
+        "pipeline.json",
+        serde_json::to_string_pretty(&variants).map_err(|e| e.to_string())?,
+    )?;
+    let mut hasher = blake3::Hasher::new();
+    let mut files = Vec::new();
+    for f in sources.iter() {
+        if f.display != "<defaults>" {
+            hasher.update(f.text().as_bytes());
+            files.push(f.display.clone());
+        }
+    }
+    let mut seeds: Vec<u64> = plan.experiments.iter().map(|e| e.seed).collect();
+    seeds.sort_unstable();
+    seeds.dedup();
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| std::env::var("HOSTNAME").unwrap_or_default());
+    let run = serde_json::json!({
+        "run_id": dir.file_name().map(|n| n.to_string_lossy().into_owned()),
+        "pipeline": plan.pipeline,
+        "file": options.file.display().to_string(),
+        "source_files": files,
+        "source_hash": hasher.finalize().to_hex().to_string(),
+        "lethe_version": env!("CARGO_PKG_VERSION"),
+        "seeds": seeds,
+        "device": device.to_string(),
+        "host": host,
+        "started": timestamp(started, ':'),
+        "ended": timestamp(SystemTime::now(), ':'),
+        "variants": plan.experiments.len(),
+        "nodes": {
+            "total": plan.graph.node_count(),
+            "executed": summary.count(|o| matches!(o, Outcome::Executed(_))),
+            "cached": summary.count(|o| matches!(o, Outcome::Cached)),
+            "failed": summary.count(|o| matches!(o, Outcome::Failed(_))),
+            "skipped": summary.count(|o| matches!(o, Outcome::Skipped { .. })),
+        },
+        "failures": summary.failures.iter().map(|(n, v, m)| serde_json::json!({"node": n, "variants": v, "error": m})).collect::<Vec<_>>(),
+    });
+    write(
+        "run.json",
+        serde_json::to_string_pretty(&run).map_err(|e| e.to_string())?,
+    )
+}
