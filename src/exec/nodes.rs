@@ -38,6 +38,9 @@ pub struct EvalContext<'a> {
     pub out: &'a Path,
 }
 
+/// A split loaded at most once per run, whichever node asks first.
+type SplitCell = OnceLock<Result<Arc<LoadedSplit>, String>>;
+
 /// Runs nodes for the scheduler.
 pub struct NodeRunner<'a> {
     pub plan: &'a Plan,
@@ -46,7 +49,7 @@ pub struct NodeRunner<'a> {
     pub loader: &'a Loader,
     pub evaluator: &'a Evaluator,
     events: Option<&'a dyn Events>,
-    splits: Mutex<HashMap<String, Arc<OnceLock<Result<Arc<LoadedSplit>, String>>>>>,
+    splits: Mutex<HashMap<String, Arc<SplitCell>>>,
 }
 
 impl<'a> NodeRunner<'a> {
