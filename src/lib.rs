@@ -12,9 +12,11 @@
 
 pub mod data;
 pub mod diagnostics;
+pub mod eval;
 pub mod exec;
 pub mod lang;
 pub mod model;
 pub mod plan;
+pub mod results;
 pub mod rng;
 pub mod train;

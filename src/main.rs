@@ -68,6 +68,9 @@ counts nodes by kind with and without sharing between variants."
         #[arg(long, value_name = "DIR", default_value = ".lethe/cache")]
         cache: PathBuf,
     },
+    /// Datasets: inspect a manifest's splits and tasks.
+    #[command(subcommand)]
+    Data(DataCommand),
     /// Execute a pipeline: compute the nodes not cached yet, write the result tables.
     #[command(
         after_help = "Examples:\n  lethe run pipelines/quickstart.pipe\n  lethe run pipelines/table1.pipe --jobs 2 --keep-going\n  \
@@ -108,6 +111,21 @@ Exit status: 0 success, 1 a node failed, 2 invalid input."
     },
 }
 
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Load every split of a manifest and print tasks with image and caption counts.
+    #[command(
+        after_help = "Examples:\n  lethe data inspect datasets/synthetic/small.yaml\n  lethe data inspect datasets/emoji/emoji.yaml\n\n\
+Prints, per split and task, the train and test images and captions, the feature sizes and the\n\
+memory the features take. Exit status 2 when the manifest or its tables are invalid."
+    )]
+    Inspect {
+        /// The dataset manifest (.yaml).
+        #[arg(value_name = "MANIFEST")]
+        manifest: PathBuf,
+    },
+}
+
 fn parse_device(s: &str) -> Result<DeviceSpec, String> {
     match s {
         "cpu" => Ok(DeviceSpec::Cpu),
@@ -131,6 +149,7 @@ fn main() -> ExitCode {
             explain,
             cache,
         } => plan_cmd(&file, format, device, explain.then_some(cache.as_path())),
+        Command::Data(DataCommand::Inspect { manifest }) => inspect_cmd(&manifest),
         Command::Run {
             file,
             out,
@@ -173,8 +192,20 @@ fn validate(files: &[PathBuf]) -> ExitCode {
     for file in files {
         let mut sources = SourceMap::new();
         if is_manifest(file) {
-            match lethe::data::Manifest::load(file) {
-                Ok(m) => println!("{}: ok (dataset `{}`)", file.display(), m.name),
+            // A manifest is checked whole: every split, with its tables.
+            let checked = lethe::data::Manifest::load(file).and_then(|m| {
+                let splits: Vec<String> = m.split_names().map(str::to_string).collect();
+                for split in &splits {
+                    lethe::data::load_split(&m, split)?;
+                }
+                Ok((m.name, splits.len()))
+            });
+            match checked {
+                Ok((name, splits)) => println!(
+                    "{}: ok (dataset `{name}`, {splits} split{})",
+                    file.display(),
+                    if splits == 1 { "" } else { "s" }
+                ),
                 Err(e) => {
                     all_ok = false;
                     print_diagnostics(&[Diagnostic::error(e.to_string())], &sources);
@@ -286,14 +317,39 @@ fn run_cmd(options: RunOptions) -> ExitCode {
     }
 }
 
-// Connected when the data (#3) and evaluation (#5) layers land on main.
-fn load_split(_: &lethe::lang::Experiment) -> Result<lethe::exec::data::LoadedSplit, String> {
-    Err("dataset loading is not connected yet".into())
+fn inspect_cmd(manifest: &Path) -> ExitCode {
+    match lethe::data::Manifest::load(manifest).and_then(|m| lethe::data::inspect(&m)) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            print_diagnostics(&[Diagnostic::error(e.to_string())], &SourceMap::new());
+            ExitCode::from(2)
+        }
+    }
 }
-fn evaluate_node(_: &lethe::exec::nodes::EvalContext) -> Result<(), String> {
-    Err("evaluation is not connected yet".into())
+
+fn load_split(e: &lethe::lang::Experiment) -> Result<lethe::data::LoadedSplit, String> {
+    let manifest = lethe::data::Manifest::load(&e.dataset).map_err(|e| e.to_string())?;
+    lethe::data::load_split(&manifest, &e.split).map_err(|e| e.to_string())
 }
-fn report(_: &lethe::plan::Plan, _: &Cache, _: &Path, _: &RunOptions) -> Result<(), String> {
-    Err("result tables are not connected yet".into())
+
+fn evaluate_node(cx: &lethe::exec::nodes::EvalContext) -> Result<(), String> {
+    lethe::eval::evaluate_node(cx)
 }
-fn print_headline(_: &Path) {}
+
+fn report(
+    plan: &lethe::plan::Plan,
+    cache: &Cache,
+    dir: &Path,
+    options: &RunOptions,
+) -> Result<(), String> {
+    lethe::exec::report::write_report(plan, cache, dir, options)
+}
+
+fn print_headline(dir: &Path) {
+    if let Ok(text) = std::fs::read_to_string(dir.join("headline.txt")) {
+        print!("{text}");
+    }
+}

@@ -66,9 +66,16 @@ fn validate_missing_file_is_invalid_input() {
 }
 
 #[test]
-fn validate_accepts_a_manifest() {
-    let out = lethe(&["validate", "datasets/emoji/emoji.yaml"]);
+fn validate_checks_a_manifest_with_its_tables() {
+    let out = lethe(&["validate", "datasets/synthetic/small.yaml"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("small.yaml: ok (dataset `synthetic-small`, 1 split)"));
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("m.yaml");
+    std::fs::write(&manifest, "name: m\nimages: images.arrow\ncaptions: captions.arrow\nsplits:\n  s:\n    a: { group: [x] }\n").unwrap();
+    let out = lethe(&["validate", manifest.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("images.arrow: cannot read the table"), "{}", text(&out.stderr));
 }
 
 #[test]

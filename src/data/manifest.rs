@@ -1,4 +1,7 @@
-//! The YAML dataset manifest (see `datasets/README.md`).
+//! The YAML dataset manifest (format: `datasets/README.md`).
+//!
+//! Parsing checks the manifest alone (cheap: `lethe validate` on a pipeline reads
+//! nothing else); [`super::load_split`] reads and checks the tables.
 
 use indexmap::IndexMap;
 use serde::Deserialize;
@@ -7,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// Largest manifest accepted: manifests are small; anything bigger is a mistake.
 const MAX_MANIFEST_BYTES: u64 = 1 << 20;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum DataError {
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
@@ -29,36 +32,110 @@ pub struct FeatureDims {
     pub text: usize,
 }
 
-/// A task selects items whose metadata column takes one of the listed values.
+/// A task selects the images whose metadata column takes one of the listed values
+/// (`{ subgroup: [animal-mammal, animal-bird] }`); several columns must all match.
 pub type TaskSelector = IndexMap<String, Vec<String>>;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Feature tables on disk.
+    #[default]
+    Tables,
+    /// Generated in memory from the `synthetic` parameters.
+    Synthetic,
+}
+
+/// Parameters of a synthetic dataset (documented in `datasets/README.md`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyntheticParams {
+    pub seed: u64,
+    /// Images in all, split evenly over the domains.
+    pub images: usize,
+    pub captions_per_image: usize,
+    pub image_dim: usize,
+    pub text_dim: usize,
+    /// Domains `d1 .. dN` (the `domain` column).
+    #[serde(default = "defaults::domains")]
+    pub domains: usize,
+    /// Latent concepts per domain (the `concept` column).
+    #[serde(default = "defaults::concepts")]
+    pub concepts_per_domain: usize,
+    #[serde(default = "defaults::latent")]
+    pub latent_dim: usize,
+    /// 0: domain centres are independent; 1: all domains share one centre.
+    #[serde(default = "defaults::overlap")]
+    pub overlap: f64,
+    /// Spread of an image's latent around its concept.
+    #[serde(default = "defaults::item_spread")]
+    pub item_spread: f64,
+    /// Per-caption latent noise (captions of one image differ by this much).
+    #[serde(default = "defaults::caption_noise")]
+    pub caption_noise: f64,
+    /// Additive noise on the features.
+    #[serde(default = "defaults::feature_noise")]
+    pub feature_noise: f64,
+}
+
+mod defaults {
+    pub fn domains() -> usize {
+        3
+    }
+    pub fn concepts() -> usize {
+        24
+    }
+    pub fn latent() -> usize {
+        32
+    }
+    pub fn overlap() -> f64 {
+        0.2
+    }
+    pub fn item_spread() -> f64 {
+        0.6
+    }
+    pub fn caption_noise() -> f64 {
+        0.3
+    }
+    pub fn feature_noise() -> f64 {
+        0.05
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ManifestFile {
     name: String,
     #[serde(default)]
     description: Option<String>,
     #[serde(default)]
-    kind: Option<String>,
+    kind: Kind,
     #[serde(default)]
     images: Option<String>,
     #[serde(default)]
     captions: Option<String>,
     #[serde(default)]
     features: Option<IndexMap<String, String>>,
+    #[serde(default = "default_test_fraction")]
+    test_fraction: f64,
     #[serde(default)]
-    test_fraction: Option<f64>,
-    #[serde(default)]
-    synthetic: Option<IndexMap<String, serde_json::Value>>,
+    synthetic: Option<SyntheticParams>,
     splits: IndexMap<String, IndexMap<String, TaskSelector>>,
 }
 
-/// A parsed manifest.
-#[derive(Debug)]
+fn default_test_fraction() -> f64 {
+    0.2
+}
+
+/// A parsed and checked manifest.
+#[derive(Debug, Clone)]
 pub struct Manifest {
     pub path: PathBuf,
     pub name: String,
     pub description: Option<String>,
+    pub kind: Kind,
+    pub test_fraction: f64,
+    pub synthetic: Option<SyntheticParams>,
     text: String,
     file: ManifestFile,
 }
@@ -80,10 +157,52 @@ impl Manifest {
             .map_err(|e| DataError::invalid(path, format!("cannot read the manifest: {e}")))?;
         let file: ManifestFile = serde_saphyr::from_str(&text)
             .map_err(|e| DataError::invalid(path, format!("invalid manifest: {e}")))?;
+        let bad = |m: String| Err(DataError::invalid(path, m));
+        if !(0.0..1.0).contains(&file.test_fraction) {
+            return bad(format!(
+                "`test_fraction` must be at least 0 and below 1, found {}",
+                file.test_fraction
+            ));
+        }
+        match (file.kind, &file.synthetic) {
+            (Kind::Synthetic, None) => {
+                return bad("`kind: synthetic` needs a `synthetic:` section".into())
+            }
+            (Kind::Tables, Some(_)) => {
+                return bad("a `synthetic:` section needs `kind: synthetic`".into())
+            }
+            (Kind::Tables, None) if file.images.is_none() || file.captions.is_none() => {
+                return bad("a manifest of tables names `images:` and `captions:` files".into())
+            }
+            (Kind::Synthetic, Some(s)) => {
+                if let Err(m) = check_synthetic(s) {
+                    return bad(m);
+                }
+            }
+            _ => {}
+        }
+        if file.splits.is_empty() {
+            return bad("`splits` is empty: define at least one split".into());
+        }
+        for (split, tasks) in &file.splits {
+            if tasks.is_empty() {
+                return bad(format!("split `{split}` has no tasks"));
+            }
+            for (task, selector) in tasks {
+                if selector.is_empty() || selector.values().any(Vec::is_empty) {
+                    return bad(format!(
+                        "task `{task}` of split `{split}` selects nothing: give `column: [values]`"
+                    ));
+                }
+            }
+        }
         Ok(Manifest {
             path: path.to_path_buf(),
             name: file.name.clone(),
             description: file.description.clone(),
+            kind: file.kind,
+            test_fraction: file.test_fraction,
+            synthetic: file.synthetic.clone(),
             text,
             file,
         })
@@ -101,40 +220,113 @@ impl Manifest {
             .map(|tasks| tasks.keys().map(String::as_str).collect())
     }
 
-    /// Feature dimensions when known without reading the tables.
-    pub fn feature_dims(&self) -> Option<FeatureDims> {
-        let s = self.file.synthetic.as_ref()?;
-        let image = s.get("image_dim")?.as_u64()? as usize;
-        let text = s.get("text_dim")?.as_u64()? as usize;
-        Some(FeatureDims { image, text })
+    /// The selectors of a split's tasks.
+    pub fn split(&self, split: &str) -> Option<&IndexMap<String, TaskSelector>> {
+        self.file.splits.get(split)
     }
 
-    /// A hash of the manifest text: part of the key of every node that reads it.
+    /// Feature dimensions when known without reading the tables' data: from the
+    /// synthetic parameters, or from the tables' Arrow schemas.
+    pub fn feature_dims(&self) -> Option<FeatureDims> {
+        if let Some(s) = &self.synthetic {
+            return Some(FeatureDims {
+                image: s.image_dim,
+                text: s.text_dim,
+            });
+        }
+        let [images, captions] = [self.images_path()?, self.captions_path()?];
+        Some(FeatureDims {
+            image: super::tables::feature_width(&images).ok()?,
+            text: super::tables::feature_width(&captions).ok()?,
+        })
+    }
+
+    /// Changes whenever the data the manifest denotes can: its text, and the bytes
+    /// of its tables when they exist.
     pub fn content_hash(&self) -> String {
-        blake3::hash(self.text.as_bytes()).to_hex().to_string()
+        let mut h = blake3::Hasher::new();
+        h.update(self.text.as_bytes());
+        for path in [self.images_path(), self.captions_path()]
+            .into_iter()
+            .flatten()
+        {
+            match std::fs::File::open(&path) {
+                Ok(mut f) => {
+                    let _ = std::io::copy(&mut f, &mut h);
+                }
+                Err(_) => {
+                    h.update(b"missing");
+                }
+            }
+        }
+        h.finalize().to_hex().to_string()
     }
 
     pub fn is_synthetic(&self) -> bool {
-        self.file.kind.as_deref() == Some("synthetic")
+        self.kind == Kind::Synthetic
     }
 
     pub fn base_dir(&self) -> &Path {
         self.path.parent().unwrap_or(Path::new("."))
     }
 
-    pub fn test_fraction(&self) -> Option<f64> {
-        self.file.test_fraction
+    pub fn images_path(&self) -> Option<PathBuf> {
+        self.file.images.as_ref().map(|p| self.base_dir().join(p))
     }
 
-    pub fn table_paths(&self) -> Vec<PathBuf> {
-        [&self.file.images, &self.file.captions]
-            .into_iter()
-            .flatten()
-            .map(|p| self.base_dir().join(p))
-            .collect()
+    pub fn captions_path(&self) -> Option<PathBuf> {
+        self.file.captions.as_ref().map(|p| self.base_dir().join(p))
     }
 
     pub fn encoders(&self) -> Option<&IndexMap<String, String>> {
         self.file.features.as_ref()
     }
+}
+
+fn check_synthetic(s: &SyntheticParams) -> Result<(), String> {
+    let positive = [
+        ("images", s.images),
+        ("captions_per_image", s.captions_per_image),
+        ("image_dim", s.image_dim),
+        ("text_dim", s.text_dim),
+        ("domains", s.domains),
+        ("concepts_per_domain", s.concepts_per_domain),
+        ("latent_dim", s.latent_dim),
+    ];
+    for (name, v) in positive {
+        if v == 0 {
+            return Err(format!("synthetic `{name}` must be at least 1"));
+        }
+    }
+    if s.images > 10_000_000
+        || s.captions_per_image > 100
+        || s.image_dim > 65_536
+        || s.text_dim > 65_536
+        || s.latent_dim > 4096
+    {
+        return Err("synthetic sizes are beyond what lethe generates (at most 10M images, 100 captions each, 65536-d)".into());
+    }
+    if s.images < s.domains {
+        return Err(format!(
+            "synthetic `images` ({}) must be at least `domains` ({})",
+            s.images, s.domains
+        ));
+    }
+    for (name, v) in [("overlap", s.overlap)] {
+        if !(0.0..=1.0).contains(&v) {
+            return Err(format!(
+                "synthetic `{name}` must be between 0 and 1, found {v}"
+            ));
+        }
+    }
+    for (name, v) in [
+        ("item_spread", s.item_spread),
+        ("caption_noise", s.caption_noise),
+        ("feature_noise", s.feature_noise),
+    ] {
+        if !(v >= 0.0 && v.is_finite()) {
+            return Err(format!("synthetic `{name}` must be 0 or more, found {v}"));
+        }
+    }
+    Ok(())
 }

@@ -1,8 +1,14 @@
 //! Datasets: manifests, feature tables, task splits and synthetic data.
 //!
-//! The public entry point is [`Manifest::load`]; the language checker only needs
-//! split and task names and (when cheaply known) feature dimensions from it.
+//! [`Manifest::load`] reads a manifest alone (what the language checker needs);
+//! [`load_split`] reads or generates the tables and cuts them into tasks.
 
+pub mod inspect;
 pub mod manifest;
+pub mod split;
+pub mod synthetic;
+pub mod tables;
 
+pub use inspect::inspect;
 pub use manifest::{DataError, FeatureDims, Manifest};
+pub use split::{load_split, LoadedSplit, TaskRows};

@@ -3,10 +3,10 @@
 //! confined to their dependents.
 
 pub mod cache;
-pub mod data;
 pub mod explain;
 pub mod nodes;
 pub mod progress;
+pub mod report;
 pub mod run;
 pub mod schedule;
 

@@ -7,8 +7,8 @@
 //! order); `evaluate` → `recall.jsonl`.
 
 use super::cache::Cache;
-use super::data::LoadedSplit;
 use super::schedule::{Events, Runner};
+use crate::data::LoadedSplit;
 use crate::lang::{Experiment, Schedule};
 use crate::model::{load_checkpoint, save_checkpoint, CheckpointMeta, Modality, Model};
 use crate::plan::{resolve_coverage, NodeKind, Plan};

@@ -1,0 +1,333 @@
+//! The `evaluate` node: Recall@K, median and mean rank of every task after a
+//! stage, in both directions, with per-task and union galleries, and the drift
+//! diagnostics. Definitions: `docs/methods.md` ("Evaluation", "Diagnostics").
+//!
+//! Conventions follow the VSE++ evaluation code: an image query hits at K if any
+//! of its captions is in the top K; every caption is a query with one correct
+//! image; with 0-based ranks r, `median_rank = floor(median(r)) + 1` and
+//! `mean_rank = mean(r) + 1`; ties go to the earlier gallery item.
+
+pub mod drift;
+pub mod metrics;
+pub mod search;
+
+use crate::data::LoadedSplit;
+use crate::exec::nodes::{read_embeddings, EvalContext};
+use crate::lang::{Direction, GalleryScope, Schedule};
+use crate::plan::NodeKind;
+use search::{first_correct_rank, for_each_similarity_row, top_k, Matrix};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Mutex;
+
+/// One measurement: a task's queries after a stage, one direction, gallery and K.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecallRow {
+    pub stage: usize,
+    pub stage_task: String,
+    /// A task, or `all` for the pooled queries of every task seen (union only).
+    pub eval_task: String,
+    pub gallery: String,
+    pub direction: String,
+    pub k: usize,
+    pub recall: f64,
+    pub median_rank: f64,
+    pub mean_rank: f64,
+    pub n_queries: usize,
+    pub gallery_size: usize,
+}
+
+/// Embeddings of one task by one model: modality → row-major floats.
+pub type Embedded = HashMap<String, (usize, Vec<f32>)>;
+
+/// Ranks of queries against a gallery, and the share of top-`overlap_k` results
+/// that come from a task other than the query's.
+pub struct Searched {
+    pub ranks: Vec<usize>,
+    pub other_task_share: f64,
+}
+
+/// Searches `queries` (whose correct image rows are `targets`) in a gallery whose
+/// items show images `gallery_image` and belong to tasks `gallery_task`.
+pub fn search(
+    queries: Matrix,
+    targets: &[u32],
+    query_task: usize,
+    gallery: Matrix,
+    gallery_image: &[u32],
+    gallery_task: &[usize],
+    overlap_k: usize,
+) -> Result<Searched, String> {
+    let ranks = Mutex::new(vec![0usize; queries.rows]);
+    let other = Mutex::new(0usize);
+    for_each_similarity_row(queries, gallery, |i, row| {
+        let target = targets[i];
+        let rank = first_correct_rank(row, |j| gallery_image[j] == target).unwrap_or(row.len() + 1);
+        let foreign = top_k(row, overlap_k)
+            .into_iter()
+            .filter(|&j| gallery_task[j] != query_task)
+            .count();
+        if let Ok(mut r) = ranks.lock() {
+            r[i] = rank;
+        }
+        if let Ok(mut o) = other.lock() {
+            *o += foreign;
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    let shown = queries.rows * overlap_k.min(gallery.rows);
+    Ok(Searched {
+        ranks: ranks.into_inner().map_err(|_| "poisoned")?,
+        other_task_share: if shown == 0 {
+            0.0
+        } else {
+            other.into_inner().map_err(|_| "poisoned")? as f64 / shown as f64
+        },
+    })
+}
+
+/// Recall@K (percent), VSE++ median rank and mean rank of 1-based ranks.
+pub fn recall_figures(ranks: &[usize], k: usize) -> (f64, f64, f64) {
+    if ranks.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    let hits = ranks.iter().filter(|&&r| r <= k).count();
+    let mut zero_based: Vec<f64> = ranks.iter().map(|&r| (r - 1) as f64).collect();
+    zero_based.sort_by(f64::total_cmp);
+    let n = zero_based.len();
+    let median = if n % 2 == 1 {
+        zero_based[n / 2]
+    } else {
+        (zero_based[n / 2 - 1] + zero_based[n / 2]) / 2.0
+    };
+    let mean = zero_based.iter().sum::<f64>() / n as f64;
+    (
+        100.0 * hits as f64 / n as f64,
+        median.floor() + 1.0,
+        mean + 1.0,
+    )
+}
+
+/// One task's side of a direction: what is searched and what is correct.
+struct Side {
+    /// Query embeddings (model k) and their correct image rows.
+    queries: (usize, Vec<f32>),
+    targets: Vec<u32>,
+    /// Gallery embeddings (the policy's model) and the image row of each item.
+    gallery: (usize, Vec<f32>),
+    gallery_image: Vec<u32>,
+}
+
+fn side(
+    split: &LoadedSplit,
+    task: usize,
+    direction: Direction,
+    query: &Embedded,
+    gallery: &Embedded,
+) -> Result<Side, String> {
+    let rows = &split.tasks[task];
+    let get = |e: &Embedded, m: &str| {
+        e.get(m)
+            .cloned()
+            .ok_or_else(|| format!("no {m} embeddings for task `{}`", rows.name))
+    };
+    let caption_images: Vec<u32> = rows
+        .test_captions
+        .iter()
+        .map(|&c| split.caption_image[c as usize])
+        .collect();
+    Ok(match direction {
+        Direction::Im2txt => Side {
+            queries: get(query, "image")?,
+            targets: rows.test_images.clone(),
+            gallery: get(gallery, "text")?,
+            gallery_image: caption_images,
+        },
+        Direction::Txt2im => Side {
+            queries: get(query, "text")?,
+            targets: caption_images,
+            gallery: get(gallery, "image")?,
+            gallery_image: rows.test_images.clone(),
+        },
+    })
+}
+
+/// Runs an `evaluate` node: writes `recall.jsonl` and `drift.jsonl`.
+pub fn evaluate_node(cx: &EvalContext) -> Result<(), String> {
+    let (plan, e, split) = (cx.plan, cx.experiment, cx.split);
+    let node = plan.node(cx.node);
+    let k = node.stage.unwrap_or(1);
+    let t = e.tasks.len();
+    let task_index: Vec<usize> = e
+        .tasks
+        .iter()
+        .map(|name| {
+            split
+                .tasks
+                .iter()
+                .position(|r| &r.name == name)
+                .ok_or_else(|| format!("the split has no task `{name}`"))
+        })
+        .collect::<Result<_, _>>()?;
+    let gallery_models: Vec<usize> = node.settings["gallery_models"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_u64().map(|v| v as usize))
+        .collect();
+    let stage_task = match e.schedule {
+        Schedule::Joint => "joint".to_string(),
+        Schedule::Sequential => e.tasks[k - 1].clone(),
+    };
+    let seen = match e.schedule {
+        Schedule::Joint => t,
+        Schedule::Sequential => k,
+    };
+    let overlap_k = e.evaluate.recall.iter().copied().max().unwrap_or(10);
+    let inputs = plan.inputs(cx.node);
+    let mut rows = Vec::new();
+    let mut drift_rows = Vec::new();
+    for &direction in &e.evaluate.directions {
+        // This direction's model chain (decoupled) or the only one.
+        let find = |kind: NodeKind, task: &str, stage: usize| {
+            inputs.iter().copied().find(|&i| {
+                let n = plan.node(i);
+                n.kind == kind
+                    && n.tasks[0] == task
+                    && n.stage == Some(stage)
+                    && n.direction.is_none_or(|d| d == direction)
+            })
+        };
+        let mut query = Vec::with_capacity(t);
+        let mut gallery = Vec::with_capacity(t);
+        let mut own = Vec::with_capacity(t);
+        for (j, name) in e.tasks.iter().enumerate() {
+            let g_stage = gallery_models.get(j).copied().unwrap_or(k);
+            let q = find(NodeKind::Query, name, k)
+                .ok_or_else(|| format!("no query embeddings of `{name}` by model {k}"))?;
+            let g = find(NodeKind::Index, name, g_stage)
+                .ok_or_else(|| format!("no gallery of `{name}` by model {g_stage}"))?;
+            query.push(read_embeddings(cx.cache, &plan.node(q).key)?);
+            gallery.push(read_embeddings(cx.cache, &plan.node(g).key)?);
+            own.push(match find(NodeKind::Index, name, j + 1) {
+                Some(o) if j + 1 < k && e.schedule == Schedule::Sequential => {
+                    Some(read_embeddings(cx.cache, &plan.node(o).key)?)
+                }
+                _ => None,
+            });
+        }
+        let sides: Vec<Side> = (0..t)
+            .map(|j| side(split, task_index[j], direction, &query[j], &gallery[j]))
+            .collect::<Result<_, _>>()?;
+        let dim = |m: &(usize, Vec<f32>)| m.1.len().checked_div(m.0).unwrap_or(0);
+        let mut emit = |eval_task: &str, scope: &str, ranks: &[usize], gallery_size: usize| {
+            for &kk in &e.evaluate.recall {
+                let (recall, median_rank, mean_rank) = recall_figures(ranks, kk);
+                rows.push(RecallRow {
+                    stage: k,
+                    stage_task: stage_task.clone(),
+                    eval_task: eval_task.to_string(),
+                    gallery: scope.to_string(),
+                    direction: direction.name().to_string(),
+                    k: kk,
+                    recall,
+                    median_rank,
+                    mean_rank,
+                    n_queries: ranks.len(),
+                    gallery_size,
+                });
+            }
+        };
+        let mut pooled = Vec::new();
+        let mut overlap = vec![None; t];
+        for j in 0..t {
+            let s = &sides[j];
+            let queries = Matrix::new(&s.queries.1, dim(&s.queries));
+            if e.evaluate.gallery.contains(&GalleryScope::PerTask) {
+                let g = Matrix::new(&s.gallery.1, dim(&s.gallery));
+                let found = search(
+                    queries,
+                    &s.targets,
+                    j,
+                    g,
+                    &s.gallery_image,
+                    &vec![j; g.rows],
+                    overlap_k,
+                )?;
+                emit(&e.tasks[j], "per_task", &found.ranks, g.rows);
+            }
+            if e.evaluate.gallery.contains(&GalleryScope::Union) {
+                // Every task seen so far, plus this one when it is not learned yet.
+                let members: Vec<usize> = (0..seen).chain((j >= seen).then_some(j)).collect();
+                let mut data = Vec::new();
+                let (mut images, mut tasks) = (Vec::new(), Vec::new());
+                for &m in &members {
+                    data.extend_from_slice(&sides[m].gallery.1);
+                    images.extend_from_slice(&sides[m].gallery_image);
+                    tasks.extend(std::iter::repeat_n(m, sides[m].gallery_image.len()));
+                }
+                let g = Matrix::new(&data, dim(&s.gallery));
+                let found = search(queries, &s.targets, j, g, &images, &tasks, overlap_k)?;
+                emit(&e.tasks[j], "union", &found.ranks, g.rows);
+                overlap[j] = Some(found.other_task_share);
+                if j < seen {
+                    pooled.push((found.ranks, g.rows));
+                }
+            }
+        }
+        if !pooled.is_empty() {
+            let size = pooled[0].1;
+            let all: Vec<usize> = pooled.into_iter().flat_map(|(r, _)| r).collect();
+            emit("all", "union", &all, size);
+        }
+        for j in 0..seen.min(t) {
+            if let Some(own) = &own[j] {
+                drift_rows.extend(
+                    drift::diagnostics(
+                        split,
+                        task_index[j],
+                        &query[j],
+                        own,
+                        &gallery[j],
+                        overlap[j],
+                        e.index,
+                    )?
+                    .into_iter()
+                    .map(|(metric, modality, value)| drift::DriftRow {
+                        stage: k,
+                        stage_task: stage_task.clone(),
+                        task: e.tasks[j].clone(),
+                        task_stage: j + 1,
+                        direction: direction.name().to_string(),
+                        metric,
+                        modality,
+                        value,
+                    }),
+                );
+            }
+        }
+    }
+    write_jsonl(&cx.out.join("recall.jsonl"), &rows)?;
+    write_jsonl(&cx.out.join("drift.jsonl"), &drift_rows)
+}
+
+pub fn write_jsonl<T: Serialize>(path: &std::path::Path, rows: &[T]) -> Result<(), String> {
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path).map_err(|e| e.to_string())?);
+    for r in rows {
+        writeln!(
+            w,
+            "{}",
+            serde_json::to_string(r).map_err(|e| e.to_string())?
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    w.flush().map_err(|e| e.to_string())
+}
+
+pub fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &std::path::Path) -> Result<Vec<T>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    text.lines()
+        .map(|l| serde_json::from_str(l).map_err(|e| format!("{}: {e}", path.display())))
+        .collect()
+}
