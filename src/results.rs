@@ -64,7 +64,8 @@ enum Kind {
 pub struct Table {
     columns: IndexMap<String, (Option<Kind>, Vec<Cell>)>,
     rows: usize,
-    current: HashMap<String, Cell>,
+    /// The row being built, in the order its cells were set.
+    current: IndexMap<String, Cell>,
 }
 
 impl Table {
@@ -91,16 +92,14 @@ impl Table {
     pub fn end_row(&mut self) {
         let mut current = std::mem::take(&mut self.current);
         for (name, (kind, cells)) in self.columns.iter_mut() {
-            let cell = current.remove(name).unwrap_or(Cell::Null);
+            let cell = current.shift_remove(name).unwrap_or(Cell::Null);
             if kind.is_none() {
                 *kind = kind_of(&cell);
             }
             cells.push(cell);
         }
-        // New columns: earlier rows get nulls.
-        let mut new: Vec<(String, Cell)> = current.into_iter().collect();
-        new.sort_by(|a, b| a.0.cmp(&b.0));
-        for (name, cell) in new {
+        // New columns, in the order they were set: earlier rows get nulls.
+        for (name, cell) in current {
             let mut cells = vec![Cell::Null; self.rows];
             let kind = kind_of(&cell);
             cells.push(cell);
