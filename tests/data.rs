@@ -1,0 +1,330 @@
+//! Manifests and feature tables: every class of bad input gets a message naming
+//! the file, the row or key, and what was expected; splits and synthetic data
+//! are deterministic.
+
+use arrow_array::builder::{FixedSizeListBuilder, Float16Builder, Float32Builder};
+use arrow_array::{ArrayRef, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use lethe::data::{load_split, Manifest};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A column of a fixture table.
+enum Col {
+    Str(&'static str, Vec<Option<String>>),
+    F32(usize, Vec<f32>),
+    F16(usize, Vec<f32>),
+}
+
+fn write_table(path: &Path, columns: Vec<Col>) {
+    let mut fields = Vec::new();
+    let mut arrays: Vec<ArrayRef> = Vec::new();
+    for c in columns {
+        match c {
+            Col::Str(name, values) => {
+                fields.push(Field::new(name, DataType::Utf8, true));
+                arrays.push(Arc::new(values.into_iter().collect::<StringArray>()));
+            }
+            Col::F32(dim, values) => {
+                let mut b = FixedSizeListBuilder::new(Float32Builder::new(), dim as i32);
+                for row in values.chunks(dim) {
+                    b.values().append_slice(row);
+                    b.append(true);
+                }
+                let a = b.finish();
+                fields.push(Field::new("feature", a.data_type().clone(), false));
+                arrays.push(Arc::new(a));
+            }
+            Col::F16(dim, values) => {
+                let mut b = FixedSizeListBuilder::new(Float16Builder::new(), dim as i32);
+                for row in values.chunks(dim) {
+                    for v in row {
+                        b.values().append_value(half::f16::from_f32(*v));
+                    }
+                    b.append(true);
+                }
+                let a = b.finish();
+                fields.push(Field::new("feature", a.data_type().clone(), false));
+                arrays.push(Arc::new(a));
+            }
+        }
+    }
+    use arrow_array::Array;
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(schema.clone(), arrays).unwrap();
+    let mut w = arrow_ipc::writer::FileWriter::try_new(std::fs::File::create(path).unwrap(), &schema).unwrap();
+    w.write(&batch).unwrap();
+    w.finish().unwrap();
+}
+
+fn strs(v: &[&str]) -> Vec<Option<String>> {
+    v.iter().map(|s| Some(s.to_string())).collect()
+}
+
+/// A valid dataset: 8 images in groups a/b, two captions each.
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+const IDS: [&str; 8] = ["i0", "i1", "i2", "i3", "i4", "i5", "i6", "i7"];
+const GROUPS: [&str; 8] = ["a", "a", "a", "a", "b", "b", "b", "b"];
+
+impl Fixture {
+    fn new() -> Fixture {
+        let f = Fixture { dir: tempfile::tempdir().unwrap() };
+        f.images(Col::F32(3, (0..24).map(|x| x as f32).collect()), strs(&IDS), strs(&GROUPS));
+        f.captions(strs(&IDS.iter().flat_map(|i| [*i, *i]).collect::<Vec<_>>()));
+        f.manifest("");
+        f
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    fn images(&self, feature: Col, ids: Vec<Option<String>>, groups: Vec<Option<String>>) {
+        write_table(&self.path("images.arrow"), vec![Col::Str("id", ids), feature, Col::Str("group", groups)]);
+    }
+    fn captions(&self, image_ids: Vec<Option<String>>) {
+        let n = image_ids.len();
+        let ids = (0..n).map(|i| Some(format!("c{i}"))).collect();
+        write_table(
+            &self.path("captions.arrow"),
+            vec![Col::Str("id", ids), Col::Str("image_id", image_ids), Col::F32(2, vec![0.5; n * 2])],
+        );
+    }
+    /// Writes the manifest; `extra` is appended verbatim.
+    fn manifest(&self, extra: &str) {
+        let text = format!(
+            "name: fixture\nimages: images.arrow\ncaptions: captions.arrow\ntest_fraction: 0.5\nsplits:\n  groups:\n    ta: {{ group: [a] }}\n    tb: {{ group: [b] }}\n{extra}"
+        );
+        std::fs::write(self.path("m.yaml"), text).unwrap();
+    }
+    /// The error of loading the manifest and its split (must fail).
+    fn error(&self) -> String {
+        match Manifest::load(&self.path("m.yaml")).and_then(|m| load_split(&m, "groups").map(|_| ())) {
+            Ok(()) => panic!("expected an error"),
+            Err(e) => e.to_string(),
+        }
+    }
+}
+
+fn assert_error(f: &Fixture, needle: &str) {
+    let e = f.error();
+    assert!(e.contains(needle), "expected {needle:?} in: {e}");
+}
+
+#[test]
+fn the_fixture_is_valid_and_split_by_groups() {
+    let f = Fixture::new();
+    let m = Manifest::load(&f.path("m.yaml")).unwrap();
+    let s = load_split(&m, "groups").unwrap();
+    assert_eq!((s.image_dim, s.text_dim), (3, 2));
+    assert_eq!(s.tasks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["ta", "tb"]);
+    for t in &s.tasks {
+        assert_eq!(t.train_captions.len() + t.test_captions.len(), 8);
+        assert_eq!(t.test_captions.len(), 2 * t.test_images.len());
+    }
+}
+
+#[test]
+fn missing_table() {
+    let f = Fixture::new();
+    std::fs::remove_file(f.path("images.arrow")).unwrap();
+    assert_error(&f, "images.arrow: cannot read the table");
+}
+
+#[test]
+fn not_an_arrow_file() {
+    let f = Fixture::new();
+    std::fs::write(f.path("captions.arrow"), "id,image_id\n").unwrap();
+    assert_error(&f, "captions.arrow: not an Arrow IPC file");
+}
+
+#[test]
+fn missing_feature_column() {
+    let f = Fixture::new();
+    write_table(&f.path("images.arrow"), vec![Col::Str("id", strs(&IDS)), Col::Str("group", strs(&GROUPS))]);
+    assert_error(&f, "images.arrow: missing column `feature`");
+}
+
+#[test]
+fn missing_image_id_column() {
+    let f = Fixture::new();
+    write_table(&f.path("captions.arrow"), vec![Col::Str("id", strs(&["c0"])), Col::F32(2, vec![0.0, 1.0])]);
+    assert_error(&f, "captions.arrow: missing column `image_id`");
+}
+
+#[test]
+fn feature_of_the_wrong_type() {
+    let f = Fixture::new();
+    write_table(&f.path("images.arrow"), vec![Col::Str("id", strs(&IDS)), Col::Str("feature", strs(&IDS)), Col::Str("group", strs(&GROUPS))]);
+    assert_error(&f, "column `feature` must be a FixedSizeList of f32 or f16, found Utf8");
+}
+
+#[test]
+fn nan_feature_names_row_and_id() {
+    let f = Fixture::new();
+    let mut values: Vec<f32> = (0..24).map(|x| x as f32).collect();
+    values[7] = f32::NAN; // row 2
+    f.images(Col::F32(3, values), strs(&IDS), strs(&GROUPS));
+    assert_error(&f, "`feature` of row 2 (id \"i2\") holds a NaN or infinite value");
+}
+
+#[test]
+fn infinite_feature() {
+    let f = Fixture::new();
+    let mut values: Vec<f32> = (0..24).map(|x| x as f32).collect();
+    values[23] = f32::INFINITY;
+    f.images(Col::F32(3, values), strs(&IDS), strs(&GROUPS));
+    assert_error(&f, "row 7 (id \"i7\") holds a NaN or infinite value");
+}
+
+#[test]
+fn caption_points_at_no_image() {
+    let f = Fixture::new();
+    let mut ids: Vec<&str> = IDS.iter().flat_map(|i| [*i, *i]).collect();
+    ids[5] = "i99";
+    f.captions(strs(&ids));
+    assert_error(&f, "caption row 5 (id \"c5\") points at image \"i99\", which the images table lacks");
+}
+
+#[test]
+fn image_without_captions() {
+    let f = Fixture::new();
+    let ids: Vec<&str> = IDS[..7].iter().flat_map(|i| [*i, *i]).collect();
+    f.captions(strs(&ids));
+    assert_error(&f, "image row 7 (id \"i7\") has no caption");
+}
+
+#[test]
+fn duplicate_ids() {
+    let f = Fixture::new();
+    let mut ids = IDS;
+    ids[6] = "i1";
+    f.images(Col::F32(3, vec![0.0; 24]), strs(&ids), strs(&GROUPS));
+    assert_error(&f, "duplicate id \"i1\" at rows 1 and 6");
+}
+
+#[test]
+fn null_id() {
+    let f = Fixture::new();
+    let mut ids = strs(&IDS);
+    ids[3] = None;
+    f.images(Col::F32(3, vec![0.0; 24]), ids, strs(&GROUPS));
+    assert_error(&f, "column `id` is empty (null) at row 3");
+}
+
+#[test]
+fn empty_task() {
+    let f = Fixture::new();
+    f.manifest("    tc: { group: [z] }\n");
+    assert_error(&f, "task `tc` of split `groups` selects no image");
+}
+
+#[test]
+fn image_in_two_tasks() {
+    let f = Fixture::new();
+    f.manifest("    both: { group: [a, b] }\n");
+    assert_error(&f, "is in two tasks of split `groups`: `ta` and `both`");
+}
+
+#[test]
+fn task_selects_on_a_missing_column() {
+    let f = Fixture::new();
+    f.manifest("    tc: { colour: [red] }\n");
+    assert_error(&f, "task `tc` of split `groups` selects on column `colour`, which the images table lacks");
+}
+
+#[test]
+fn unknown_manifest_key() {
+    let f = Fixture::new();
+    f.manifest("test_fractoin: 0.1\n");
+    assert_error(&f, "test_fractoin");
+}
+
+#[test]
+fn test_fraction_out_of_range() {
+    let f = Fixture::new();
+    std::fs::write(f.path("m.yaml"), "name: x\nimages: images.arrow\ncaptions: captions.arrow\ntest_fraction: 1.5\nsplits:\n  s:\n    t: { group: [a] }\n").unwrap();
+    assert_error(&f, "`test_fraction` must be at least 0 and below 1, found 1.5");
+}
+
+#[test]
+fn synthetic_without_parameters() {
+    let f = Fixture::new();
+    std::fs::write(f.path("m.yaml"), "name: x\nkind: synthetic\nsplits:\n  s:\n    t: { domain: [d1] }\n").unwrap();
+    assert_error(&f, "`kind: synthetic` needs a `synthetic:` section");
+}
+
+#[test]
+fn yaml_alias_bomb() {
+    let f = Fixture::new();
+    let mut bomb = String::from("a: &a [\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\"]\n");
+    for i in 0..9u8 {
+        let (prev, next) = ((b'a' + i) as char, (b'a' + i + 1) as char);
+        bomb.push_str(&format!("{next}: &{next} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"));
+    }
+    std::fs::write(f.path("m.yaml"), bomb).unwrap();
+    let started = std::time::Instant::now();
+    let e = f.error();
+    assert!(e.contains("invalid manifest"), "{e}");
+    assert!(started.elapsed().as_secs() < 5);
+}
+
+#[test]
+fn huge_manifest() {
+    let f = Fixture::new();
+    std::fs::write(f.path("m.yaml"), format!("name: x\n# {}\n", "x".repeat(2 << 20))).unwrap();
+    assert_error(&f, "at most 1048576 are accepted");
+}
+
+#[test]
+fn f16_features_load_as_f32() {
+    let f = Fixture::new();
+    f.images(Col::F16(3, (0..24).map(|x| x as f32 / 4.0).collect()), strs(&IDS), strs(&GROUPS));
+    let m = Manifest::load(&f.path("m.yaml")).unwrap();
+    let s = load_split(&m, "groups").unwrap();
+    assert_eq!(&s.image_features[..4], &[0.0, 0.25, 0.5, 0.75]);
+}
+
+#[test]
+fn splits_are_deterministic_and_honour_an_explicit_column() {
+    let f = Fixture::new();
+    let m = Manifest::load(&f.path("m.yaml")).unwrap();
+    let a = load_split(&m, "groups").unwrap();
+    let b = load_split(&m, "groups").unwrap();
+    assert_eq!(a.tasks, b.tasks);
+    // An explicit `split` column decides instead of the hash.
+    let split = ["test", "train", "train", "train", "train", "train", "train", "test"];
+    write_table(
+        &f.path("images.arrow"),
+        vec![Col::Str("id", strs(&IDS)), Col::F32(3, vec![0.0; 24]), Col::Str("group", strs(&GROUPS)), Col::Str("split", strs(&split))],
+    );
+    let s = load_split(&Manifest::load(&f.path("m.yaml")).unwrap(), "groups").unwrap();
+    assert_eq!(s.tasks[0].test_images, [0]);
+    assert_eq!(s.tasks[1].test_images, [7]);
+}
+
+#[test]
+fn synthetic_data_is_identical_for_a_seed_whatever_the_thread_count() {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let m = Manifest::load(&repo.join("datasets/synthetic/small.yaml")).unwrap();
+    let params = m.synthetic.clone().unwrap();
+    let (i1, c1) = lethe::data::synthetic::generate(&params);
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let (i2, c2) = one.install(|| lethe::data::synthetic::generate(&params));
+    let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    assert_eq!(bytes(&i1.features), bytes(&i2.features));
+    assert_eq!(bytes(&c1.features), bytes(&c2.features));
+    assert_eq!(i1.ids, i2.ids);
+    let mut other = params.clone();
+    other.seed += 1;
+    assert_ne!(bytes(&lethe::data::synthetic::generate(&other).0.features), bytes(&i1.features));
+    // Splits of the shipped small set: three domains of about 300 images.
+    let s = load_split(&m, "domains").unwrap();
+    assert_eq!(s.image_ids.len(), 900);
+    assert_eq!(s.caption_ids.len(), 2700);
+    for t in &s.tasks {
+        let images = t.test_images.len() + t.train_captions.len() / 3;
+        assert_eq!(images, 300, "{}", t.name);
+    }
+}
