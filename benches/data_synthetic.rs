@@ -15,7 +15,8 @@ fn peak_rss_bytes() -> Option<u64> {
 
 fn main() {
     let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let manifest = Manifest::load(&repo.join("datasets/synthetic/coco-scale.yaml")).expect("manifest");
+    let manifest =
+        Manifest::load(&repo.join("datasets/synthetic/coco-scale.yaml")).expect("manifest");
     let before = peak_rss_bytes().unwrap_or(0);
     let started = Instant::now();
     let split = load_split(&manifest, "domains").expect("split");

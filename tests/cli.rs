@@ -75,7 +75,11 @@ fn validate_checks_a_manifest_with_its_tables() {
     std::fs::write(&manifest, "name: m\nimages: images.arrow\ncaptions: captions.arrow\nsplits:\n  s:\n    a: { group: [x] }\n").unwrap();
     let out = lethe(&["validate", manifest.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("images.arrow: cannot read the table"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("images.arrow: cannot read the table"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]

@@ -52,7 +52,9 @@ fn write_table(path: &Path, columns: Vec<Col>) {
     use arrow_array::Array;
     let schema = Arc::new(Schema::new(fields));
     let batch = RecordBatch::try_new(schema.clone(), arrays).unwrap();
-    let mut w = arrow_ipc::writer::FileWriter::try_new(std::fs::File::create(path).unwrap(), &schema).unwrap();
+    let mut w =
+        arrow_ipc::writer::FileWriter::try_new(std::fs::File::create(path).unwrap(), &schema)
+            .unwrap();
     w.write(&batch).unwrap();
     w.finish().unwrap();
 }
@@ -71,8 +73,14 @@ const GROUPS: [&str; 8] = ["a", "a", "a", "a", "b", "b", "b", "b"];
 
 impl Fixture {
     fn new() -> Fixture {
-        let f = Fixture { dir: tempfile::tempdir().unwrap() };
-        f.images(Col::F32(3, (0..24).map(|x| x as f32).collect()), strs(&IDS), strs(&GROUPS));
+        let f = Fixture {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        f.images(
+            Col::F32(3, (0..24).map(|x| x as f32).collect()),
+            strs(&IDS),
+            strs(&GROUPS),
+        );
         f.captions(strs(&IDS.iter().flat_map(|i| [*i, *i]).collect::<Vec<_>>()));
         f.manifest("");
         f
@@ -81,14 +89,21 @@ impl Fixture {
         self.dir.path().join(name)
     }
     fn images(&self, feature: Col, ids: Vec<Option<String>>, groups: Vec<Option<String>>) {
-        write_table(&self.path("images.arrow"), vec![Col::Str("id", ids), feature, Col::Str("group", groups)]);
+        write_table(
+            &self.path("images.arrow"),
+            vec![Col::Str("id", ids), feature, Col::Str("group", groups)],
+        );
     }
     fn captions(&self, image_ids: Vec<Option<String>>) {
         let n = image_ids.len();
         let ids = (0..n).map(|i| Some(format!("c{i}"))).collect();
         write_table(
             &self.path("captions.arrow"),
-            vec![Col::Str("id", ids), Col::Str("image_id", image_ids), Col::F32(2, vec![0.5; n * 2])],
+            vec![
+                Col::Str("id", ids),
+                Col::Str("image_id", image_ids),
+                Col::F32(2, vec![0.5; n * 2]),
+            ],
         );
     }
     /// Writes the manifest; `extra` is appended verbatim.
@@ -100,7 +115,9 @@ impl Fixture {
     }
     /// The error of loading the manifest and its split (must fail).
     fn error(&self) -> String {
-        match Manifest::load(&self.path("m.yaml")).and_then(|m| load_split(&m, "groups").map(|_| ())) {
+        match Manifest::load(&self.path("m.yaml"))
+            .and_then(|m| load_split(&m, "groups").map(|_| ()))
+        {
             Ok(()) => panic!("expected an error"),
             Err(e) => e.to_string(),
         }
@@ -118,7 +135,10 @@ fn the_fixture_is_valid_and_split_by_groups() {
     let m = Manifest::load(&f.path("m.yaml")).unwrap();
     let s = load_split(&m, "groups").unwrap();
     assert_eq!((s.image_dim, s.text_dim), (3, 2));
-    assert_eq!(s.tasks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["ta", "tb"]);
+    assert_eq!(
+        s.tasks.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
+        ["ta", "tb"]
+    );
     for t in &s.tasks {
         assert_eq!(t.train_captions.len() + t.test_captions.len(), 8);
         assert_eq!(t.test_captions.len(), 2 * t.test_images.len());
@@ -142,22 +162,38 @@ fn not_an_arrow_file() {
 #[test]
 fn missing_feature_column() {
     let f = Fixture::new();
-    write_table(&f.path("images.arrow"), vec![Col::Str("id", strs(&IDS)), Col::Str("group", strs(&GROUPS))]);
+    write_table(
+        &f.path("images.arrow"),
+        vec![Col::Str("id", strs(&IDS)), Col::Str("group", strs(&GROUPS))],
+    );
     assert_error(&f, "images.arrow: missing column `feature`");
 }
 
 #[test]
 fn missing_image_id_column() {
     let f = Fixture::new();
-    write_table(&f.path("captions.arrow"), vec![Col::Str("id", strs(&["c0"])), Col::F32(2, vec![0.0, 1.0])]);
+    write_table(
+        &f.path("captions.arrow"),
+        vec![Col::Str("id", strs(&["c0"])), Col::F32(2, vec![0.0, 1.0])],
+    );
     assert_error(&f, "captions.arrow: missing column `image_id`");
 }
 
 #[test]
 fn feature_of_the_wrong_type() {
     let f = Fixture::new();
-    write_table(&f.path("images.arrow"), vec![Col::Str("id", strs(&IDS)), Col::Str("feature", strs(&IDS)), Col::Str("group", strs(&GROUPS))]);
-    assert_error(&f, "column `feature` must be a FixedSizeList of f32 or f16, found Utf8");
+    write_table(
+        &f.path("images.arrow"),
+        vec![
+            Col::Str("id", strs(&IDS)),
+            Col::Str("feature", strs(&IDS)),
+            Col::Str("group", strs(&GROUPS)),
+        ],
+    );
+    assert_error(
+        &f,
+        "column `feature` must be a FixedSizeList of f32 or f16, found Utf8",
+    );
 }
 
 #[test]
@@ -166,7 +202,10 @@ fn nan_feature_names_row_and_id() {
     let mut values: Vec<f32> = (0..24).map(|x| x as f32).collect();
     values[7] = f32::NAN; // row 2
     f.images(Col::F32(3, values), strs(&IDS), strs(&GROUPS));
-    assert_error(&f, "`feature` of row 2 (id \"i2\") holds a NaN or infinite value");
+    assert_error(
+        &f,
+        "`feature` of row 2 (id \"i2\") holds a NaN or infinite value",
+    );
 }
 
 #[test]
@@ -184,7 +223,10 @@ fn caption_points_at_no_image() {
     let mut ids: Vec<&str> = IDS.iter().flat_map(|i| [*i, *i]).collect();
     ids[5] = "i99";
     f.captions(strs(&ids));
-    assert_error(&f, "caption row 5 (id \"c5\") points at image \"i99\", which the images table lacks");
+    assert_error(
+        &f,
+        "caption row 5 (id \"c5\") points at image \"i99\", which the images table lacks",
+    );
 }
 
 #[test]
@@ -231,7 +273,10 @@ fn image_in_two_tasks() {
 fn task_selects_on_a_missing_column() {
     let f = Fixture::new();
     f.manifest("    tc: { colour: [red] }\n");
-    assert_error(&f, "task `tc` of split `groups` selects on column `colour`, which the images table lacks");
+    assert_error(
+        &f,
+        "task `tc` of split `groups` selects on column `colour`, which the images table lacks",
+    );
 }
 
 #[test]
@@ -245,20 +290,28 @@ fn unknown_manifest_key() {
 fn test_fraction_out_of_range() {
     let f = Fixture::new();
     std::fs::write(f.path("m.yaml"), "name: x\nimages: images.arrow\ncaptions: captions.arrow\ntest_fraction: 1.5\nsplits:\n  s:\n    t: { group: [a] }\n").unwrap();
-    assert_error(&f, "`test_fraction` must be at least 0 and below 1, found 1.5");
+    assert_error(
+        &f,
+        "`test_fraction` must be at least 0 and below 1, found 1.5",
+    );
 }
 
 #[test]
 fn synthetic_without_parameters() {
     let f = Fixture::new();
-    std::fs::write(f.path("m.yaml"), "name: x\nkind: synthetic\nsplits:\n  s:\n    t: { domain: [d1] }\n").unwrap();
+    std::fs::write(
+        f.path("m.yaml"),
+        "name: x\nkind: synthetic\nsplits:\n  s:\n    t: { domain: [d1] }\n",
+    )
+    .unwrap();
     assert_error(&f, "`kind: synthetic` needs a `synthetic:` section");
 }
 
 #[test]
 fn yaml_alias_bomb() {
     let f = Fixture::new();
-    let mut bomb = String::from("a: &a [\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\"]\n");
+    let mut bomb =
+        String::from("a: &a [\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\",\"x\"]\n");
     for i in 0..9u8 {
         let (prev, next) = ((b'a' + i) as char, (b'a' + i + 1) as char);
         bomb.push_str(&format!("{next}: &{next} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"));
@@ -273,14 +326,22 @@ fn yaml_alias_bomb() {
 #[test]
 fn huge_manifest() {
     let f = Fixture::new();
-    std::fs::write(f.path("m.yaml"), format!("name: x\n# {}\n", "x".repeat(2 << 20))).unwrap();
+    std::fs::write(
+        f.path("m.yaml"),
+        format!("name: x\n# {}\n", "x".repeat(2 << 20)),
+    )
+    .unwrap();
     assert_error(&f, "at most 1048576 are accepted");
 }
 
 #[test]
 fn f16_features_load_as_f32() {
     let f = Fixture::new();
-    f.images(Col::F16(3, (0..24).map(|x| x as f32 / 4.0).collect()), strs(&IDS), strs(&GROUPS));
+    f.images(
+        Col::F16(3, (0..24).map(|x| x as f32 / 4.0).collect()),
+        strs(&IDS),
+        strs(&GROUPS),
+    );
     let m = Manifest::load(&f.path("m.yaml")).unwrap();
     let s = load_split(&m, "groups").unwrap();
     assert_eq!(&s.image_features[..4], &[0.0, 0.25, 0.5, 0.75]);
@@ -294,10 +355,17 @@ fn splits_are_deterministic_and_honour_an_explicit_column() {
     let b = load_split(&m, "groups").unwrap();
     assert_eq!(a.tasks, b.tasks);
     // An explicit `split` column decides instead of the hash.
-    let split = ["test", "train", "train", "train", "train", "train", "train", "test"];
+    let split = [
+        "test", "train", "train", "train", "train", "train", "train", "test",
+    ];
     write_table(
         &f.path("images.arrow"),
-        vec![Col::Str("id", strs(&IDS)), Col::F32(3, vec![0.0; 24]), Col::Str("group", strs(&GROUPS)), Col::Str("split", strs(&split))],
+        vec![
+            Col::Str("id", strs(&IDS)),
+            Col::F32(3, vec![0.0; 24]),
+            Col::Str("group", strs(&GROUPS)),
+            Col::Str("split", strs(&split)),
+        ],
     );
     let s = load_split(&Manifest::load(&f.path("m.yaml")).unwrap(), "groups").unwrap();
     assert_eq!(s.tasks[0].test_images, [0]);
@@ -310,7 +378,10 @@ fn synthetic_data_is_identical_for_a_seed_whatever_the_thread_count() {
     let m = Manifest::load(&repo.join("datasets/synthetic/small.yaml")).unwrap();
     let params = m.synthetic.clone().unwrap();
     let (i1, c1) = lethe::data::synthetic::generate(&params);
-    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
     let (i2, c2) = one.install(|| lethe::data::synthetic::generate(&params));
     let bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     assert_eq!(bytes(&i1.features), bytes(&i2.features));
@@ -318,7 +389,10 @@ fn synthetic_data_is_identical_for_a_seed_whatever_the_thread_count() {
     assert_eq!(i1.ids, i2.ids);
     let mut other = params.clone();
     other.seed += 1;
-    assert_ne!(bytes(&lethe::data::synthetic::generate(&other).0.features), bytes(&i1.features));
+    assert_ne!(
+        bytes(&lethe::data::synthetic::generate(&other).0.features),
+        bytes(&i1.features)
+    );
     // Splits of the shipped small set: three domains of about 300 images.
     let s = load_split(&m, "domains").unwrap();
     assert_eq!(s.image_ids.len(), 900);

@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 fn lethe(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lethe")).args(args).current_dir(dir).output().expect("run lethe")
+    Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run lethe")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -27,14 +31,20 @@ fn pipeline(dir: &Path, name: &str, body: &str) -> PathBuf {
 
 fn run_json(dir: &Path, pipeline: &str) -> serde_json::Value {
     let runs = dir.join("runs").join(pipeline);
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(&runs).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(&runs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     entries.sort();
     let last = entries.last().expect("a run directory");
     serde_json::from_str(&std::fs::read_to_string(last.join("run.json")).unwrap()).unwrap()
 }
 
 fn latest_run(dir: &Path, pipeline: &str) -> PathBuf {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir.join("runs").join(pipeline)).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir.join("runs").join(pipeline))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     entries.sort();
     entries.pop().unwrap()
 }
@@ -46,7 +56,9 @@ fn rows_without_run_id(path: &Path) -> Vec<String> {
     let mut out = Vec::new();
     for batch in reader {
         let batch = batch.unwrap();
-        let keep: Vec<usize> = (0..batch.num_columns()).filter(|&i| batch.schema().field(i).name() != "run_id").collect();
+        let keep: Vec<usize> = (0..batch.num_columns())
+            .filter(|&i| batch.schema().field(i).name() != "run_id")
+            .collect();
         let batch = batch.project(&keep).unwrap();
         for r in 0..batch.num_rows() {
             let cells: Vec<String> = (0..batch.num_columns())
@@ -91,13 +103,27 @@ fn a_second_run_executes_no_node_and_results_are_reproduced() {
     assert_eq!(second.status.code(), Some(0));
     let r2 = run_json(dir.path(), "twice");
     assert_eq!(r2["nodes"]["executed"], 0);
-    assert_eq!(r2["nodes"]["cached"].as_u64().unwrap() + 1, r2["nodes"]["total"].as_u64().unwrap());
-    assert_eq!(rows_without_run_id(&latest_run(dir.path(), "twice").join("recall.arrow")), recall1);
+    assert_eq!(
+        r2["nodes"]["cached"].as_u64().unwrap() + 1,
+        r2["nodes"]["total"].as_u64().unwrap()
+    );
+    assert_eq!(
+        rows_without_run_id(&latest_run(dir.path(), "twice").join("recall.arrow")),
+        recall1
+    );
     // The same pipeline in a fresh cache gives bit-identical results.
     let other = tempfile::tempdir().unwrap();
     let p2 = pipeline(other.path(), "twice", body);
-    assert_eq!(lethe(other.path(), &["run", p2.to_str().unwrap()]).status.code(), Some(0));
-    assert_eq!(rows_without_run_id(&latest_run(other.path(), "twice").join("recall.arrow")), recall1);
+    assert_eq!(
+        lethe(other.path(), &["run", p2.to_str().unwrap()])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        rows_without_run_id(&latest_run(other.path(), "twice").join("recall.arrow")),
+        recall1
+    );
     // Learning happened: R@10 after task 1 on task 1 is far above chance (an image
     // with 3 of 168 captions hits the top 10 by chance about 17% of the time).
     let r10: f64 = recall1
@@ -113,8 +139,14 @@ fn a_killed_run_resumes_to_the_same_results() {
     let body = "    train { epochs = 25; batch = 32 }\n    sweep { train.regularizer = [none, ewc(lambda = 10), mas] }";
     let reference = tempfile::tempdir().unwrap();
     let p = pipeline(reference.path(), "resume", body);
-    assert_eq!(lethe(reference.path(), &["run", p.to_str().unwrap(), "--quiet"]).status.code(), Some(0));
-    let expected = rows_without_run_id(&latest_run(reference.path(), "resume").join("recall.arrow"));
+    assert_eq!(
+        lethe(reference.path(), &["run", p.to_str().unwrap(), "--quiet"])
+            .status
+            .code(),
+        Some(0)
+    );
+    let expected =
+        rows_without_run_id(&latest_run(reference.path(), "resume").join("recall.arrow"));
 
     let dir = tempfile::tempdir().unwrap();
     let p = pipeline(dir.path(), "resume", body);
@@ -128,7 +160,13 @@ fn a_killed_run_resumes_to_the_same_results() {
     // Kill once a few nodes are in the cache (or give up waiting and kill anyway).
     let cache = dir.path().join(".lethe/cache");
     for _ in 0..400 {
-        let done = std::fs::read_dir(&cache).map(|d| d.filter_map(|e| e.ok()).filter(|e| e.file_name().len() == 64).count()).unwrap_or(0);
+        let done = std::fs::read_dir(&cache)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| e.file_name().len() == 64)
+                    .count()
+            })
+            .unwrap_or(0);
         if done >= 4 {
             break;
         }
@@ -136,19 +174,36 @@ fn a_killed_run_resumes_to_the_same_results() {
     }
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();
-    assert!(!status.success(), "the run finished before it could be killed");
+    assert!(
+        !status.success(),
+        "the run finished before it could be killed"
+    );
     let resumed = lethe(dir.path(), &["run", p.to_str().unwrap()]);
     assert_eq!(resumed.status.code(), Some(0), "{}", text(&resumed.stderr));
     let r = run_json(dir.path(), "resume");
-    assert!(r["nodes"]["cached"].as_u64().unwrap() > 0, "nothing survived the kill: {r}");
-    assert_eq!(rows_without_run_id(&latest_run(dir.path(), "resume").join("recall.arrow")), expected);
+    assert!(
+        r["nodes"]["cached"].as_u64().unwrap() > 0,
+        "nothing survived the kill: {r}"
+    );
+    assert_eq!(
+        rows_without_run_id(&latest_run(dir.path(), "resume").join("recall.arrow")),
+        expected
+    );
 }
 
 #[test]
 fn concurrent_runs_share_the_cache_and_compute_each_node_once() {
     let dir = tempfile::tempdir().unwrap();
-    let a = pipeline(dir.path(), "left", "    train { epochs = 8 }\n    sweep { index = [frozen, reindex] }");
-    let b = pipeline(dir.path(), "right", "    train { epochs = 8 }\n    sweep { train.regularizer = [none, ewc(lambda = 5)] }");
+    let a = pipeline(
+        dir.path(),
+        "left",
+        "    train { epochs = 8 }\n    sweep { index = [frozen, reindex] }",
+    );
+    let b = pipeline(
+        dir.path(),
+        "right",
+        "    train { epochs = 8 }\n    sweep { train.regularizer = [none, ewc(lambda = 5)] }",
+    );
     let spawn = |p: &Path| {
         Command::new(env!("CARGO_BIN_EXE_lethe"))
             .args(["run", p.to_str().unwrap()])
@@ -159,15 +214,27 @@ fn concurrent_runs_share_the_cache_and_compute_each_node_once() {
             .unwrap()
     };
     let (left, right) = (spawn(&a), spawn(&b));
-    let (left, right) = (left.wait_with_output().unwrap(), right.wait_with_output().unwrap());
+    let (left, right) = (
+        left.wait_with_output().unwrap(),
+        right.wait_with_output().unwrap(),
+    );
     assert_eq!(left.status.code(), Some(0), "{}", text(&left.stderr));
     assert_eq!(right.status.code(), Some(0), "{}", text(&right.stderr));
     // Both pipelines share the `ft` chain: it must be trained once between them.
-    let trained = |out: &Output| text(&out.stderr).lines().filter(|l| l.contains("train(1: d1): done")).count();
+    let trained = |out: &Output| {
+        text(&out.stderr)
+            .lines()
+            .filter(|l| l.contains("train(1: d1): done"))
+            .count()
+    };
     assert_eq!(trained(&left) + trained(&right), 1);
     let (l, r) = (run_json(dir.path(), "left"), run_json(dir.path(), "right"));
-    let executed = l["nodes"]["executed"].as_u64().unwrap() + r["nodes"]["executed"].as_u64().unwrap();
-    let distinct = std::fs::read_dir(dir.path().join(".lethe/cache")).unwrap().filter(|e| e.as_ref().unwrap().file_name().len() == 64).count() as u64;
+    let executed =
+        l["nodes"]["executed"].as_u64().unwrap() + r["nodes"]["executed"].as_u64().unwrap();
+    let distinct = std::fs::read_dir(dir.path().join(".lethe/cache"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().len() == 64)
+        .count() as u64;
     assert_eq!(executed, distinct, "some node was computed twice");
 }
 
@@ -183,14 +250,20 @@ fn a_diverging_variant_fails_alone_with_keep_going() {
     assert_eq!(stop.status.code(), Some(1));
     let stderr = text(&stop.stderr);
     assert!(stderr.contains("error: node train(1: d1) failed (variant \"wild\"): training diverged at d1, epoch 1, step"), "{stderr}");
-    assert!(!dir.path().join("runs").exists(), "no results without --keep-going");
+    assert!(
+        !dir.path().join("runs").exists(),
+        "no results without --keep-going"
+    );
 
     let go = lethe(dir.path(), &["run", p.to_str().unwrap(), "--keep-going"]);
     assert_eq!(go.status.code(), Some(1));
     let run = latest_run(dir.path(), "diverge");
     let rows = rows_without_run_id(&run.join("recall.arrow"));
     assert!(!rows.is_empty());
-    assert!(rows.iter().all(|r| r.contains("|sane|")), "only the sane variant has results");
+    assert!(
+        rows.iter().all(|r| r.contains("|sane|")),
+        "only the sane variant has results"
+    );
     let json = run_json(dir.path(), "diverge");
     assert_eq!(json["nodes"]["failed"], 1);
     assert_eq!(json["failures"][0]["variants"][0], "wild");
@@ -200,11 +273,18 @@ fn a_diverging_variant_fails_alone_with_keep_going() {
 fn cuda_without_the_feature_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let p = pipeline(dir.path(), "gpu", "    train { epochs = 1 }");
-    let out = lethe(dir.path(), &["run", p.to_str().unwrap(), "--device", "cuda"]);
+    let out = lethe(
+        dir.path(),
+        &["run", p.to_str().unwrap(), "--device", "cuda"],
+    );
     if cfg!(feature = "cuda") {
         return;
     }
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("built without CUDA"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("built without CUDA"),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(!dir.path().join("runs").exists());
 }

@@ -96,6 +96,72 @@ pub fn top_k(similarities: &[f32], k: usize) -> Vec<usize> {
     idx
 }
 
+/// Gallery items per block of [`top_k_search`].
+pub const GALLERY_BLOCK: usize = 16_384;
+/// Queries per block of [`top_k_search`].
+pub const QUERY_BLOCK: usize = 256;
+
+/// Exact top-`k` search for every query: blocks of queries run in parallel, each
+/// sweeping the gallery in blocks and keeping a running top `k`, so memory is
+/// `QUERY_BLOCK x GALLERY_BLOCK` similarities per thread whatever the sizes.
+/// Results: (gallery index, similarity), most similar first, ties by gallery order.
+pub fn top_k_search(
+    queries: Matrix,
+    gallery: Matrix,
+    k: usize,
+) -> candle_core::Result<Vec<Vec<(usize, f32)>>> {
+    let gallery_blocks: Vec<Tensor> = (0..gallery.rows)
+        .step_by(GALLERY_BLOCK)
+        .map(|start| {
+            let n = GALLERY_BLOCK.min(gallery.rows - start);
+            Tensor::from_slice(
+                &gallery.data[start * gallery.dim..(start + n) * gallery.dim],
+                (n, gallery.dim),
+                &Device::Cpu,
+            )?
+            .t()?
+            .contiguous()
+        })
+        .collect::<candle_core::Result<_>>()?;
+    let starts: Vec<usize> = (0..queries.rows).step_by(QUERY_BLOCK).collect();
+    let blocks: Vec<Vec<Vec<(usize, f32)>>> = starts
+        .par_iter()
+        .map(|&start| -> candle_core::Result<Vec<Vec<(usize, f32)>>> {
+            let n = QUERY_BLOCK.min(queries.rows - start);
+            let q = Tensor::from_slice(
+                &queries.data[start * queries.dim..(start + n) * queries.dim],
+                (n, queries.dim),
+                &Device::Cpu,
+            )?;
+            let mut best: Vec<Vec<(usize, f32)>> = vec![Vec::with_capacity(2 * k); n];
+            for (b, g) in gallery_blocks.iter().enumerate() {
+                let offset = b * GALLERY_BLOCK;
+                let s = q.matmul(g)?;
+                let width = s.dim(1)?;
+                let s = s.flatten_all()?.to_vec1::<f32>()?;
+                for (i, kept) in best.iter_mut().enumerate() {
+                    let row = &s[i * width..(i + 1) * width];
+                    // Only items that can enter the running top k are considered.
+                    let floor = if kept.len() >= k {
+                        kept[k - 1].1
+                    } else {
+                        f32::NEG_INFINITY
+                    };
+                    for j in top_k(row, k) {
+                        if row[j] >= floor {
+                            kept.push((offset + j, row[j]));
+                        }
+                    }
+                    kept.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                    kept.truncate(k);
+                }
+            }
+            Ok(best)
+        })
+        .collect::<candle_core::Result<_>>()?;
+    Ok(blocks.into_iter().flatten().collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,6 +175,29 @@ mod tests {
         assert_eq!(first_correct_rank(&s, |j| j == 3), Some(4));
         assert_eq!(first_correct_rank(&s, |_| false), None);
         assert_eq!(top_k(&s, 3), vec![1, 2, 0]);
+    }
+
+    #[test]
+    fn blocked_top_k_matches_a_full_sort_with_ties() {
+        // Values on a coarse grid make many exact ties.
+        let q: Vec<f32> = (0..300 * 4)
+            .map(|i| ((i * 7 % 5) as f32 - 2.0) / 2.0)
+            .collect();
+        let g: Vec<f32> = (0..40_000 * 4)
+            .map(|i| ((i * 13 % 7) as f32 - 3.0) / 3.0)
+            .collect();
+        let (qm, gm) = (Matrix::new(&q, 4), Matrix::new(&g, 4));
+        let found = top_k_search(qm, gm, 10).unwrap();
+        for (i, got) in found.iter().enumerate().step_by(37) {
+            let mut all: Vec<(usize, f32)> = (0..gm.rows)
+                .map(|j| (j, qm.row(i).iter().zip(gm.row(j)).map(|(a, b)| a * b).sum()))
+                .collect();
+            all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            assert_eq!(
+                got.iter().map(|x| x.0).collect::<Vec<_>>(),
+                all[..10].iter().map(|x| x.0).collect::<Vec<_>>()
+            );
+        }
     }
 
     #[test]

@@ -316,12 +316,15 @@ fn write_embeddings(
         let split = crate::data::load_split(&manifest, &e.split).map_err(|e| e.to_string())?;
         for i in nodes_of(plan, v, NodeKind::Evaluate) {
             let stage = plan.node(i).stage.unwrap_or(1);
+            let gallery_models = &plan.node(i).settings["gallery_models"];
             for input in plan.inputs(i) {
                 let n = plan.node(input);
-                let role = if n.kind == NodeKind::Query {
-                    "query"
-                } else {
-                    "gallery"
+                let j = e.tasks.iter().position(|t| *t == n.tasks[0]).unwrap_or(0);
+                // Index nodes beyond the searched gallery feed the drift diagnostics only.
+                let role = match n.kind {
+                    NodeKind::Query => "query",
+                    _ if gallery_models[j].as_u64() == n.stage.map(|s| s as u64) => "gallery",
+                    _ => "reference",
                 };
                 let task = split.task(&n.tasks[0])?;
                 for (modality, (rows, data)) in read_embeddings(cache, &n.key)? {
