@@ -61,10 +61,10 @@ counts nodes by kind with and without sharing between variants."
         /// Override the pipeline's device (cpu, cuda, cuda:N); it is part of node keys.
         #[arg(long, value_parser = parse_device, value_name = "DEVICE")]
         device: Option<DeviceSpec>,
-        /// Mark cached nodes and say why each other node's key is new.
+        /// Say why each node that is not cached has a new key.
         #[arg(long)]
         explain: bool,
-        /// The node cache to consult for --explain and the cached marks.
+        /// The node cache whose entries are marked (when it exists) and --explain reads.
         #[arg(long, value_name = "DIR", default_value = ".lethe/cache")]
         cache: PathBuf,
     },
@@ -148,7 +148,7 @@ fn main() -> ExitCode {
             device,
             explain,
             cache,
-        } => plan_cmd(&file, format, device, explain.then_some(cache.as_path())),
+        } => plan_cmd(&file, format, device, &cache, explain),
         Command::Data(DataCommand::Inspect { manifest }) => inspect_cmd(&manifest),
         Command::Run {
             file,
@@ -238,7 +238,8 @@ fn plan_cmd(
     file: &Path,
     format: Format,
     device: Option<DeviceSpec>,
-    explain: Option<&Path>,
+    cache_root: &Path,
+    explain: bool,
 ) -> ExitCode {
     let mut sources = SourceMap::new();
     let mut manifests = ManifestCache::default();
@@ -254,10 +255,17 @@ fn plan_cmd(
             e.device = d;
         }
     }
-    let plan = plan::lower(&pipeline.name, pipeline.experiments, &mut manifests);
+    let mut plan = plan::lower(&pipeline.name, pipeline.experiments, &mut manifests);
+    // Mark cached nodes when a cache exists; never create one just to look.
+    if cache_root.is_dir() {
+        if let Ok(cache) = Cache::open(cache_root) {
+            plan.mark_cached(|key| cache.contains(key));
+        }
+    }
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(plan::render(&plan, format).as_bytes());
-    if let Some(root) = explain {
+    if explain {
+        let root = cache_root;
         match Cache::open(root) {
             Ok(cache) => {
                 let needed = lethe::exec::needed(&plan, &cache);

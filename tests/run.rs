@@ -288,3 +288,49 @@ fn cuda_without_the_feature_is_a_clear_error() {
     );
     assert!(!dir.path().join("runs").exists());
 }
+
+#[test]
+fn plan_marks_cached_nodes_and_explains_new_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(
+        dir.path(),
+        "explain",
+        "    train { epochs = 2; optimizer = adamw(lr = 1e-3) }",
+    );
+    assert_eq!(
+        lethe(dir.path(), &["run", p.to_str().unwrap(), "--quiet"])
+            .status
+            .code(),
+        Some(0)
+    );
+    let plan = text(&lethe(dir.path(), &["plan", p.to_str().unwrap()]).stdout);
+    let rows: Vec<&str> = plan
+        .lines()
+        .filter(|l| l.contains("train(") || l.contains("evaluate("))
+        .collect();
+    assert!(
+        !rows.is_empty() && rows.iter().all(|l| l.contains(" yes ")),
+        "{plan}"
+    );
+    // Change the learning rate: every training node has a new key, and says why.
+    let p = pipeline(
+        dir.path(),
+        "explain",
+        "    train { epochs = 2; optimizer = adamw(lr = 2e-3) }",
+    );
+    let out = text(&lethe(dir.path(), &["plan", p.to_str().unwrap(), "--explain"]).stdout);
+    assert!(
+        out.contains("will run train(1: d1): optimizer.lr: 0.001 -> 0.002"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "will run train(2: d2): input train(1: d1) changed; optimizer.lr: 0.001 -> 0.002"
+        ) || out.contains(
+            "will run train(2: d2): optimizer.lr: 0.001 -> 0.002; input train(1: d1) changed"
+        ),
+        "{out}"
+    );
+    let load = out.lines().find(|l| l.contains(" load ")).unwrap();
+    assert!(load.contains(" yes "), "the data did not change: {load}");
+}

@@ -424,3 +424,152 @@ fn divergence_names_task_epoch_step_and_term() {
         "{text}"
     );
 }
+
+#[test]
+fn on_the_small_synthetic_set_training_learns_and_strong_ewc_holds_the_old_task() {
+    let repo = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let manifest =
+        lethe::data::Manifest::load(&repo.join("datasets/synthetic/small.yaml")).unwrap();
+    let split = lethe::data::load_split(&manifest, "domains").unwrap();
+    let (mut m, mut ft) = specs(vec![], 0);
+    m.image.hidden = vec![128];
+    m.text.hidden = vec![128];
+    ft.epochs = 10;
+    ft.batch = 64;
+    ft.optimizer = OptimizerSpec::Adamw {
+        lr: 1e-3,
+        weight_decay: 1e-4,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    };
+    fn stage<'a>(
+        m: &'a ModelSpec,
+        t: &'a TrainSpec,
+        split: &'a lethe::data::LoadedSplit,
+        k: usize,
+        reg: &'a [RegularizerSpec],
+    ) -> Stage<'a> {
+        Stage {
+            model: m,
+            train: t,
+            schedule: Schedule::Sequential,
+            seed: 1,
+            stage: k + 1,
+            label: split.tasks[k].name.clone(),
+            regularizer: reg,
+            data: split.pairs(),
+            tasks: vec![&split.tasks[k].train_captions],
+            past: vec![],
+            on_step: None,
+        }
+    }
+    let first = train_stage(&stage(&m, &ft, &split, 0, &[]), None, &Device::Cpu)
+        .unwrap()
+        .model;
+    // im2txt R@10 on d1's test images among all of d1's test captions.
+    let d1 = &split.tasks[0];
+    let images = first
+        .forward(
+            Modality::Image,
+            &split
+                .pairs()
+                .gather(Modality::Image, &d1.test_images, &Device::Cpu)
+                .unwrap(),
+            None,
+            true,
+        )
+        .unwrap();
+    let texts = first
+        .forward(
+            Modality::Text,
+            &split
+                .pairs()
+                .gather(Modality::Text, &d1.test_captions, &Device::Cpu)
+                .unwrap(),
+            None,
+            true,
+        )
+        .unwrap();
+    let sims = images
+        .matmul(&texts.t().unwrap())
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    let hits = sims
+        .iter()
+        .zip(&d1.test_images)
+        .filter(|(row, &img)| {
+            let mut order: Vec<usize> = (0..row.len()).collect();
+            order.sort_by(|a, b| row[*b].total_cmp(&row[*a]));
+            order[..10]
+                .iter()
+                .any(|&j| split.caption_image[d1.test_captions[j] as usize] == img)
+        })
+        .count();
+    let recall = 100.0 * hits as f64 / d1.test_images.len() as f64;
+    // Each test image has 3 of the task's test captions: chance of a top-10 hit is about 17%.
+    assert!(recall > 60.0, "R@10 {recall:.1}%");
+
+    let fisher = importance::fisher(
+        &first,
+        &split.pairs(),
+        &d1.train_captions,
+        &ft.loss,
+        ft.batch,
+        1,
+        None,
+        Accumulate::Sum,
+    )
+    .unwrap();
+    let previous = Previous {
+        model: &first,
+        importance: vec![&fisher],
+    };
+    static EWC: [RegularizerSpec; 1] = [RegularizerSpec::Ewc {
+        lambda: 1e4,
+        accumulate: Accumulate::Sum,
+        on: Coverage::Both,
+    }];
+    let after_ft = train_stage(
+        &stage(&m, &ft, &split, 1, &[]),
+        Some(&previous),
+        &Device::Cpu,
+    )
+    .unwrap()
+    .model;
+    let after_ewc = train_stage(
+        &stage(&m, &ft, &split, 1, &EWC),
+        Some(&previous),
+        &Device::Cpu,
+    )
+    .unwrap()
+    .model;
+    let (d_ft, d_ewc) = (distance(&first, &after_ft), distance(&first, &after_ewc));
+    assert!(
+        d_ewc < 0.2 * d_ft,
+        "EWC moved {d_ewc:.4}, fine-tuning {d_ft:.4}"
+    );
+    let drift = |model: &Model| {
+        let x = split
+            .pairs()
+            .gather(Modality::Image, &d1.test_images, &Device::Cpu)
+            .unwrap();
+        let a = first.forward(Modality::Image, &x, None, true).unwrap();
+        let b = model.forward(Modality::Image, &x, None, true).unwrap();
+        1.0 - (a * b)
+            .unwrap()
+            .sum(1)
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    assert!(
+        drift(&after_ewc) < 0.5 * drift(&after_ft),
+        "{} vs {}",
+        drift(&after_ewc),
+        drift(&after_ft)
+    );
+}

@@ -65,6 +65,7 @@ pub fn lower(pipeline: &str, experiments: Vec<Experiment>, manifests: &mut Manif
         graph: b.graph,
         by_key: b.by_key,
         unshared: b.unshared,
+        cached: None,
     }
 }
 

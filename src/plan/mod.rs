@@ -91,6 +91,8 @@ pub struct Plan {
     by_key: HashMap<String, NodeIndex>,
     /// How many nodes of each kind the variants would need if nothing were shared.
     pub unshared: BTreeMap<NodeKind, usize>,
+    /// Keys found in a cache, once [`Plan::mark_cached`] has looked.
+    pub cached: Option<std::collections::HashSet<String>>,
 }
 
 impl Plan {
@@ -116,6 +118,22 @@ impl Plan {
     pub fn count(&self, kind: NodeKind) -> usize {
         self.graph.node_weights().filter(|n| n.kind == kind).count()
     }
+    /// Records which nodes `contains` reports cached (shown by `lethe plan`).
+    pub fn mark_cached(&mut self, contains: impl Fn(&str) -> bool) {
+        self.cached = Some(
+            self.graph
+                .node_weights()
+                .filter(|n| contains(&n.key))
+                .map(|n| n.key.clone())
+                .collect(),
+        );
+    }
+
+    /// Whether a node is cached: `None` when no cache was consulted.
+    pub fn is_cached(&self, key: &str) -> Option<bool> {
+        self.cached.as_ref().map(|c| c.contains(key))
+    }
+
     /// A variant's display name: its label, and its seed when seeds are swept.
     pub fn variant_name(&self, i: usize) -> String {
         let e = &self.experiments[i];

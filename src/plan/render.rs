@@ -65,15 +65,25 @@ fn text(plan: &Plan) -> String {
         .max()
         .unwrap_or(10)
         .min(60);
+    let cache_column = plan.cached.is_some();
     let _ = writeln!(
         out,
-        "\n  {:>4}  {:<10}  {:<width$}  {:<12}  used by",
-        "#", "kind", "node", "key"
+        "\n  {:>4}  {:<10}  {:<width$}  {:<12}  {}used by",
+        "#",
+        "kind",
+        "node",
+        "key",
+        if cache_column { "cached  " } else { "" }
     );
     for (i, node) in plan.nodes() {
+        let mark = match plan.is_cached(&node.key) {
+            Some(true) => "yes     ",
+            Some(false) => "-       ",
+            None => "",
+        };
         let _ = writeln!(
             out,
-            "  {:>4}  {:<10}  {:<width$}  {:<12}  {}",
+            "  {:>4}  {:<10}  {:<width$}  {:<12}  {mark}{}",
             i.index() + 1,
             node.kind.name(),
             node.label,
@@ -130,6 +140,8 @@ struct JsonNode<'a> {
     inputs: Vec<&'a str>,
     variants: &'a [usize],
     settings: &'a serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cached: Option<bool>,
 }
 
 #[derive(Serialize)]
@@ -173,6 +185,7 @@ fn json(plan: &Plan) -> String {
                     .collect(),
                 variants: &node.variants,
                 settings: &node.settings,
+                cached: plan.is_cached(&node.key),
             })
             .collect(),
         totals: NodeKind::ALL
