@@ -334,3 +334,49 @@ fn plan_marks_cached_nodes_and_explains_new_keys() {
     let load = out.lines().find(|l| l.contains(" load ")).unwrap();
     assert!(load.contains(" yes "), "the data did not change: {load}");
 }
+
+#[test]
+fn the_table1_grid_runs_end_to_end_on_the_small_synthetic_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = lethe(
+        dir.path(),
+        &[
+            "run",
+            repo()
+                .join("pipelines/synthetic-table1.pipe")
+                .to_str()
+                .unwrap(),
+            "--quiet",
+            "--jobs",
+            "2",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let run = latest_run(dir.path(), "synthetic-table1");
+    let json = run_json(dir.path(), "synthetic-table1");
+    assert_eq!(json["variants"], 60);
+    assert_eq!(json["nodes"]["failed"], 0);
+    let summary = rows_without_run_id(&run.join("summary.arrow"));
+    // Every variant and seed has an average; only continual variants have forgetting.
+    let averages = summary
+        .iter()
+        .filter(|r| r.contains("|value|") && r.contains("|average|"))
+        .count();
+    assert_eq!(
+        averages,
+        60 * 2 * 2 * 3,
+        "variants x directions x galleries x K"
+    );
+    assert!(summary
+        .iter()
+        .filter(|r| r.contains("|forgetting|"))
+        .all(|r| !r.contains("|joint")));
+    // Decoupled variants train one model per direction.
+    let log = rows_without_run_id(&run.join("train_log.arrow"));
+    assert!(log
+        .iter()
+        .any(|r| r.contains("|frozen EWC-q, sharing|") && r.contains("|txt2im|")));
+    // The headline table has a row per variant label.
+    let headline = std::fs::read_to_string(run.join("headline.txt")).unwrap();
+    assert_eq!(headline.lines().count(), 1 + 20);
+}
