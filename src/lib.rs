@@ -12,6 +12,7 @@
 
 pub mod data;
 pub mod diagnostics;
+pub mod encode;
 pub mod eval;
 pub mod exec;
 pub mod lang;

