@@ -68,6 +68,24 @@ counts nodes by kind with and without sharing between variants."
         #[arg(long, value_name = "DIR", default_value = ".lethe/cache")]
         cache: PathBuf,
     },
+    /// Compute a manifest's feature tables from its `raw:` images and captions.
+    #[command(
+        after_help = "Examples:\n  datasets/fetch-encoders.sh .lethe/encoders\n  lethe featurize datasets/emoji/emoji.yaml --encoders .lethe/encoders --raw-root /tmp/emoji/package\n\n\
+Images go through EfficientNet-Lite0 (1280-d), captions through all-MiniLM-L6-v2 (384-d); tables\n\
+are written as f16 where the manifest's `images:` and `captions:` say. A table already made from\n\
+the same raw list is kept, so an interrupted run resumes. Nothing is downloaded."
+    )]
+    Featurize {
+        /// The dataset manifest (.yaml) with a `raw:` section.
+        #[arg(value_name = "MANIFEST")]
+        manifest: PathBuf,
+        /// The folder `datasets/fetch-encoders.sh` filled.
+        #[arg(long, value_name = "DIR", default_value = ".lethe/encoders")]
+        encoders: PathBuf,
+        /// Where the image files are, instead of the manifest's `raw.root`.
+        #[arg(long, value_name = "DIR")]
+        raw_root: Option<PathBuf>,
+    },
     /// Datasets: inspect a manifest's splits and tasks.
     #[command(subcommand)]
     Data(DataCommand),
@@ -150,6 +168,11 @@ fn main() -> ExitCode {
             cache,
         } => plan_cmd(&file, format, device, &cache, explain),
         Command::Data(DataCommand::Inspect { manifest }) => inspect_cmd(&manifest),
+        Command::Featurize {
+            manifest,
+            encoders,
+            raw_root,
+        } => featurize_cmd(&manifest, &encoders, raw_root.as_deref()),
         Command::Run {
             file,
             out,
@@ -322,6 +345,30 @@ fn run_cmd(options: RunOptions) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+fn featurize_cmd(manifest: &Path, encoders: &Path, raw_root: Option<&Path>) -> ExitCode {
+    let bar = indicatif::ProgressBar::new(0);
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let progress = |what: &str, done: usize, total: usize| {
+        bar.set_message(what.to_string());
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    };
+    let result = lethe::encode::featurize::featurize(manifest, encoders, raw_root, &progress);
+    bar.finish_and_clear();
+    match result {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            print_diagnostics(&[Diagnostic::error(e)], &SourceMap::new());
+            ExitCode::from(2)
+        }
     }
 }
 

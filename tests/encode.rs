@@ -113,3 +113,57 @@ fn efficientnet_lite0_recognises_a_cat_and_an_espresso() {
     let coffee = top(&logits[1000..], 1);
     assert_eq!(coffee, [967], "coffee photo top 1 (967 = espresso)");
 }
+
+#[test]
+fn featurize_writes_f16_tables_that_load_as_a_dataset() {
+    let photos = fetched("tests/fixtures/fetch-photos.sh", "test-photos");
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("raw");
+    std::fs::create_dir_all(&raw).unwrap();
+    std::fs::write(
+        raw.join("images.jsonl"),
+        format!(
+            "{{\"id\": \"cat\", \"file\": \"{}\", \"group\": \"animals\"}}\n{{\"id\": \"cup\", \"file\": \"{}\", \"group\": \"drinks\"}}\n",
+            photos.join("chelsea.png").display(),
+            photos.join("coffee.png").display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        raw.join("captions.jsonl"),
+        "{\"id\": \"c1\", \"image_id\": \"cat\", \"text\": \"a tabby cat\"}\n{\"id\": \"c2\", \"image_id\": \"cat\", \"text\": \"cat, pet\"}\n{\"id\": \"c3\", \"image_id\": \"cup\", \"text\": \"an espresso\"}\n",
+    )
+    .unwrap();
+    let manifest = dir.path().join("m.yaml");
+    std::fs::write(
+        &manifest,
+        "name: two\nimages: images.arrow\ncaptions: captions.arrow\ntest_fraction: 0.0\nraw:\n  images: raw/images.jsonl\n  captions: raw/captions.jsonl\n  root: /\nsplits:\n  s:\n    a: { group: [animals] }\n",
+    )
+    .unwrap();
+    let report =
+        lethe::encode::featurize::featurize(&manifest, &encoders(), None, &|_, _, _| {}).unwrap();
+    assert!(
+        report.contains("2 images x 1280") && report.contains("3 captions x 384"),
+        "{report}"
+    );
+    let again =
+        lethe::encode::featurize::featurize(&manifest, &encoders(), None, &|_, _, _| {}).unwrap();
+    assert_eq!(
+        again.matches("up to date").count(),
+        2,
+        "a second featurization recomputes nothing"
+    );
+    let m = lethe::data::Manifest::load(&manifest).unwrap();
+    assert_eq!(
+        m.feature_dims().map(|d| (d.image, d.text)),
+        Some((1280, 384))
+    );
+    let (images, captions) = lethe::data::split::tables(&m).unwrap();
+    assert_eq!(images.ids, ["cat", "cup"]);
+    assert_eq!(captions.columns["image_id"], ["cat", "cat", "cup"]);
+    // The stored f16 caption embeddings are the encoder's, to f16 precision.
+    let text = TextEncoder::load(&encoders().join("all-minilm-l6-v2"), &Device::Cpu).unwrap();
+    let direct = text.encode(&["an espresso"]).unwrap();
+    let stored = &captions.features[2 * 384..3 * 384];
+    assert!(direct.iter().zip(stored).all(|(a, b)| (a - b).abs() < 2e-3));
+}

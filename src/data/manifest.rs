@@ -102,6 +102,20 @@ mod defaults {
     }
 }
 
+/// Where `lethe featurize` finds the raw images and captions.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSection {
+    /// JSON lines: `id`, `file` (relative to `root`), string metadata.
+    pub images: String,
+    /// JSON lines: `id`, `image_id`, `text`.
+    pub captions: String,
+    /// Folder of the image files, relative to the manifest (a build script may
+    /// pass another with `--raw-root`).
+    #[serde(default)]
+    pub root: Option<String>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ManifestFile {
@@ -120,6 +134,8 @@ struct ManifestFile {
     test_fraction: f64,
     #[serde(default)]
     synthetic: Option<SyntheticParams>,
+    #[serde(default)]
+    raw: Option<RawSection>,
     splits: IndexMap<String, IndexMap<String, TaskSelector>>,
 }
 
@@ -136,6 +152,7 @@ pub struct Manifest {
     pub kind: Kind,
     pub test_fraction: f64,
     pub synthetic: Option<SyntheticParams>,
+    pub raw: Option<RawSection>,
     text: String,
     file: ManifestFile,
 }
@@ -203,6 +220,7 @@ impl Manifest {
             kind: file.kind,
             test_fraction: file.test_fraction,
             synthetic: file.synthetic.clone(),
+            raw: file.raw.clone(),
             text,
             file,
         })

@@ -1,6 +1,7 @@
 //! Frozen pretrained encoders, loaded from local files (nothing is downloaded at
 //! run time): all-MiniLM-L6-v2 for text, EfficientNet-Lite0 for images.
 
+pub mod featurize;
 pub mod image;
 pub mod text;
 pub mod torch_legacy;
