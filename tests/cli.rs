@@ -154,3 +154,44 @@ fn every_verb_has_help_with_an_example() {
     let unknown = lethe(&["frobnicate"]);
     assert_eq!(unknown.status.code(), Some(2));
 }
+
+#[test]
+fn the_shipped_emoji_dataset_has_the_seed_domains() {
+    let out = lethe(&["validate", "datasets/emoji/emoji.yaml"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let inspect = text(&lethe(&["data", "inspect", "datasets/emoji/emoji.yaml"]).stdout);
+    assert!(inspect.contains("1911 images x 1280-d"), "{inspect}");
+    // Images per SeViGe-like domain (train + test): 130 animals, 72 vehicles, 47 clothes.
+    for (task, images) in [("animals", 130), ("vehicles", 72), ("clothes", 47)] {
+        let line = inspect
+            .lines()
+            .find(|l| l.trim_start().starts_with(task))
+            .unwrap();
+        let n: Vec<usize> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|x| x.parse().unwrap())
+            .collect();
+        assert_eq!(n[0] + n[2], images, "{line}");
+    }
+}
+
+#[test]
+fn the_quickstart_runs_on_the_shipped_emoji_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .args([
+            "run",
+            repo().join("pipelines/quickstart.pipe").to_str().unwrap(),
+            "--quiet",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("quickstart"),
+        "{}",
+        text(&out.stdout)
+    );
+}
