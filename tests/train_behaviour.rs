@@ -75,6 +75,21 @@ fn toy() -> Toy {
     t
 }
 
+/// Mean cosine distance between two models' image embeddings of `rows`.
+fn image_drift(anchor: &Model, model: &Model, data: &PairData, rows: &[u32]) -> f32 {
+    let x = data.gather(Modality::Image, rows, &Device::Cpu).unwrap();
+    let a = anchor.forward(Modality::Image, &x, None, true).unwrap();
+    let b = model.forward(Modality::Image, &x, None, true).unwrap();
+    1.0 - (a * b)
+        .unwrap()
+        .sum(1)
+        .unwrap()
+        .mean_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 /// im2txt Recall@k (percent) of `images` (image rows) against `captions` (caption rows).
 fn im2txt_recall(
     model: &Model,
@@ -259,22 +274,7 @@ fn strong_ewc_keeps_old_weights_and_embeddings() {
         .iter()
         .all(|r| r.terms.len() == 1 && r.terms[0].0 == "ewc"));
     // Old-task embeddings drift less too.
-    let drift = |model: &Model| {
-        let x = toy
-            .data()
-            .gather(Modality::Image, &toy.test[0], &Device::Cpu)
-            .unwrap();
-        let a = first.forward(Modality::Image, &x, None, true).unwrap();
-        let b = model.forward(Modality::Image, &x, None, true).unwrap();
-        1.0 - (a * b)
-            .unwrap()
-            .sum(1)
-            .unwrap()
-            .mean_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    };
+    let drift = |model: &Model| image_drift(&first, model, &toy.data(), &toy.test[0]);
     assert!(drift(&after_ewc.model) < 0.5 * drift(&after_ft.model));
 }
 
@@ -532,22 +532,7 @@ fn on_the_small_synthetic_set_training_learns_and_strong_ewc_holds_the_old_task(
         d_ewc < 0.5 * d_ft,
         "EWC moved {d_ewc:.4}, fine-tuning {d_ft:.4}"
     );
-    let drift = |model: &Model| {
-        let x = split
-            .pairs()
-            .gather(Modality::Image, &d1.test_images, &Device::Cpu)
-            .unwrap();
-        let a = first.forward(Modality::Image, &x, None, true).unwrap();
-        let b = model.forward(Modality::Image, &x, None, true).unwrap();
-        1.0 - (a * b)
-            .unwrap()
-            .sum(1)
-            .unwrap()
-            .mean_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    };
+    let drift = |model: &Model| image_drift(&first, model, &split.pairs(), &d1.test_images);
     assert!(
         drift(&after_ewc) < 0.5 * drift(&after_ft),
         "{} vs {}",

@@ -337,3 +337,36 @@ fn mas_omega_is_the_exact_mean_of_per_sample_absolute_gradients() {
         assert!(got.iter().any(|x| *x > 0.0), "{}: omega is zero", p.name);
     }
 }
+
+#[test]
+fn each_branch_uses_its_own_activation() {
+    let (images, captions, _) = tiny_data();
+    let relu = tiny_spec(0);
+    let mut gelu_text = tiny_spec(0);
+    gelu_text.text.activation = Activation::Gelu;
+    let a = Model::new(&relu, 3, 2, 9, None, &Device::Cpu).unwrap();
+    let b = Model::new(&gelu_text, 3, 2, 9, None, &Device::Cpu).unwrap();
+    let img = Tensor::from_vec(images, (6, 3), &Device::Cpu).unwrap();
+    let txt = Tensor::from_vec(captions, (9, 2), &Device::Cpu).unwrap();
+    let same = |x: &Tensor, y: &Tensor| {
+        (x - y)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            == 0.0
+    };
+    let (ia, ib) = (
+        a.forward(Modality::Image, &img, None, true).unwrap(),
+        b.forward(Modality::Image, &img, None, true).unwrap(),
+    );
+    let (ta, tb) = (
+        a.forward(Modality::Text, &txt, None, true).unwrap(),
+        b.forward(Modality::Text, &txt, None, true).unwrap(),
+    );
+    assert!(same(&ia, &ib), "the image branch keeps its activation");
+    assert!(!same(&ta, &tb), "the text branch uses its own activation");
+}

@@ -12,7 +12,7 @@ use crate::data::LoadedSplit;
 use crate::lang::{Experiment, Schedule};
 use crate::model::{load_checkpoint, save_checkpoint, CheckpointMeta, Modality, Model};
 use crate::plan::{resolve_coverage, NodeKind, Plan};
-use crate::train::importance::{self, Importance, Method};
+use crate::train::importance::{self, Importance};
 use crate::train::{train_stage, Previous, Stage};
 use candle_core::{Device, Tensor};
 use petgraph::graph::NodeIndex;
@@ -276,7 +276,6 @@ impl<'a> NodeRunner<'a> {
             ),
         }
         .map_err(|e| e.to_string())?;
-        debug_assert!(matches!(estimate.method, Method::Fisher | Method::Omega));
         estimate
             .save(
                 &out.join("importance.safetensors"),

@@ -310,10 +310,18 @@ fn write_embeddings(
     metadata: &HashMap<String, String>,
 ) -> Result<(), String> {
     let mut table: Option<VectorTable> = None;
+    // Variants usually share one split: read (or generate) it once.
+    let mut splits: HashMap<(std::path::PathBuf, String), crate::data::LoadedSplit> =
+        HashMap::new();
     for v in 0..plan.experiments.len() {
         let e = &plan.experiments[v];
-        let manifest = Manifest::load(&e.dataset).map_err(|e| e.to_string())?;
-        let split = crate::data::load_split(&manifest, &e.split).map_err(|e| e.to_string())?;
+        let key = (e.dataset.clone(), e.split.clone());
+        if !splits.contains_key(&key) {
+            let manifest = Manifest::load(&e.dataset).map_err(|e| e.to_string())?;
+            let split = crate::data::load_split(&manifest, &e.split).map_err(|e| e.to_string())?;
+            splits.insert(key.clone(), split);
+        }
+        let split = &splits[&key];
         for i in nodes_of(plan, v, NodeKind::Evaluate) {
             let stage = plan.node(i).stage.unwrap_or(1);
             let gallery_models = &plan.node(i).settings["gallery_models"];

@@ -204,9 +204,14 @@ fn found_token(text: &str, pos: usize) -> (usize, String) {
 }
 
 /// A `sweep` or `variant` where only settings may stand.
+/// Whether a sweep is the wrapper the parser puts around a single `variant` line.
+pub(crate) fn is_lone_variant(sweep: &SweepAst) -> bool {
+    matches!(sweep.axes.as_slice(), [SweepAxisAst::Variants(vs)] if vs.len() == 1 && vs[0].span == sweep.span)
+}
+
 fn misplaced(sweep: &SweepAst) -> Diagnostic {
     match sweep.axes.as_slice() {
-        [SweepAxisAst::Variants(vs)] if vs.len() == 1 && vs[0].span == sweep.span => {
+        _ if is_lone_variant(sweep) => {
             Diagnostic::error("a `variant` line belongs inside a `sweep` block")
                 .at(sweep.span, "outside a sweep")
                 .hint(
@@ -282,10 +287,12 @@ impl Builder {
                                 .map(SweepAxisAst::Values),
                         ),
                         Statement::Sweep(inner) => {
-                            if let [SweepAxisAst::Variants(vs)] = inner.axes.as_slice() {
-                                if inner.span == vs[0].span {
+                            if is_lone_variant(&inner) {
+                                if let Some(SweepAxisAst::Variants(vs)) =
+                                    inner.axes.into_iter().next()
+                                {
                                     // A `variant` line: all of them form one axis.
-                                    let v = vs[0].clone();
+                                    let v = vs.into_iter().next().expect("a lone variant");
                                     match axes.iter_mut().find_map(|a| match a {
                                         SweepAxisAst::Variants(vs) => Some(vs),
                                         _ => None,
@@ -293,8 +300,8 @@ impl Builder {
                                         Some(vs) => vs.push(v),
                                         None => axes.push(SweepAxisAst::Variants(vec![v])),
                                     }
-                                    continue;
                                 }
+                                continue;
                             }
                             self.error(
                                 Diagnostic::error("a `sweep` cannot contain another `sweep`")

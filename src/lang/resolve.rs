@@ -258,7 +258,7 @@ fn collect(body: Vec<Statement>, errors: &RefCell<Vec<Diagnostic>>) -> (Settings
     for statement in body {
         match statement {
             Statement::Sweep(sweep) => {
-                if is_lone_variant(&sweep) {
+                if parse::is_lone_variant(&sweep) {
                     plain.push(Statement::Sweep(sweep));
                     continue;
                 }
@@ -303,10 +303,6 @@ fn collect(body: Vec<Statement>, errors: &RefCell<Vec<Diagnostic>>) -> (Settings
         );
     }
     (settings, axes)
-}
-
-fn is_lone_variant(sweep: &SweepAst) -> bool {
-    matches!(sweep.axes.as_slice(), [SweepAxisAst::Variants(vs)] if vs.len() == 1 && vs[0].span == sweep.span)
 }
 
 pub(crate) fn unknown_setting(key: &str, span: Span) -> Diagnostic {

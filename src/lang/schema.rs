@@ -104,13 +104,13 @@ pub const DEFAULTS: &str = r#"pipeline "defaults" {
     device   = cpu
     index    = frozen
     model {
-        image = mlp(hidden = [1024], embed = 512, activation = relu, dropout = 0.0)
-        text  = mlp(hidden = [1024], embed = 512, activation = relu, dropout = 0.0)
+        image = mlp     # call parameters default in the checker: hidden = [1024], embed = 512
+        text  = mlp
         share = 0
     }
     train {
-        loss        = triplet(margin = 0.2, negatives = hardest)
-        optimizer   = adamw(lr = 2e-4, weight_decay = 1e-4, beta1 = 0.9, beta2 = 0.999, eps = 1e-8)
+        loss        = triplet
+        optimizer   = adamw
         schedule_lr = constant
         epochs      = 20
         batch       = 128

@@ -58,8 +58,6 @@ pub struct Model {
     params: Vec<Param>,
     image_path: Vec<Layer>,
     text_path: Vec<Layer>,
-    activation: Activation,
-    dropout: f64,
     device: Device,
 }
 
@@ -157,8 +155,6 @@ impl Model {
             params,
             image_path,
             text_path,
-            activation: spec.image.activation,
-            dropout: spec.image.dropout,
             device: device.clone(),
         })
     }
@@ -201,8 +197,16 @@ impl Model {
         }
     }
 
-    fn activate(&self, x: &Tensor) -> Result<Tensor> {
-        match self.activation {
+    fn branch(&self, m: Modality) -> &crate::lang::BranchSpec {
+        match m {
+            Modality::Image => &self.spec.image,
+            Modality::Text => &self.spec.text,
+        }
+    }
+
+    /// The branch's activation (shared layers: the checker requires both agree).
+    fn activate(&self, m: Modality, x: &Tensor) -> Result<Tensor> {
+        match self.branch(m).activation {
             Activation::Relu => x.relu(),
             Activation::Gelu => x.gelu_erf(),
             Activation::Tanh => x.tanh(),
@@ -226,9 +230,10 @@ impl Model {
             let b = self.tensor(layer.bias, detached);
             h = h.matmul(&w.t()?)?.broadcast_add(&b)?;
             if l + 1 < path.len() {
-                h = self.activate(&h)?;
-                if let (Some(rng), true) = (dropout.as_deref_mut(), self.dropout > 0.0) {
-                    h = apply_dropout(&h, self.dropout, rng)?;
+                h = self.activate(m, &h)?;
+                let p = self.branch(m).dropout;
+                if let (Some(rng), true) = (dropout.as_deref_mut(), p > 0.0) {
+                    h = apply_dropout(&h, p, rng)?;
                 }
             }
         }
@@ -267,7 +272,7 @@ impl Model {
                 probe,
             });
             if l + 1 < path.len() {
-                h = self.activate(&h)?;
+                h = self.activate(m, &h)?;
             }
         }
         Ok((h, probes))

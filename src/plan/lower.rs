@@ -29,11 +29,18 @@ pub fn lower(pipeline: &str, experiments: Vec<Experiment>, manifests: &mut Manif
     };
     let mut evaluations = Vec::new();
     let mut trainings = Vec::new();
+    // A content hash reads the feature tables: once per dataset, not per variant.
+    let mut datasets: HashMap<std::path::PathBuf, (String, String)> = HashMap::new();
     for (i, e) in experiments.iter().enumerate() {
-        let (data_hash, data_name) = manifests
-            .get(&e.dataset)
-            .map(|m| (m.content_hash(), m.name.clone()))
-            .unwrap_or_else(|_| ("unreadable".to_string(), e.dataset.display().to_string()));
+        let (data_hash, data_name) = datasets
+            .entry(e.dataset.clone())
+            .or_insert_with(|| {
+                manifests
+                    .get(&e.dataset)
+                    .map(|m| (m.content_hash(), m.name.clone()))
+                    .unwrap_or_else(|_| ("unreadable".to_string(), e.dataset.display().to_string()))
+            })
+            .clone();
         let (evals, trains) = b.experiment(i, e, &data_hash, &data_name);
         evaluations.extend(evals);
         trainings.extend(trains);
