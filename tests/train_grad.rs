@@ -70,6 +70,37 @@ fn triplet_gradients() {
     });
 }
 
+/// An image drawn twice in a batch (two of its captions) gives two identical
+/// rows of S. Its hardest-negative term must count once, as PyTorch's
+/// `max(dim)` counts it, not once per tied copy.
+#[test]
+fn triplet_hardest_counts_a_tied_duplicate_image_once() {
+    // Pairs 0 and 1 share image A; pair 2 is image B. Column 2 (B's caption)
+    // sees A twice, with the same similarity 0.5 against S[2,2] = 0.1.
+    let s = Var::from_vec(
+        vec![0.9f64, 0.9, 0.5, 0.9, 0.9, 0.5, -0.5, -0.5, 0.1],
+        (3, 3),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let mut p = vec![0f64; 9];
+    for (i, j) in [(0, 0), (1, 1), (2, 2), (0, 1), (1, 0)] {
+        p[i * 3 + j] = 1.0;
+    }
+    let p = Tensor::from_vec(p, (3, 3), &Device::Cpu).unwrap();
+    let loss = loss::triplet(s.as_tensor(), &p, 0.2, TripletNegatives::Hardest).unwrap();
+    let g: Vec<Vec<f64>> = loss
+        .backward()
+        .unwrap()
+        .get(s.as_tensor())
+        .unwrap()
+        .to_vec2()
+        .unwrap();
+    // Caption 2's hardest image: one of the two copies of A, with weight 1/B.
+    assert!((g[0][2] + g[1][2] - 1.0 / 3.0).abs() < 1e-12, "{g:?}");
+    assert!(g[0][2] == 0.0 || g[1][2] == 0.0, "{g:?}");
+}
+
 #[test]
 fn infonce_gradients() {
     let p = positives(5);

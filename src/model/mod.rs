@@ -174,6 +174,11 @@ impl Model {
         }
     }
 
+    /// (weight, bias) parameter indices of each layer of branch `m`, input first.
+    pub fn layers(&self, m: Modality) -> Vec<(usize, usize)> {
+        self.path(m).iter().map(|l| (l.weight, l.bias)).collect()
+    }
+
     fn path(&self, m: Modality) -> &[Layer] {
         match m {
             Modality::Image => &self.image_path,

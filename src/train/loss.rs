@@ -16,6 +16,15 @@ fn diagonal(s: &Tensor) -> Result<Tensor> {
     (s * eye)?.sum_keepdim(1)
 }
 
+/// Σ over `dim` of the largest entry, the gradient going to one entry only (the
+/// first maximum), as PyTorch's `max(dim)` does. candle's `max` passes it to
+/// every tied entry, which doubles the term when an image appears twice in a
+/// batch (two of its captions drawn together): identical rows tie exactly.
+fn hardest(cost: &Tensor, dim: usize) -> Result<Tensor> {
+    let first = cost.contiguous()?.argmax_keepdim(dim)?;
+    cost.contiguous()?.gather(&first, dim)?.sum_all()
+}
+
 /// VSE++ bidirectional hinge ranking loss, averaged over the B pairs.
 pub fn triplet(
     s: &Tensor,
@@ -33,9 +42,7 @@ pub fn triplet(
         .relu()?
         .mul(&negative)?;
     let total = match negatives {
-        TripletNegatives::Hardest => {
-            (cost_caption.max(1)?.sum_all()? + cost_image.max(0)?.sum_all()?)?
-        }
+        TripletNegatives::Hardest => (hardest(&cost_caption, 1)? + hardest(&cost_image, 0)?)?,
         TripletNegatives::All => (cost_caption.sum_all()? + cost_image.sum_all()?)?,
     };
     total.affine(1.0 / b, 0.0)

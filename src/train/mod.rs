@@ -3,6 +3,8 @@
 //! CUDA with the `cuda` feature) through the same code.
 
 pub mod batches;
+mod fused;
+mod graph;
 pub mod importance;
 pub mod loss;
 pub mod optim;
@@ -170,11 +172,55 @@ pub struct Trained {
     pub log: Vec<LogRow>,
 }
 
+/// The loss values of one step: the task loss, each regularizer term weighted as
+/// it enters the loss, and their sum.
+pub struct StepLosses {
+    pub task: f64,
+    pub terms: Vec<(String, f64)>,
+    pub total: f64,
+}
+
+/// One way of computing a training step. Gradients stay inside the stepper
+/// between `losses` and `update`.
+pub trait Stepper {
+    /// Forward and backward pass on a batch of caption rows (and their images).
+    fn losses(&mut self, captions: &[u32], dropout: &mut Rng) -> Result<StepLosses, TrainError>;
+    /// The global L2 norm of the gradients of the last `losses` call.
+    fn gradient_norm(&mut self) -> Result<f64, TrainError>;
+    /// One optimizer update with the gradients multiplied by `grad_scale`.
+    fn update(&mut self, lr: f64, grad_scale: f64) -> Result<(), TrainError>;
+    /// The trained model.
+    fn finish(self: Box<Self>) -> Result<Model, TrainError>;
+}
+
+/// Which step implementation trains: candle's autograd (any device) or the
+/// fused CPU step. [`train_stage`] picks `Fused` on the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Graph,
+    Fused,
+}
+
 /// Trains one stage, starting from the previous model (or a fresh one).
 pub fn train_stage(
     stage: &Stage,
     previous: Option<&Previous>,
     device: &Device,
+) -> Result<Trained, TrainError> {
+    let engine = if device.is_cpu() {
+        Engine::Fused
+    } else {
+        Engine::Graph
+    };
+    train_stage_with(stage, previous, device, engine)
+}
+
+/// [`train_stage`] with a chosen engine (`Fused` needs the CPU).
+pub fn train_stage_with(
+    stage: &Stage,
+    previous: Option<&Previous>,
+    device: &Device,
+    engine: Engine,
 ) -> Result<Trained, TrainError> {
     let t = stage.train;
     let model = match previous {
@@ -197,9 +243,19 @@ pub fn train_stage(
             )?
         }
     };
-    let anchors = previous.map(|p| p.model.snapshot()).transpose()?;
-    let vars: Vec<_> = model.params().iter().map(|p| p.var.clone()).collect();
-    let mut optimizer = optim::Optimizer::new(&t.optimizer, vars.clone());
+    let stepper: Box<dyn Stepper + '_> = match engine {
+        Engine::Fused if device.is_cpu() => {
+            Box::new(fused::FusedStep::new(model, stage, previous)?)
+        }
+        _ => Box::new(graph::GraphStep::new(model, stage, previous)?),
+    };
+    run_steps(stage, stepper)
+}
+
+/// The epochs of a stage: batches (plus replay), learning rate, clipping, logging
+/// and the finiteness checks, around whichever stepper computes the steps.
+fn run_steps(stage: &Stage, mut stepper: Box<dyn Stepper + '_>) -> Result<Trained, TrainError> {
+    let t = stage.train;
     let replay = stage.regularizer.iter().find_map(|r| match r {
         RegularizerSpec::Replay {
             memory,
@@ -238,70 +294,7 @@ pub fn train_stage(
             if let Some((memory, per_batch)) = &replay {
                 batch.extend(memory.sample(*per_batch, &mut replay_rng));
             }
-            let (images, texts, positives) = batch_tensors(&stage.data, &batch, device)?;
-            let ei = model.forward(Modality::Image, &images, Some(&mut dropout_rng), false)?;
-            let et = model.forward(Modality::Text, &texts, Some(&mut dropout_rng), false)?;
-            let s = ei.matmul(&et.t()?)?;
-            let base = task_loss(&model, &t.loss, &s, &positives)?;
-            let mut terms: Vec<(String, Tensor)> = Vec::new();
-            // The old model's similarities, for the distillation terms (no gradient).
-            let old_s = match previous {
-                Some(p)
-                    if stage.regularizer.iter().any(|r| {
-                        matches!(
-                            r,
-                            RegularizerSpec::Modx { .. } | RegularizerSpec::Distill { .. }
-                        )
-                    }) =>
-                {
-                    let oi = p.model.forward(Modality::Image, &images, None, true)?;
-                    let ot = p.model.forward(Modality::Text, &texts, None, true)?;
-                    Some(oi.matmul(&ot.t()?)?)
-                }
-                _ => None,
-            };
-            for r in stage.regularizer {
-                let term = match r {
-                    RegularizerSpec::Ewc { lambda, on, .. }
-                    | RegularizerSpec::Mas { lambda, on } => {
-                        let (method, coefficient) = match r {
-                            RegularizerSpec::Ewc { .. } => {
-                                (importance::Method::Fisher, lambda / 2.0)
-                            }
-                            _ => (importance::Method::Omega, *lambda),
-                        };
-                        let (Some(p), Some(anchors)) = (previous, &anchors) else {
-                            continue;
-                        };
-                        let Some(imp) = p.importance.iter().find(|i| i.method == method) else {
-                            continue;
-                        };
-                        importance::penalty(&model, imp, anchors, *on, coefficient)?
-                    }
-                    RegularizerSpec::Modx {
-                        alpha,
-                        temperature,
-                        correct,
-                    } => {
-                        let Some(old) = &old_s else { continue };
-                        loss::modx(&s, old, &positives, *temperature, *correct)?
-                            .affine(*alpha, 0.0)?
-                    }
-                    RegularizerSpec::Distill {
-                        lambda,
-                        temperature,
-                    } => {
-                        let Some(old) = &old_s else { continue };
-                        loss::distill(&s, old, *temperature)?.affine(*lambda, 0.0)?
-                    }
-                    RegularizerSpec::Replay { .. } => continue,
-                };
-                terms.push((r.name().to_string(), term));
-            }
-            let mut total = base.clone();
-            for (_, term) in &terms {
-                total = (total + term)?;
-            }
+            let losses = stepper.losses(&batch, &mut dropout_rng)?;
             // Every term is checked so the message can name the one that went bad.
             let finite = |name: &str, value: f64| -> Result<f64, TrainError> {
                 if value.is_finite() {
@@ -316,40 +309,28 @@ pub fn train_stage(
                     })
                 }
             };
-            let task_value = finite("task loss", base.to_scalar::<f32>()? as f64)?;
-            let mut term_values = Vec::with_capacity(terms.len());
-            for (name, term) in &terms {
-                term_values.push((
-                    name.clone(),
-                    finite(&format!("{name} term"), term.to_scalar::<f32>()? as f64)?,
-                ));
+            finite("task loss", losses.task)?;
+            for (name, value) in &losses.terms {
+                finite(&format!("{name} term"), *value)?;
             }
-            let total_value = finite("total loss", total.to_scalar::<f32>()? as f64)?;
-            let mut grads = total.backward()?;
-            let grad_norm = finite(
-                "gradient norm",
-                optim::clip_grad_norm(&mut grads, &vars, t.grad_clip)?,
-            )?;
+            finite("total loss", losses.total)?;
+            let grad_norm = finite("gradient norm", stepper.gradient_norm()?)?;
             let lr = optim::learning_rate(
                 &t.schedule_lr,
-                optimizer.base_lr(),
+                optim::base_lr(&t.optimizer),
                 step,
                 total_steps,
                 steps_per_epoch,
             );
-            optimizer.step(&grads, lr)?;
-            if let Some(scale) = model.logit_scale() {
-                // CLIP clamps the learnable scale to at most 100.
-                scale.set(&scale.as_detached_tensor().clamp(f32::MIN, 100f32.ln())?)?;
-            }
+            stepper.update(lr, optim::clip_factor(grad_norm, t.grad_clip))?;
             log.push(LogRow {
                 stage: stage.stage,
                 task: stage.label.clone(),
                 epoch: epoch + 1,
                 step: step + 1,
-                loss: total_value,
-                task_loss: task_value,
-                terms: term_values,
+                loss: losses.total,
+                task_loss: losses.task,
+                terms: losses.terms,
                 lr,
                 grad_norm,
                 seconds: started.elapsed().as_secs_f64(),
@@ -360,5 +341,8 @@ pub fn train_stage(
             }
         }
     }
-    Ok(Trained { model, log })
+    Ok(Trained {
+        model: stepper.finish()?,
+        log,
+    })
 }

@@ -26,12 +26,6 @@ impl Optimizer {
         }
     }
 
-    pub fn base_lr(&self) -> f64 {
-        match self.spec {
-            OptimizerSpec::Adamw { lr, .. } | OptimizerSpec::Sgd { lr, .. } => lr,
-        }
-    }
-
     /// One update with learning rate `lr`. Variables without a gradient are skipped.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         self.steps += 1;
@@ -89,28 +83,41 @@ impl Optimizer {
     }
 }
 
-/// Scales all gradients so their global L2 norm is at most `max_norm`; returns the
-/// norm before clipping.
-pub fn clip_grad_norm(grads: &mut GradStore, vars: &[Var], max_norm: Option<f64>) -> Result<f64> {
+/// The global L2 norm of all gradients.
+pub fn gradient_norm(grads: &GradStore, vars: &[Var]) -> Result<f64> {
     let mut total = 0f64;
     for v in vars {
         if let Some(g) = grads.get(v.as_tensor()) {
             total += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
         }
     }
-    let norm = total.sqrt();
-    if let Some(max) = max_norm {
-        if norm > max {
-            let scale = max / (norm + 1e-6);
-            for v in vars {
-                if let Some(g) = grads.get(v.as_tensor()) {
-                    let scaled = (g * scale)?;
-                    grads.insert(v.as_tensor(), scaled);
-                }
-            }
+    Ok(total.sqrt())
+}
+
+/// The factor that brings a gradient of global norm `norm` to at most `max_norm`.
+pub fn clip_factor(norm: f64, max_norm: Option<f64>) -> f64 {
+    match max_norm {
+        Some(max) if norm > max => max / (norm + 1e-6),
+        _ => 1.0,
+    }
+}
+
+/// Multiplies every gradient by `factor`.
+pub fn scale_gradients(grads: &mut GradStore, vars: &[Var], factor: f64) -> Result<()> {
+    for v in vars {
+        if let Some(g) = grads.get(v.as_tensor()) {
+            let scaled = (g * factor)?;
+            grads.insert(v.as_tensor(), scaled);
         }
     }
-    Ok(norm)
+    Ok(())
+}
+
+/// The optimizer's configured learning rate (before any schedule).
+pub fn base_lr(spec: &OptimizerSpec) -> f64 {
+    match spec {
+        OptimizerSpec::Adamw { lr, .. } | OptimizerSpec::Sgd { lr, .. } => *lr,
+    }
 }
 
 /// The learning rate at `step` (0-based) of `total` steps, `steps_per_epoch` a epoch.

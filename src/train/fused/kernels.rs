@@ -1,0 +1,186 @@
+//! The arithmetic of the fused CPU step: matrix products through the `gemm`
+//! crate (the same kernels candle's CPU backend calls, minus its per-operation
+//! allocations and layout fixes), activations with their derivatives, and the
+//! row-wise L2 normalisation forward and backward.
+
+use crate::lang::Activation;
+
+/// Row-major matrix views: `rows x cols`, element (r, c) at `r * cols + c`.
+/// `Transposed` reads the same buffer as its transpose (no copy).
+#[derive(Clone, Copy)]
+pub enum View<'a> {
+    Plain(&'a [f32], usize, usize),
+    Transposed(&'a [f32], usize, usize),
+}
+
+impl View<'_> {
+    /// (rows, cols, row stride, column stride) of the matrix this view reads.
+    fn geometry(&self) -> (usize, usize, isize, isize, *const f32) {
+        match *self {
+            View::Plain(data, r, c) => {
+                debug_assert!(data.len() >= r * c);
+                (r, c, c as isize, 1, data.as_ptr())
+            }
+            View::Transposed(data, r, c) => {
+                debug_assert!(data.len() >= r * c);
+                (c, r, 1, c as isize, data.as_ptr())
+            }
+        }
+    }
+}
+
+fn parallelism() -> gemm::Parallelism {
+    match rayon::current_num_threads() {
+        0 | 1 => gemm::Parallelism::None,
+        n => gemm::Parallelism::Rayon(n),
+    }
+}
+
+/// `dst = a · b` (`accumulate`: `dst += a · b`); `dst` is row-major (rows of a) x (cols of b).
+pub fn matmul(dst: &mut [f32], a: View, b: View, accumulate: bool) {
+    let (m, k, a_rs, a_cs, a_ptr) = a.geometry();
+    let (k2, n, b_rs, b_cs, b_ptr) = b.geometry();
+    assert_eq!(k, k2, "inner dimensions of a matrix product");
+    assert!(dst.len() >= m * n, "destination of a matrix product");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    // SAFETY: the geometry checks above keep every index of the three matrices
+    // inside its slice; `dst` does not alias `a` or `b` (a `&mut` borrow).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a_ptr,
+            a_cs,
+            a_rs,
+            b_ptr,
+            b_cs,
+            b_rs,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            parallelism(),
+        );
+    }
+}
+
+/// Adds `bias` to every row of the row-major `x` (rows x bias.len()).
+pub fn add_bias(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        for (v, b) in row.iter_mut().zip(bias) {
+            *v += b;
+        }
+    }
+}
+
+/// Column sums of the row-major `x` written to (or added to) `out`.
+pub fn column_sums(out: &mut [f32], x: &[f32], accumulate: bool) {
+    if !accumulate {
+        out.fill(0.0);
+    }
+    for row in x.chunks_exact(out.len()) {
+        for (o, v) in out.iter_mut().zip(row) {
+            *o += v;
+        }
+    }
+}
+
+const SQRT_2: f64 = std::f64::consts::SQRT_2;
+/// 1/sqrt(2π), the standard normal density at 0.
+const INV_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
+
+/// `out = act(z)` and `slope = act'(z)`, both multiplied by the dropout mask
+/// `keep_scale` (0 or 1/keep per element) when given.
+pub fn activate(
+    activation: Activation,
+    z: &[f32],
+    out: &mut [f32],
+    slope: &mut [f32],
+    mask: Option<&[f32]>,
+) {
+    for i in 0..z.len() {
+        let x = z[i];
+        let (value, derivative) = match activation {
+            Activation::Relu => {
+                if x > 0.0 {
+                    (x, 1.0)
+                } else {
+                    (0.0, 0.0)
+                }
+            }
+            Activation::Gelu => {
+                let xd = x as f64;
+                let cdf = 0.5 * (1.0 + candle_core::cpu::erf::erf_f64(xd / SQRT_2));
+                let pdf = INV_SQRT_2PI * (-0.5 * xd * xd).exp();
+                ((xd * cdf) as f32, (cdf + xd * pdf) as f32)
+            }
+            Activation::Tanh => {
+                let t = x.tanh();
+                (t, 1.0 - t * t)
+            }
+        };
+        let m = mask.map_or(1.0, |m| m[i]);
+        out[i] = value * m;
+        slope[i] = derivative * m;
+    }
+}
+
+/// Norms below this are clamped, as in candle's `l2_normalize` (`model::l2_normalize`).
+const MIN_NORM: f32 = 1e-12;
+
+/// Normalises each row of `y` (rows x dim) in place; returns the row norms
+/// (after clamping) in `norms`.
+pub fn normalize_rows(y: &mut [f32], dim: usize, norms: &mut Vec<f32>) {
+    norms.clear();
+    for row in y.chunks_exact_mut(dim) {
+        let sq: f32 = row.iter().map(|v| v * v).sum();
+        let norm = sq.sqrt().max(MIN_NORM);
+        for v in row.iter_mut() {
+            *v /= norm;
+        }
+        norms.push(norm);
+    }
+}
+
+/// Backward of [`normalize_rows`]: turns the gradient with respect to the
+/// normalised rows `e` into the gradient with respect to the raw rows, in place.
+/// d/dy (y/‖y‖) applied to g is (g − e⟨g, e⟩)/‖y‖; a clamped norm is a constant.
+pub fn normalize_rows_backward(grad: &mut [f32], e: &[f32], norms: &[f32]) {
+    let dim = e.len() / norms.len().max(1);
+    for ((g, e), &norm) in grad
+        .chunks_exact_mut(dim)
+        .zip(e.chunks_exact(dim))
+        .zip(norms)
+    {
+        let clamped = norm <= MIN_NORM;
+        let dot: f32 = if clamped {
+            0.0
+        } else {
+            g.iter().zip(e).map(|(a, b)| a * b).sum()
+        };
+        for (gv, ev) in g.iter_mut().zip(e) {
+            *gv = (*gv - ev * dot) / norm;
+        }
+    }
+}
+
+/// `a[i] *= b[i]`.
+pub fn multiply_in_place(a: &mut [f32], b: &[f32]) {
+    for (x, y) in a.iter_mut().zip(b) {
+        *x *= y;
+    }
+}

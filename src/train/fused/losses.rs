@@ -1,0 +1,224 @@
+//! The losses of `train::loss`, written out with their gradients with respect to
+//! the batch similarity matrix `S` (B x B, row-major; row b: the image of pair b,
+//! column j: the caption of pair j). Same formulas (`docs/methods.md`); computed
+//! in f64 since B x B is small. Each function adds `weight · ∂loss/∂S` to `grad`
+//! and returns `weight · loss`.
+
+use crate::lang::TripletNegatives;
+
+/// Which entries of S pair an image with one of its own captions.
+pub struct Positives<'a> {
+    pub b: usize,
+    pub mask: &'a [bool],
+}
+
+impl Positives<'_> {
+    fn at(&self, r: usize, c: usize) -> bool {
+        self.mask[r * self.b + c]
+    }
+}
+
+/// VSE++ bidirectional hinge loss, averaged over the B pairs. Hardest negatives
+/// take the first maximum on ties.
+pub fn triplet(
+    s: &[f32],
+    pos: &Positives,
+    margin: f64,
+    negatives: TripletNegatives,
+    weight: f64,
+    grad: &mut [f32],
+) -> f64 {
+    let b = pos.b;
+    let scale = weight / b as f64;
+    let at = |r: usize, c: usize| s[r * b + c] as f64;
+    let mut total = 0.0;
+    // Direction 0: image r against captions c (cost m + S[r,c] − S[r,r]);
+    // direction 1: caption r against images c (cost m + S[c,r] − S[r,r]).
+    for direction in 0..2 {
+        for r in 0..b {
+            let diagonal = at(r, r);
+            let entry = |c: usize| if direction == 0 { (r, c) } else { (c, r) };
+            let mut hardest: Option<(usize, f64)> = None;
+            for c in 0..b {
+                let (i, j) = entry(c);
+                if pos.at(i, j) {
+                    continue;
+                }
+                let cost = margin + at(i, j) - diagonal;
+                if cost <= 0.0 {
+                    continue;
+                }
+                match negatives {
+                    TripletNegatives::All => {
+                        total += cost;
+                        grad[i * b + j] += scale as f32;
+                        grad[r * b + r] -= scale as f32;
+                    }
+                    TripletNegatives::Hardest => {
+                        if hardest.is_none_or(|(_, best)| cost > best) {
+                            hardest = Some((c, cost));
+                        }
+                    }
+                }
+            }
+            if let Some((c, cost)) = hardest {
+                let (i, j) = entry(c);
+                total += cost;
+                grad[i * b + j] += scale as f32;
+                grad[r * b + r] -= scale as f32;
+            }
+        }
+    }
+    total * scale
+}
+
+/// Added to logits that must not act as negatives (as in `train::loss`).
+const MASKED: f64 = -1e4;
+
+/// Row-wise log-softmax of `logits(r, c)` for the rows r of a B x B matrix.
+fn log_softmax_row(b: usize, logit: impl Fn(usize) -> f64, out: &mut [f64]) {
+    let mut max = f64::NEG_INFINITY;
+    for (c, o) in out.iter_mut().enumerate().take(b) {
+        *o = logit(c);
+        max = max.max(*o);
+    }
+    let sum: f64 = out[..b].iter().map(|v| (v - max).exp()).sum();
+    let log_sum = max + sum.ln();
+    for o in out[..b].iter_mut() {
+        *o -= log_sum;
+    }
+}
+
+/// Symmetric InfoNCE at inverse temperature `scale`: returns the weighted loss
+/// and its derivative with respect to `scale`.
+pub fn infonce(
+    s: &[f32],
+    pos: &Positives,
+    scale: f64,
+    weight: f64,
+    grad: &mut [f32],
+) -> (f64, f64) {
+    let b = pos.b;
+    let logit = |r: usize, c: usize| {
+        let masked = pos.at(r, c) && r != c;
+        s[r * b + c] as f64 * scale + if masked { MASKED } else { 0.0 }
+    };
+    let factor = -0.5 * weight / b as f64;
+    let mut total = 0.0;
+    let mut d_scale = 0.0;
+    let mut row = vec![0f64; b];
+    for direction in 0..2 {
+        for r in 0..b {
+            let entry = |c: usize| if direction == 0 { (r, c) } else { (c, r) };
+            log_softmax_row(
+                b,
+                |c| {
+                    let (i, j) = entry(c);
+                    logit(i, j)
+                },
+                &mut row,
+            );
+            total += row[r];
+            // ∂(log p_r)/∂logit_c = δ_rc − p_c.
+            for (c, &lp) in row.iter().enumerate() {
+                let d_logit = factor * (if c == r { 1.0 } else { 0.0 } - lp.exp());
+                let (i, j) = entry(c);
+                grad[i * b + j] += (d_logit * scale) as f32;
+                d_scale += d_logit * s[i * b + j] as f64;
+            }
+        }
+    }
+    (factor * total, d_scale)
+}
+
+/// Per-row KL(softmax(old/τ) ‖ softmax(new/τ)) for one direction; adds
+/// `row_weight(r) · ∂KL_r/∂S` to `grad` and returns Σ_r row_weight(r) · KL_r.
+fn directed_kl(
+    new: &[f32],
+    old: &[f32],
+    b: usize,
+    transpose: bool,
+    temperature: f64,
+    row_weight: impl Fn(usize) -> f64,
+    grad: &mut [f32],
+) -> f64 {
+    let index = |r: usize, c: usize| if transpose { c * b + r } else { r * b + c };
+    let (mut lp_old, mut lp_new) = (vec![0f64; b], vec![0f64; b]);
+    let mut total = 0.0;
+    for r in 0..b {
+        let w = row_weight(r);
+        if w == 0.0 {
+            continue;
+        }
+        log_softmax_row(b, |c| old[index(r, c)] as f64 / temperature, &mut lp_old);
+        log_softmax_row(b, |c| new[index(r, c)] as f64 / temperature, &mut lp_new);
+        let mut kl = 0.0;
+        for c in 0..b {
+            let p_old = lp_old[c].exp();
+            kl += p_old * (lp_old[c] - lp_new[c]);
+            // ∂KL/∂new_c = (p_new − p_old)/τ.
+            grad[index(r, c)] += (w * (lp_new[c].exp() - p_old) / temperature) as f32;
+        }
+        total += w * kl;
+    }
+    total
+}
+
+/// Whether the old model ranks a positive first in row r (first maximum on ties).
+fn old_ranks_positive_first(old: &[f32], pos: &Positives, r: usize, transpose: bool) -> bool {
+    let b = pos.b;
+    let index = |c: usize| if transpose { c * b + r } else { r * b + c };
+    let mut best = 0;
+    for c in 1..b {
+        if old[index(c)] > old[index(best)] {
+            best = c;
+        }
+    }
+    if transpose {
+        pos.at(best, r)
+    } else {
+        pos.at(r, best)
+    }
+}
+
+/// Mod-X: α · ½ Σ_rows [KL rows + KL columns]; with `correct`, only rows the
+/// old model ranks correctly.
+pub fn modx(
+    new: &[f32],
+    old: &[f32],
+    pos: &Positives,
+    temperature: f64,
+    correct: bool,
+    alpha: f64,
+    grad: &mut [f32],
+) -> f64 {
+    let mut total = 0.0;
+    for transpose in [false, true] {
+        let weight = |r: usize| {
+            if !correct || old_ranks_positive_first(old, pos, r, transpose) {
+                0.5 * alpha
+            } else {
+                0.0
+            }
+        };
+        total += directed_kl(new, old, pos.b, transpose, temperature, weight, grad);
+    }
+    total
+}
+
+/// Multimodal knowledge distillation: λ · ½ [mean_rows KL + mean_columns KL].
+pub fn distill(
+    new: &[f32],
+    old: &[f32],
+    b: usize,
+    temperature: f64,
+    lambda: f64,
+    grad: &mut [f32],
+) -> f64 {
+    let weight = 0.5 * lambda / b as f64;
+    let mut total = 0.0;
+    for transpose in [false, true] {
+        total += directed_kl(new, old, b, transpose, temperature, |_| weight, grad);
+    }
+    total
+}

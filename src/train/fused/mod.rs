@@ -1,0 +1,382 @@
+//! The fused CPU training step: the same losses, penalties and optimizers as
+//! the candle-autograd step (`train::graph`), with the backward pass written out
+//! by hand over flat buffers that live across steps. On the CPU this removes
+//! what dominates candle's step at these sizes: a fresh allocation and a full
+//! memory pass per elementwise operation, and ten passes for each AdamW update.
+//! Gradients agree with candle's to float rounding (`tests/train_grad.rs`).
+
+mod kernels;
+mod losses;
+mod net;
+mod update;
+
+use super::{PairData, Previous, StepLosses, Stepper, TrainError};
+use crate::lang::{Coverage, LossSpec, RegularizerSpec};
+use crate::model::{Modality, Model};
+use crate::rng::Rng;
+use kernels::View;
+use losses::Positives;
+use net::{Grads, Net, Tape};
+use update::OptimizerState;
+
+/// A weight penalty with its importance and anchors laid out like the net's
+/// parameters (None: the parameter is not penalised).
+struct Penalty {
+    name: String,
+    coefficient: f64,
+    omega: Vec<Option<Vec<f32>>>,
+}
+
+/// A distillation term (needs the previous model's similarities).
+enum Distillation {
+    Modx {
+        alpha: f64,
+        temperature: f64,
+        correct: bool,
+    },
+    Distill {
+        lambda: f64,
+        temperature: f64,
+    },
+}
+
+enum Term {
+    Penalty(Penalty),
+    Distillation(String, Distillation),
+}
+
+pub struct FusedStep<'a> {
+    model: Model,
+    net: Net,
+    old: Option<Net>,
+    anchors: Vec<Vec<f32>>,
+    terms: Vec<Term>,
+    loss: LossSpec,
+    data: PairData<'a>,
+    grads: Grads,
+    optimizer: OptimizerState,
+    tapes: [Tape; 2],
+    old_tapes: [Tape; 2],
+    positives: Vec<bool>,
+    similarity: Vec<f32>,
+    old_similarity: Vec<f32>,
+    d_similarity: Vec<f32>,
+    d_image: Vec<f32>,
+    d_text: Vec<f32>,
+}
+
+impl<'a> FusedStep<'a> {
+    /// `model` is the stage's starting point (already a copy of the previous
+    /// model's, or freshly initialised).
+    pub fn new(
+        model: Model,
+        stage: &super::Stage<'a>,
+        previous: Option<&Previous>,
+    ) -> Result<FusedStep<'a>, TrainError> {
+        let net = Net::from_model(&model)?;
+        let mut terms = Vec::new();
+        let mut anchors = Vec::new();
+        let mut old = None;
+        if let Some(p) = previous {
+            let old_net = Net::from_model(p.model)?;
+            for r in stage.regularizer {
+                let term = match r {
+                    RegularizerSpec::Ewc { lambda, on, .. }
+                    | RegularizerSpec::Mas { lambda, on } => {
+                        let (method, coefficient) = match r {
+                            RegularizerSpec::Ewc { .. } => {
+                                (super::importance::Method::Fisher, lambda / 2.0)
+                            }
+                            _ => (super::importance::Method::Omega, *lambda),
+                        };
+                        let Some(imp) = p.importance.iter().find(|i| i.method == method) else {
+                            continue;
+                        };
+                        Term::Penalty(Penalty {
+                            name: r.name().to_string(),
+                            coefficient,
+                            omega: penalised(&net, imp, *on)?,
+                        })
+                    }
+                    RegularizerSpec::Modx {
+                        alpha,
+                        temperature,
+                        correct,
+                    } => Term::Distillation(
+                        r.name().to_string(),
+                        Distillation::Modx {
+                            alpha: *alpha,
+                            temperature: *temperature,
+                            correct: *correct,
+                        },
+                    ),
+                    RegularizerSpec::Distill {
+                        lambda,
+                        temperature,
+                    } => Term::Distillation(
+                        r.name().to_string(),
+                        Distillation::Distill {
+                            lambda: *lambda,
+                            temperature: *temperature,
+                        },
+                    ),
+                    RegularizerSpec::Replay { .. } => continue,
+                };
+                terms.push(term);
+            }
+            let needs_old = terms.iter().any(|t| matches!(t, Term::Distillation(..)));
+            let needs_anchors = terms.iter().any(|t| matches!(t, Term::Penalty(_)));
+            match (needs_anchors, needs_old) {
+                (true, true) => {
+                    anchors = old_net.values.clone();
+                    old = Some(old_net);
+                }
+                (true, false) => anchors = old_net.values,
+                (false, true) => old = Some(old_net),
+                (false, false) => {}
+            }
+        }
+        let grads = Grads::for_net(&net);
+        let optimizer =
+            OptimizerState::new(&stage.train.optimizer, net.values.iter().map(Vec::len));
+        Ok(FusedStep {
+            model,
+            net,
+            old,
+            anchors,
+            terms,
+            loss: stage.train.loss.clone(),
+            data: stage.data,
+            grads,
+            optimizer,
+            tapes: Default::default(),
+            old_tapes: Default::default(),
+            positives: Vec::new(),
+            similarity: Vec::new(),
+            old_similarity: Vec::new(),
+            d_similarity: Vec::new(),
+            d_image: Vec::new(),
+            d_text: Vec::new(),
+        })
+    }
+
+    /// Fills the feature buffers of `tapes` with a batch of caption rows and
+    /// their images, and the positives mask.
+    fn gather(&mut self, captions: &[u32]) {
+        let d = &self.data;
+        let b = captions.len();
+        let images = self.tapes[0].features(b, d.image_dim);
+        for (k, &c) in captions.iter().enumerate() {
+            let r = d.caption_image[c as usize] as usize;
+            images[k * d.image_dim..(k + 1) * d.image_dim]
+                .copy_from_slice(&d.image_features[r * d.image_dim..(r + 1) * d.image_dim]);
+        }
+        let texts = self.tapes[1].features(b, d.text_dim);
+        for (k, &c) in captions.iter().enumerate() {
+            let r = c as usize;
+            texts[k * d.text_dim..(k + 1) * d.text_dim]
+                .copy_from_slice(&d.caption_features[r * d.text_dim..(r + 1) * d.text_dim]);
+        }
+        self.positives.clear();
+        for &i in captions {
+            let image_i = d.caption_image[i as usize];
+            self.positives.extend(
+                captions
+                    .iter()
+                    .map(|&j| d.caption_image[j as usize] == image_i),
+            );
+        }
+    }
+}
+
+/// The importance of `imp` laid out like `net`'s parameters, for the parameters
+/// coverage `on` penalises (by name: a checkpoint comes back in file order).
+fn penalised(
+    net: &Net,
+    imp: &super::importance::Importance,
+    on: Coverage,
+) -> candle_core::Result<Vec<Option<Vec<f32>>>> {
+    net.names()
+        .iter()
+        .zip(&net.groups)
+        .map(|(name, &group)| {
+            if !super::importance::covers(on, group) {
+                return Ok(None);
+            }
+            match imp.tensors.iter().find(|(n, _)| n == name) {
+                Some((_, t)) => Ok(Some(t.flatten_all()?.to_vec1::<f32>()?)),
+                None => Ok(None),
+            }
+        })
+        .collect()
+}
+
+/// `S = A · Bᵀ` for two row-major (b x dim) embedding matrices.
+fn similarity(out: &mut Vec<f32>, a: &[f32], b_rows: &[f32], b: usize) {
+    let dim = a.len() / b.max(1);
+    out.resize(b * b, 0.0);
+    kernels::matmul(
+        out,
+        View::Plain(a, b, dim),
+        View::Transposed(b_rows, b, dim),
+        false,
+    );
+}
+
+impl Stepper for FusedStep<'_> {
+    fn losses(&mut self, captions: &[u32], dropout: &mut Rng) -> Result<StepLosses, TrainError> {
+        self.gather(captions);
+        let b = captions.len();
+        self.net
+            .forward(Modality::Image, &mut self.tapes[0], Some(dropout));
+        self.net
+            .forward(Modality::Text, &mut self.tapes[1], Some(dropout));
+        let [image_tape, text_tape] = &mut self.tapes;
+        similarity(
+            &mut self.similarity,
+            &image_tape.embeddings,
+            &text_tape.embeddings,
+            b,
+        );
+        self.grads.clear();
+        self.d_similarity.clear();
+        self.d_similarity.resize(b * b, 0.0);
+        let pos = Positives {
+            b,
+            mask: &self.positives,
+        };
+        let task = match &self.loss {
+            LossSpec::Triplet { margin, negatives } => losses::triplet(
+                &self.similarity,
+                &pos,
+                *margin,
+                *negatives,
+                1.0,
+                &mut self.d_similarity,
+            ),
+            LossSpec::Infonce { temperature, .. } => {
+                let learnable = self.net.logit_scale;
+                let scale = match learnable {
+                    Some(i) => (self.net.values[i][0]).exp() as f64,
+                    None => 1.0 / temperature,
+                };
+                let (value, d_scale) =
+                    losses::infonce(&self.similarity, &pos, scale, 1.0, &mut self.d_similarity);
+                if let Some(i) = learnable {
+                    // scale = exp(logit_scale): ∂/∂logit_scale = scale · ∂/∂scale.
+                    self.grads.buffer(i)[0] += (d_scale * scale) as f32;
+                }
+                value
+            }
+        };
+        if let Some(old) = &self.old {
+            for (k, tape) in self.old_tapes.iter_mut().enumerate() {
+                let source = &self.tapes[k].inputs[0];
+                tape.features(b, source.len() / b.max(1))
+                    .copy_from_slice(source);
+            }
+            old.forward(Modality::Image, &mut self.old_tapes[0], None);
+            old.forward(Modality::Text, &mut self.old_tapes[1], None);
+            let [oi, ot] = &self.old_tapes;
+            similarity(&mut self.old_similarity, &oi.embeddings, &ot.embeddings, b);
+        }
+        let mut values = Vec::with_capacity(self.terms.len());
+        for term in &self.terms {
+            if let Term::Distillation(name, d) = term {
+                let value = match *d {
+                    Distillation::Modx {
+                        alpha,
+                        temperature,
+                        correct,
+                    } => losses::modx(
+                        &self.similarity,
+                        &self.old_similarity,
+                        &pos,
+                        temperature,
+                        correct,
+                        alpha,
+                        &mut self.d_similarity,
+                    ),
+                    Distillation::Distill {
+                        lambda,
+                        temperature,
+                    } => losses::distill(
+                        &self.similarity,
+                        &self.old_similarity,
+                        b,
+                        temperature,
+                        lambda,
+                        &mut self.d_similarity,
+                    ),
+                };
+                values.push((name.clone(), value));
+            } else {
+                values.push((String::new(), 0.0)); // filled below, after the backward pass
+            }
+        }
+        // Backward through S = Eᵢ Eₜᵀ, then through each branch.
+        let [image_tape, text_tape] = &mut self.tapes;
+        let dim = image_tape.embeddings.len() / b.max(1);
+        self.d_image.resize(b * dim, 0.0);
+        self.d_text.resize(b * dim, 0.0);
+        kernels::matmul(
+            &mut self.d_image,
+            View::Plain(&self.d_similarity, b, b),
+            View::Plain(&text_tape.embeddings, b, dim),
+            false,
+        );
+        kernels::matmul(
+            &mut self.d_text,
+            View::Transposed(&self.d_similarity, b, b),
+            View::Plain(&image_tape.embeddings, b, dim),
+            false,
+        );
+        self.net
+            .backward(Modality::Image, image_tape, &self.d_image, &mut self.grads);
+        self.net
+            .backward(Modality::Text, text_tape, &self.d_text, &mut self.grads);
+        for (term, slot) in self.terms.iter().zip(values.iter_mut()) {
+            let Term::Penalty(p) = term else { continue };
+            let mut value = 0.0;
+            for (i, omega) in p.omega.iter().enumerate() {
+                let Some(omega) = omega else { continue };
+                value += update::penalty(
+                    &self.net.values[i],
+                    &self.anchors[i],
+                    omega,
+                    p.coefficient,
+                    self.grads.buffer(i),
+                );
+            }
+            *slot = (p.name.clone(), value);
+        }
+        let total = task + values.iter().map(|(_, v)| v).sum::<f64>();
+        Ok(StepLosses {
+            task,
+            terms: values,
+            total,
+        })
+    }
+
+    fn gradient_norm(&mut self) -> Result<f64, TrainError> {
+        Ok(update::gradient_norm(&self.grads))
+    }
+
+    fn update(&mut self, lr: f64, grad_scale: f64) -> Result<(), TrainError> {
+        self.optimizer
+            .step(&mut self.net.values, &self.grads, lr, grad_scale);
+        if let Some(i) = self.net.logit_scale {
+            // CLIP clamps the learnable scale to at most 100.
+            let v = &mut self.net.values[i][0];
+            *v = v.min(100f32.ln());
+        }
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>) -> Result<Model, TrainError> {
+        self.net
+            .write_to(&self.model)
+            .map_err(|e| TrainError::Tensor(candle_core::Error::Msg(e)))?;
+        Ok(self.model)
+    }
+}
