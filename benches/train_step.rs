@@ -1,22 +1,111 @@
 //! One training step of the two-branch MLP (image 2048→1024→512, text 768→1024→512,
-//! batch 128, AdamW), with triplet-hardest and InfoNCE losses, on the CPU.
-//! Run: `cargo bench --bench train_step`. Peers (PyTorch) come with issue #9's harness.
+//! ReLU, batch 128, AdamW, clipping at 2) on the CPU: triplet with hardest
+//! negatives, InfoNCE, triplet + EWC, InfoNCE + Mod-X; for each, the fused step
+//! (what `lethe run` uses on the CPU) and candle's autograd step, against the
+//! arithmetic floor (the step's matrix-product FLOPs at the measured matmul rate).
+//! With `LETHE_PEER_PYTHON` (a Python with torch; `bench/run` sets one up) the
+//! same steps run in PyTorch (`bench/train_peer.py`) and `ratio` lines follow.
+//! Run: `cargo bench --bench train_step`.
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use lethe::lang::*;
+use lethe::model::Model;
 use lethe::rng::Rng;
-use lethe::train::{train_stage, PairData, Stage};
+use lethe::train::importance::{self, Importance};
+use lethe::train::{train_stage_with, Engine, PairData, Previous, Stage};
+use std::path::Path;
 use std::time::Instant;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+const ROWS: usize = 1024;
+const BATCH: usize = 128;
+const EPOCHS: u32 = 6;
+
+fn train_spec(loss: LossSpec, regularizer: Vec<RegularizerSpec>) -> TrainSpec {
+    TrainSpec {
+        loss,
+        optimizer: OptimizerSpec::Adamw {
+            lr: 2e-4,
+            weight_decay: 1e-4,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        },
+        schedule_lr: LrSchedule::Constant,
+        epochs: EPOCHS,
+        batch: BATCH,
+        negatives: Negatives::WithinTask,
+        regularizer,
+        decouple: false,
+        grad_clip: Some(2.0),
+        log: LogEvery::Step,
+    }
+}
+
+/// Steps per second after the first epoch (allocator and cache warm-up).
+fn steady_rate(log: &[lethe::train::LogRow]) -> f64 {
+    let per_epoch = log.len() / EPOCHS as usize;
+    let warm = log[per_epoch - 1].seconds;
+    (log.len() - per_epoch) as f64 / (log.last().unwrap().seconds - warm)
+}
+
+/// FLOPs of the step's matrix products: forward and weight gradients of every
+/// layer, input gradients of all but the first, S and its two gradients.
+fn step_flops() -> f64 {
+    let b = BATCH as f64;
+    let layers = [
+        (2048.0, 1024.0),
+        (1024.0, 512.0),
+        (768.0, 1024.0),
+        (1024.0, 512.0),
+    ];
+    let weights: f64 = layers.iter().map(|(i, o)| i * o).sum();
+    let hidden_inputs = 2.0 * 1024.0 * 512.0;
+    2.0 * b * (2.0 * weights + hidden_inputs) + 3.0 * 2.0 * b * b * 512.0
+}
+
+/// The CPU's f32 matrix-product rate at the step's largest shape, GFLOP/s.
+fn matmul_rate() -> f64 {
+    let a = Tensor::rand(0f32, 1f32, (BATCH, 2048), &Device::Cpu).unwrap();
+    let w = Tensor::rand(0f32, 1f32, (2048, 1024), &Device::Cpu).unwrap();
+    let _ = a.matmul(&w).unwrap();
+    let reps = 200;
+    let started = Instant::now();
+    for _ in 0..reps {
+        let _ = a.matmul(&w).unwrap();
+    }
+    reps as f64 * 2.0 * (BATCH * 2048 * 1024) as f64 / started.elapsed().as_secs_f64() / 1e9
+}
+
+fn stage<'a>(
+    model: &'a ModelSpec,
+    train: &'a TrainSpec,
+    k: usize,
+    data: PairData<'a>,
+    rows: &'a [u32],
+) -> Stage<'a> {
+    Stage {
+        model,
+        train,
+        schedule: Schedule::Sequential,
+        seed: 1,
+        stage: k,
+        label: "bench".into(),
+        regularizer: if k > 1 { &train.regularizer } else { &[] },
+        data,
+        tasks: vec![rows],
+        past: vec![],
+        on_step: None,
+    }
+}
+
 fn main() {
-    let (images, captions, batch) = (1024usize, 1024usize, 128usize);
     let mut rng = Rng::derive(1, &["bench"]);
-    let image_features: Vec<f32> = (0..images * 2048).map(|_| rng.next_f32() - 0.5).collect();
-    let caption_features: Vec<f32> = (0..captions * 768).map(|_| rng.next_f32() - 0.5).collect();
-    let caption_image: Vec<u32> = (0..captions as u32).collect();
+    let image_features: Vec<f32> = (0..ROWS * 2048).map(|_| rng.next_f32() - 0.5).collect();
+    let caption_features: Vec<f32> = (0..ROWS * 768).map(|_| rng.next_f32() - 0.5).collect();
+    let caption_image: Vec<u32> = (0..ROWS as u32).collect();
     let data = PairData {
         image_features: &image_features,
         image_dim: 2048,
@@ -35,68 +124,125 @@ fn main() {
         text: branch,
         share: 0,
     };
-    let rows: Vec<u32> = (0..captions as u32).collect();
-    for (name, loss) in [
+    let rows: Vec<u32> = (0..ROWS as u32).collect();
+    let threads = rayon::current_num_threads();
+    let triplet = LossSpec::Triplet {
+        margin: 0.2,
+        negatives: TripletNegatives::Hardest,
+    };
+    let infonce = LossSpec::Infonce {
+        temperature: 0.07,
+        learnable: false,
+    };
+    // The previous model and Fisher the EWC and Mod-X variants start from.
+    let mut first_spec = train_spec(triplet.clone(), vec![]);
+    first_spec.epochs = 1;
+    let first: Model = train_stage_with(
+        &stage(&model, &first_spec, 1, data, &rows),
+        None,
+        &Device::Cpu,
+        Engine::Fused,
+    )
+    .expect("first stage")
+    .model;
+    let fisher: Importance = importance::fisher(
+        &first,
+        &data,
+        &rows,
+        &triplet,
+        BATCH,
+        1,
+        None,
+        Accumulate::Sum,
+    )
+    .expect("fisher");
+    let previous = Previous {
+        model: &first,
+        importance: vec![&fisher],
+    };
+    let variants = [
+        ("triplet", train_spec(triplet.clone(), vec![])),
+        ("infonce", train_spec(infonce.clone(), vec![])),
         (
-            "triplet-hardest",
-            LossSpec::Triplet {
-                margin: 0.2,
-                negatives: TripletNegatives::Hardest,
-            },
+            "triplet_ewc",
+            train_spec(
+                triplet,
+                vec![RegularizerSpec::Ewc {
+                    lambda: 100.0,
+                    accumulate: Accumulate::Sum,
+                    on: Coverage::Both,
+                }],
+            ),
         ),
         (
-            "infonce",
-            LossSpec::Infonce {
-                temperature: 0.07,
-                learnable: false,
-            },
+            "infonce_modx",
+            train_spec(
+                infonce,
+                vec![RegularizerSpec::Modx {
+                    alpha: 1.0,
+                    temperature: 1.0,
+                    correct: true,
+                }],
+            ),
         ),
-    ] {
-        let train = TrainSpec {
-            loss,
-            optimizer: OptimizerSpec::Adamw {
-                lr: 2e-4,
-                weight_decay: 1e-4,
-                beta1: 0.9,
-                beta2: 0.999,
-                eps: 1e-8,
-            },
-            schedule_lr: LrSchedule::Constant,
-            epochs: 3,
-            batch,
-            negatives: Negatives::WithinTask,
-            regularizer: vec![],
-            decouple: false,
-            grad_clip: Some(2.0),
-            log: LogEvery::Step,
-        };
-        let stage = Stage {
-            model: &model,
-            train: &train,
-            schedule: Schedule::Sequential,
-            seed: 1,
-            stage: 1,
-            label: "bench".into(),
-            regularizer: &[],
-            data,
-            tasks: vec![&rows],
-            past: vec![],
-            on_step: None,
-        };
-        let started = Instant::now();
-        let out = train_stage(&stage, None, &Device::Cpu).expect("training");
-        let seconds = started.elapsed().as_secs_f64();
-        // Steady state: skip the first epoch (allocator and cache warm-up).
-        let per_epoch = out.log.len() / 3;
-        let warm = out.log[per_epoch - 1].seconds;
-        let steps = (out.log.len() - per_epoch) as f64;
+    ];
+    let rate = matmul_rate();
+    let floor_ms = step_flops() / (rate * 1e9) * 1e3;
+    println!(
+        "train_step floor: {:.2} GFLOP a step at {rate:.0} GFLOP/s (candle/gemm, 128x2048 by 2048x1024, {threads} threads) = {floor_ms:.1} ms, {:.0} steps/s",
+        step_flops() / 1e9,
+        1e3 / floor_ms
+    );
+    let mut lethe = Vec::new();
+    for (name, spec) in &variants {
+        let k = if spec.regularizer.is_empty() { 1 } else { 2 };
+        let prev = (k == 2).then_some(&previous);
+        let mut rates = Vec::new();
+        for engine in [Engine::Fused, Engine::Graph] {
+            let out = train_stage_with(
+                &stage(&model, spec, k, data, &rows),
+                prev,
+                &Device::Cpu,
+                engine,
+            )
+            .expect("training");
+            rates.push(steady_rate(&out.log));
+        }
         println!(
-            "train_step {name}: {:.1} steps/s ({:.1} ms/step, {} steps, {} threads; whole run {:.2} s)",
-            steps / (out.log.last().unwrap().seconds - warm),
-            1e3 * (out.log.last().unwrap().seconds - warm) / steps,
-            out.log.len(),
-            rayon::current_num_threads(),
-            seconds
+            "train_step {name}: fused {:.1} steps/s ({:.1} ms, {:.0}% of the floor's speed); candle autograd {:.1} steps/s; {threads} threads",
+            rates[0],
+            1e3 / rates[0],
+            100.0 * rates[0] * floor_ms / 1e3,
+            rates[1]
         );
+        println!("figure train_step_{name} {:.2}", rates[0]);
+        lethe.push((name.to_string(), rates[0]));
+    }
+    let Ok(python) = std::env::var("LETHE_PEER_PYTHON") else {
+        println!("(set LETHE_PEER_PYTHON, or run bench/run, for the PyTorch peer)");
+        return;
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/train_peer.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .arg(threads.to_string())
+        .arg("80")
+        .output()
+        .expect("run the PyTorch peer");
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        if let ["peer", figure, value] = parts.as_slice() {
+            let (Some((_, ours)), Ok(theirs)) = (
+                lethe
+                    .iter()
+                    .find(|(n, _)| format!("train_step_{n}") == *figure),
+                value.parse::<f64>(),
+            ) else {
+                continue;
+            };
+            println!("{figure}: PyTorch {theirs:.1} steps/s");
+            println!("ratio {figure}_vs_pytorch {:.2}", ours / theirs);
+        }
     }
 }

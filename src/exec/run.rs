@@ -244,6 +244,28 @@ fn write_provenance(
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| std::env::var("HOSTNAME").unwrap_or_default());
+    // Compute time per node kind (summed over nodes: with --jobs above 1 it can
+    // exceed the wall time), for `bench/run` and the reproduction notes.
+    let mut seconds_by_kind = serde_json::Map::new();
+    for kind in crate::plan::NodeKind::ALL {
+        let seconds: f64 = summary
+            .outcomes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| plan.node(petgraph::graph::NodeIndex::new(*i)).kind == kind)
+            .filter_map(|(_, o)| match o {
+                Outcome::Executed(d) => Some(d.as_secs_f64()),
+                _ => None,
+            })
+            .fold(0.0, |a, b| a + b);
+        seconds_by_kind.insert(
+            kind.name().into(),
+            serde_json::json!((seconds * 1e3).round() / 1e3),
+        );
+    }
+    let wall = SystemTime::now()
+        .duration_since(started)
+        .map_or(0.0, |d| d.as_secs_f64());
     let run = serde_json::json!({
         "run_id": dir.file_name().map(|n| n.to_string_lossy().into_owned()),
         "pipeline": plan.pipeline,
@@ -264,6 +286,8 @@ fn write_provenance(
             "failed": summary.count(|o| matches!(o, Outcome::Failed(_))),
             "skipped": summary.count(|o| matches!(o, Outcome::Skipped { .. })),
         },
+        "wall_seconds": (wall * 1e3).round() / 1e3,
+        "seconds_by_kind": seconds_by_kind,
         "failures": summary.failures.iter().map(|(n, v, m)| serde_json::json!({"node": n, "variants": v, "error": m})).collect::<Vec<_>>(),
     });
     write(
