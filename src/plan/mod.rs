@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 
 /// Bumped whenever what a node computes changes meaning, so old cache entries
 /// are never mistaken for new ones.
-pub const KEY_SCHEMA: &str = "lethe-node-v1";
+pub const KEY_SCHEMA: &str = "lethe-node-v2";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
