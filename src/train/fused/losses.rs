@@ -75,17 +75,23 @@ pub fn triplet(
 /// Added to logits that must not act as negatives (as in `train::loss`).
 const MASKED: f64 = -1e4;
 
-/// Row-wise log-softmax of `logits(r, c)` for the rows r of a B x B matrix.
-fn log_softmax_row(b: usize, logit: impl Fn(usize) -> f64, out: &mut [f64]) {
+/// Row-wise log-softmax of `logit(c)` over c < b into `log_p`, and the
+/// probabilities into `p` (from the same exponentials: one `exp` per entry).
+fn log_softmax_row(b: usize, logit: impl Fn(usize) -> f64, log_p: &mut [f64], p: &mut [f64]) {
     let mut max = f64::NEG_INFINITY;
-    for (c, o) in out.iter_mut().enumerate().take(b) {
+    for (c, o) in log_p.iter_mut().enumerate().take(b) {
         *o = logit(c);
         max = max.max(*o);
     }
-    let sum: f64 = out[..b].iter().map(|v| (v - max).exp()).sum();
+    let mut sum = 0.0;
+    for c in 0..b {
+        p[c] = (log_p[c] - max).exp();
+        sum += p[c];
+    }
     let log_sum = max + sum.ln();
-    for o in out[..b].iter_mut() {
-        *o -= log_sum;
+    for c in 0..b {
+        log_p[c] -= log_sum;
+        p[c] /= sum;
     }
 }
 
@@ -106,7 +112,7 @@ pub fn infonce(
     let factor = -0.5 * weight / b as f64;
     let mut total = 0.0;
     let mut d_scale = 0.0;
-    let mut row = vec![0f64; b];
+    let (mut row, mut prob) = (vec![0f64; b], vec![0f64; b]);
     for direction in 0..2 {
         for r in 0..b {
             let entry = |c: usize| if direction == 0 { (r, c) } else { (c, r) };
@@ -117,11 +123,12 @@ pub fn infonce(
                     logit(i, j)
                 },
                 &mut row,
+                &mut prob,
             );
             total += row[r];
             // ∂(log p_r)/∂logit_c = δ_rc − p_c.
-            for (c, &lp) in row.iter().enumerate() {
-                let d_logit = factor * (if c == r { 1.0 } else { 0.0 } - lp.exp());
+            for (c, &pc) in prob.iter().enumerate() {
+                let d_logit = factor * (if c == r { 1.0 } else { 0.0 } - pc);
                 let (i, j) = entry(c);
                 grad[i * b + j] += (d_logit * scale) as f32;
                 d_scale += d_logit * s[i * b + j] as f64;
@@ -144,20 +151,22 @@ fn directed_kl(
 ) -> f64 {
     let index = |r: usize, c: usize| if transpose { c * b + r } else { r * b + c };
     let (mut lp_old, mut lp_new) = (vec![0f64; b], vec![0f64; b]);
+    let (mut p_old, mut p_new) = (vec![0f64; b], vec![0f64; b]);
     let mut total = 0.0;
     for r in 0..b {
         let w = row_weight(r);
         if w == 0.0 {
             continue;
         }
-        log_softmax_row(b, |c| old[index(r, c)] as f64 / temperature, &mut lp_old);
-        log_softmax_row(b, |c| new[index(r, c)] as f64 / temperature, &mut lp_new);
+        let old_logit = |c: usize| old[index(r, c)] as f64 / temperature;
+        log_softmax_row(b, old_logit, &mut lp_old, &mut p_old);
+        let new_logit = |c: usize| new[index(r, c)] as f64 / temperature;
+        log_softmax_row(b, new_logit, &mut lp_new, &mut p_new);
         let mut kl = 0.0;
         for c in 0..b {
-            let p_old = lp_old[c].exp();
-            kl += p_old * (lp_old[c] - lp_new[c]);
+            kl += p_old[c] * (lp_old[c] - lp_new[c]);
             // ∂KL/∂new_c = (p_new − p_old)/τ.
-            grad[index(r, c)] += (w * (lp_new[c].exp() - p_old) / temperature) as f32;
+            grad[index(r, c)] += (w * (p_new[c] - p_old[c]) / temperature) as f32;
         }
         total += w * kl;
     }
