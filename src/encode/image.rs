@@ -248,9 +248,15 @@ impl ImageEncoder {
     }
 }
 
-/// Decodes an image file (PNG, JPEG), composites transparency onto white, and
-/// resizes it to `SIZE x SIZE` RGB.
+/// Decodes an image file (PNG, JPEG, or SVG through resvg), composites
+/// transparency onto white, and resizes it to `SIZE x SIZE` RGB.
 pub fn load_rgb(path: &Path) -> Result<Vec<u8>, String> {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
+    {
+        return rasterize_svg(path);
+    }
     let img = image::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let rgba = img.to_rgba8();
     let mut rgb = image::RgbImage::new(rgba.width(), rgba.height());
@@ -266,4 +272,42 @@ pub fn load_rgb(path: &Path) -> Result<Vec<u8>, String> {
         image::imageops::FilterType::Triangle,
     );
     Ok(resized.into_raw())
+}
+
+/// Renders an SVG drawing into the `SIZE x SIZE` input: scaled to fit with its
+/// aspect ratio kept, centred, on white. Text is not drawn: lethe is built
+/// without system fonts, whose presence would make features depend on the
+/// machine; embedded raster images are skipped for the same reason.
+fn rasterize_svg(path: &Path) -> Result<Vec<u8>, String> {
+    use resvg::{tiny_skia, usvg};
+    let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let tree = usvg::Tree::from_data(&data, &usvg::Options::default())
+        .map_err(|e| format!("{}: not a readable SVG drawing: {e}", path.display()))?;
+    let size = tree.size();
+    let (w, h) = (size.width(), size.height());
+    if !(w > 0.0 && h > 0.0 && w.is_finite() && h.is_finite()) {
+        return Err(format!("{}: the SVG drawing has no size", path.display()));
+    }
+    let side = SIZE as f32;
+    let scale = (side / w).min(side / h);
+    let transform = tiny_skia::Transform::from_row(
+        scale,
+        0.0,
+        0.0,
+        scale,
+        (side - w * scale) / 2.0,
+        (side - h * scale) / 2.0,
+    );
+    let mut pixmap = tiny_skia::Pixmap::new(SIZE as u32, SIZE as u32)
+        .ok_or("cannot allocate the SVG canvas")?;
+    resvg::render(&tree, transform, &mut pixmap.as_mut());
+    // tiny-skia stores premultiplied RGBA: over white, c + 255·(1 − a).
+    let mut rgb = Vec::with_capacity(SIZE * SIZE * 3);
+    for p in pixmap.data().chunks_exact(4) {
+        let transparent = 255 - p[3] as u16;
+        for &c in &p[..3] {
+            rgb.push((c as u16 + transparent).min(255) as u8);
+        }
+    }
+    Ok(rgb)
 }
