@@ -298,8 +298,8 @@ fn rasterize_svg(path: &Path) -> Result<Vec<u8>, String> {
         (side - w * scale) / 2.0,
         (side - h * scale) / 2.0,
     );
-    let mut pixmap = tiny_skia::Pixmap::new(SIZE as u32, SIZE as u32)
-        .ok_or("cannot allocate the SVG canvas")?;
+    let mut pixmap =
+        tiny_skia::Pixmap::new(SIZE as u32, SIZE as u32).ok_or("cannot allocate the SVG canvas")?;
     resvg::render(&tree, transform, &mut pixmap.as_mut());
     // tiny-skia stores premultiplied RGBA: over white, c + 255·(1 − a).
     let mut rgb = Vec::with_capacity(SIZE * SIZE * 3);
