@@ -2,8 +2,10 @@
 //!
 //! The stages, each a module with one public entry point:
 //! [`lang`] (parse, resolve, check: `.pipe` text to typed experiments),
-//! [`plan`] (lower experiments into a keyed DAG), and [`data`] (manifests, tables,
-//! splits, synthetic data). [`diagnostics`] is shared by all of them.
+//! [`plan`] (lower experiments into a keyed DAG), [`exec`] (run the DAG, write the
+//! result tables) and [`report`] (read a run's tables back as the paper's tables and
+//! plots); [`data`] holds manifests, tables, splits and synthetic data, [`train`],
+//! [`model`], [`eval`] and [`encode`] the numerics. [`diagnostics`] is shared by all.
 //! See `ARCHITECTURE.md` for the map.
 
 // A `Diagnostic` (message, spans, hints) is the error type of every stage; it
@@ -18,6 +20,7 @@ pub mod exec;
 pub mod lang;
 pub mod model;
 pub mod plan;
+pub mod report;
 pub mod results;
 pub mod rng;
 pub mod train;

@@ -127,6 +127,32 @@ Exit status: 0 success, 1 a node failed, 2 invalid input."
         #[arg(long)]
         explain: bool,
     },
+    /// Print a run's results the way papers show them: tables, recall matrices, plots.
+    #[command(
+        after_help = "Examples:\n  lethe report runs/quickstart/2026-11-30T14-51-18Z\n  \
+lethe report runs/table1/<run-id> --format markdown --k 10\n  \
+lethe report runs/table1/<run-id> --format html --output table1.html\n\n\
+Tables: one per direction (and per value of every swept axis other than the variant lines);\n\
+rows are the tasks after the last stage with the task known, their average, the union gallery\n\
+(task unknown), forgetting and BWT; columns are variants grouped by indexing policy; cells are\n\
+mean ± std over seeds. Then the recall matrix of every variant and the drift diagnostics; the\n\
+HTML page draws them as inline SVG plots and needs no network.\n\
+Exit status: 0 success, 2 when the directory or one of its tables is missing or malformed."
+    )]
+    Report {
+        /// The run directory (`lethe run` prints it as `results:`).
+        #[arg(value_name = "RUN_DIR")]
+        dir: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = lethe::report::Format::Text)]
+        format: lethe::report::Format,
+        /// The K of Recall@K to tabulate (default: the largest the run measured).
+        #[arg(long, value_name = "K")]
+        k: Option<u64>,
+        /// Write to this file (whole, or not at all) instead of standard output.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -168,6 +194,12 @@ fn main() -> ExitCode {
             cache,
         } => plan_cmd(&file, format, device, &cache, explain),
         Command::Data(DataCommand::Inspect { manifest }) => inspect_cmd(&manifest),
+        Command::Report {
+            dir,
+            format,
+            k,
+            output,
+        } => report_cmd(&dir, format, k, output.as_deref()),
         Command::Featurize {
             manifest,
             encoders,
@@ -372,6 +404,36 @@ fn featurize_cmd(manifest: &Path, encoders: &Path, raw_root: Option<&Path>) -> E
     }
 }
 
+fn report_cmd(
+    dir: &Path,
+    format: lethe::report::Format,
+    k: Option<u64>,
+    output: Option<&Path>,
+) -> ExitCode {
+    let text = match lethe::report::report(dir, format, k) {
+        Ok(text) => text,
+        Err(e) => {
+            print_diagnostics(&[Diagnostic::error(e.to_string())], &SourceMap::new());
+            return ExitCode::from(2);
+        }
+    };
+    let Some(path) = output else {
+        print!("{text}");
+        return ExitCode::SUCCESS;
+    };
+    // Through a temporary file beside the target, so a failure leaves no half page.
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let partial = path.with_file_name(format!(".{}.partial", name.unwrap_or_default()));
+    match std::fs::write(&partial, text).and_then(|_| std::fs::rename(&partial, path)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            eprintln!("error: cannot write {}: {e}", path.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn inspect_cmd(manifest: &Path) -> ExitCode {
     match lethe::data::Manifest::load(manifest).and_then(|m| lethe::data::inspect(&m)) {
         Ok(text) => {
@@ -400,7 +462,7 @@ fn report(
     dir: &Path,
     options: &RunOptions,
 ) -> Result<(), String> {
-    lethe::exec::report::write_report(plan, cache, dir, options)
+    lethe::exec::tables::write_report(plan, cache, dir, options)
 }
 
 fn print_headline(dir: &Path) {

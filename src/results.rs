@@ -3,7 +3,9 @@
 //! Schemas: `docs/results.md`.
 
 use arrow_array::builder::{FixedSizeListBuilder, Float32Builder};
-use arrow_array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray, UInt64Array};
+use arrow_array::{
+    Array, ArrayRef, Float64Array, RecordBatch, RecordBatchOptions, StringArray, UInt64Array,
+};
 use arrow_ipc::writer::FileWriter;
 use arrow_schema::{DataType, Field, Schema};
 use indexmap::IndexMap;
@@ -159,7 +161,11 @@ impl Table {
             arrays.push(array);
         }
         let schema = Arc::new(Schema::new_with_metadata(fields, metadata.clone()));
-        let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(|e| e.to_string())?;
+        // The row count is explicit so a table with no columns (nothing to report,
+        // nothing declared) still writes: Arrow cannot infer it from zero arrays.
+        let options = RecordBatchOptions::new().with_row_count(Some(self.rows));
+        let batch = RecordBatch::try_new_with_options(schema.clone(), arrays, &options)
+            .map_err(|e| e.to_string())?;
         Ok((schema, batch))
     }
 

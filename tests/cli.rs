@@ -18,11 +18,24 @@ fn text(bytes: &[u8]) -> String {
 
 #[test]
 fn validate_accepts_every_shipped_pipeline() {
-    let files: Vec<String> = std::fs::read_dir(repo().join("pipelines"))
-        .unwrap()
-        .map(|e| e.unwrap().path().display().to_string())
-        .filter(|p| p.ends_with(".pipe"))
-        .collect();
+    // Every .pipe under pipelines/, subfolders (ablations/) included.
+    fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "pipe") {
+                out.push(path.display().to_string());
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&repo().join("pipelines"), &mut files);
+    assert!(
+        files.iter().any(|f| f.contains("/ablations/")),
+        "the ablation files are found"
+    );
+    assert!(files.len() >= 17, "{files:?}");
     let mut args = vec!["validate"];
     args.extend(files.iter().map(String::as_str));
     let out = lethe(&args);
@@ -145,7 +158,7 @@ fn plan_of_an_invalid_pipeline_exits_2_and_prints_nothing() {
 
 #[test]
 fn every_verb_has_help_with_an_example() {
-    for verb in ["validate", "plan"] {
+    for verb in ["validate", "plan", "run", "report", "featurize"] {
         let out = lethe(&[verb, "--help"]);
         assert_eq!(out.status.code(), Some(0));
         let help = text(&out.stdout);

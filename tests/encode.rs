@@ -167,3 +167,29 @@ fn featurize_writes_f16_tables_that_load_as_a_dataset() {
     let stored = &captions.features[2 * 384..3 * 384];
     assert!(direct.iter().zip(stored).all(|(a, b)| (a - b).abs() < 2e-3));
 }
+
+/// An SVG drawing is rendered by resvg into the encoder's 224x224 input: fitted
+/// with its aspect ratio kept, centred, on white. A broken file names itself.
+#[test]
+fn svg_drawings_render_fitted_and_centred_on_white() {
+    let dir = tempfile::tempdir().unwrap();
+    // A wide red bar: 200 x 100 units, so it fills the width and the middle half.
+    let bar = dir.path().join("bar.svg");
+    std::fs::write(
+        &bar,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="200" height="100">
+             <rect x="0" y="0" width="200" height="100" fill="#ff0000"/></svg>"##,
+    )
+    .unwrap();
+    let rgb = load_rgb(&bar).unwrap();
+    assert_eq!(rgb.len(), 224 * 224 * 3);
+    let pixel = |x: usize, y: usize| &rgb[(y * 224 + x) * 3..(y * 224 + x) * 3 + 3];
+    assert_eq!(pixel(112, 112), [255, 0, 0], "centre");
+    assert_eq!(pixel(5, 112), [255, 0, 0], "left edge of the bar");
+    assert_eq!(pixel(112, 10), [255, 255, 255], "white above the bar");
+    assert_eq!(pixel(112, 214), [255, 255, 255], "white below the bar");
+    let broken = dir.path().join("broken.svg");
+    std::fs::write(&broken, "<svg><rect").unwrap();
+    let err = load_rgb(&broken).unwrap_err();
+    assert!(err.contains("broken.svg") && err.contains("SVG"), "{err}");
+}

@@ -380,3 +380,39 @@ fn the_table1_grid_runs_end_to_end_on_the_small_synthetic_set() {
     let headline = std::fs::read_to_string(run.join("headline.txt")).unwrap();
     assert_eq!(headline.lines().count(), 1 + 20);
 }
+
+/// The ablation files of `pipelines/ablations/` run with one cache: each file after
+/// the base reuses the nodes it shares with the files before it, and each run's
+/// report renders.
+#[test]
+fn the_ablation_files_run_and_share_the_base_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let ablations = repo().join("pipelines/ablations");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&ablations)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    // The base first, so the others find its nodes cached.
+    files.sort_by_key(|f| !f.ends_with("base.pipe"));
+    for file in &files {
+        let out = lethe(dir.path(), &["run", file.to_str().unwrap(), "--quiet"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    }
+    let name = |f: &str| format!("ablation-{f}");
+    let base = run_json(dir.path(), &name("base"));
+    assert_eq!(base["nodes"]["cached"], 0);
+    // Reindexing needs no new training: only index, query and evaluate nodes run.
+    let reindex = run_json(dir.path(), &name("reindex"));
+    assert!(reindex["nodes"]["cached"].as_u64().unwrap() > 0);
+    assert_eq!(reindex["seconds_by_kind"]["train"], 0.0, "{reindex}");
+    // A regularizer keeps the first stage (nothing to remember yet) but retrains the rest.
+    let ewc = run_json(dir.path(), &name("ewc"));
+    assert!(ewc["nodes"]["cached"].as_u64().unwrap() > 0, "{ewc}");
+    for f in ["base", "reindex", "ewc", "joint"] {
+        let run = latest_run(dir.path(), &name(f));
+        let out = lethe(dir.path(), &["report", run.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("average (task known)"));
+    }
+}

@@ -6,9 +6,9 @@ pub mod cache;
 pub mod explain;
 pub mod nodes;
 pub mod progress;
-pub mod report;
 pub mod run;
 pub mod schedule;
+pub mod tables;
 
 pub use cache::Cache;
 pub use schedule::{execute, needed, Events, ExecOptions, Outcome, Runner};

@@ -1,4 +1,4 @@
-//! The `report` step: gathers every variant's evaluation rows, training logs and
+//! The result-tables step: gathers every variant's evaluation rows, training logs and
 //! diagnostics from the cache into the run directory's Arrow tables, and the
 //! headline table printed at the end of a run.
 
@@ -138,6 +138,10 @@ pub fn write_report(
             }
         }
     }
+    if drift.rows() == 0 {
+        // Joint schedules have no old tasks to measure: keep the documented schema.
+        drift = empty_drift_table();
+    }
     let summary = summary_table(plan, &run_id, &per_seed);
     recall.write(&dir.join("recall.arrow"), &metadata)?;
     summary.write(&dir.join("summary.arrow"), &metadata)?;
@@ -147,6 +151,24 @@ pub fn write_report(
         write_embeddings(plan, cache, dir, &run_id, &metadata)?;
     }
     std::fs::write(dir.join("headline.txt"), headline(plan, &per_seed)).map_err(|e| e.to_string())
+}
+
+fn empty_drift_table() -> Table {
+    let text = || Cell::Str(String::new());
+    Table::new().declare(&[
+        ("run_id", text()),
+        ("pipeline", text()),
+        ("variant", text()),
+        ("seed", Cell::U64(0)),
+        ("stage", Cell::U64(0)),
+        ("stage_task", text()),
+        ("task", text()),
+        ("task_stage", Cell::U64(0)),
+        ("direction", text()),
+        ("metric", text()),
+        ("modality", text()),
+        ("value", Cell::F64(0.0)),
+    ])
 }
 
 /// Per-epoch rows average the steps of the epoch (loss, terms, grad norm) and keep

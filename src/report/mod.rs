@@ -1,0 +1,54 @@
+//! Stage 6: `lethe report RUN_DIR`. Reads a run directory's Arrow tables back
+//! ([`load`]), arranges them the way the seed paper prints its tables
+//! ([`model`]), and prints them as text, Markdown ([`text`]) or a self-contained
+//! HTML page with inline SVG plots ([`html`]).
+
+pub mod html;
+pub mod load;
+pub mod model;
+pub mod text;
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Markdown,
+    Html,
+}
+
+/// A run directory that cannot be reported on: which file, and what is wrong.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+impl ReportError {
+    pub fn new(path: &Path, message: impl Into<String>) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ReportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.message)
+    }
+}
+
+impl std::error::Error for ReportError {}
+
+/// The report of the run in `dir` at Recall@`k` (the largest K measured when
+/// `None`), in `format`.
+pub fn report(dir: &Path, format: Format, k: Option<u64>) -> Result<String, ReportError> {
+    let results = load::load(dir)?;
+    let report = model::build(&results, k)?;
+    match format {
+        Format::Text => Ok(text::render(&report, text::Style::Text)),
+        Format::Markdown => Ok(text::render(&report, text::Style::Markdown)),
+        Format::Html => html::render(&report).map_err(|e| ReportError::new(dir, e)),
+    }
+}

@@ -1,0 +1,455 @@
+//! What the report says, independent of how it is printed: the paper's tables
+//! (blocks of columns grouped by indexing policy), the recall matrix of every
+//! variant, and the drift diagnostics, each figure as mean ± std over seeds.
+
+use super::load::{RunResults, VariantInfo};
+use super::ReportError;
+use crate::eval::metrics::mean_std;
+use std::collections::BTreeMap;
+
+/// A figure over seeds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stat {
+    pub mean: f64,
+    /// Sample standard deviation; `None` with one seed.
+    pub std: Option<f64>,
+}
+
+impl Stat {
+    fn of(values: &[f64]) -> Option<Stat> {
+        (!values.is_empty()).then(|| {
+            let (mean, std) = mean_std(values);
+            Stat { mean, std }
+        })
+    }
+
+    /// `12.3 ± 0.4`, or `12.3` with one seed.
+    pub fn show(&self) -> String {
+        match self.std {
+            Some(s) => format!("{} ± {}", one_decimal(self.mean), one_decimal(s)),
+            None => one_decimal(self.mean),
+        }
+    }
+}
+
+/// One decimal, without the `-0.0` that a tiny negative value would print.
+pub fn one_decimal(x: f64) -> String {
+    let s = format!("{x:.1}");
+    if s == "-0.0" {
+        "0.0".to_string()
+    } else {
+        s
+    }
+}
+
+/// The paper's column groups, in the paper's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Policy {
+    Joint,
+    Reindex,
+    Frozen,
+}
+
+impl Policy {
+    fn of(v: &VariantInfo) -> Policy {
+        match (v.schedule.as_str(), v.index.as_str()) {
+            ("joint", _) => Policy::Joint,
+            (_, "reindex") => Policy::Reindex,
+            _ => Policy::Frozen,
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Policy::Joint => "joint (upper bound)",
+            Policy::Reindex => "reindex",
+            Policy::Frozen => "no reindex (frozen)",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    /// The header: the variant line's label, or the whole label without one.
+    pub header: String,
+    /// The variant's full label (as in the tables' `variant` column).
+    pub variant: String,
+    pub policy: Policy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowKind {
+    /// A task with the task known (its own gallery), after the last stage.
+    Task,
+    /// The mean over tasks of the rows above.
+    Average,
+    /// The union gallery, every task's queries pooled (task unknown).
+    Union,
+    Forgetting,
+    Bwt,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub label: String,
+    pub kind: RowKind,
+    /// One per column of the block, in column order.
+    pub cells: Vec<Option<Stat>>,
+}
+
+/// One of the paper's tables: a direction and one value of every other swept axis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Block {
+    pub direction: String,
+    /// `im2txt`, then `model.share = sharing` and so on.
+    pub title: String,
+    pub columns: Vec<Column>,
+    pub rows: Vec<Row>,
+}
+
+/// Recall on every task after every stage, for one variant and direction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Matrix {
+    pub variant: String,
+    pub direction: String,
+    /// (stage, the task it learned) in order.
+    pub stages: Vec<(u64, String)>,
+    pub tasks: Vec<String>,
+    /// `cells[stage][task]`.
+    pub cells: Vec<Vec<Option<Stat>>>,
+}
+
+/// One drift diagnostic over stages: a line per variant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriftChart {
+    pub metric: String,
+    pub modality: String,
+    /// (variant, [(stage, mean over old tasks, directions and seeds)]).
+    pub series: Vec<(String, Vec<(u64, f64)>)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub pipeline: String,
+    pub run_id: String,
+    pub k: u64,
+    pub seeds: usize,
+    pub wall_seconds: Option<f64>,
+    pub blocks: Vec<Block>,
+    pub matrices: Vec<Matrix>,
+    pub drift: Vec<DriftChart>,
+    /// (metric, formula) as `summary.arrow` names them.
+    pub formulas: Vec<(String, String)>,
+}
+
+pub fn build(results: &RunResults, k: Option<u64>) -> Result<Report, ReportError> {
+    let recall_path = results.dir.join("recall.arrow");
+    let mut ks: Vec<u64> = results.recall.iter().map(|r| r.k).collect();
+    ks.sort_unstable();
+    ks.dedup();
+    let Some(&largest) = ks.last() else {
+        return Err(ReportError::new(
+            &recall_path,
+            "has no rows: the run evaluated nothing (did every variant fail?)",
+        ));
+    };
+    let k = match k {
+        None => largest,
+        Some(k) if ks.contains(&k) => k,
+        Some(k) => {
+            let list: Vec<String> = ks.iter().map(u64::to_string).collect();
+            return Err(ReportError::new(
+                &recall_path,
+                format!(
+                    "has no Recall@{k}; the run measured K = {}",
+                    list.join(", ")
+                ),
+            ));
+        }
+    };
+    // Variants that produced results (a failed one under --keep-going has none).
+    let variants: Vec<&VariantInfo> = results
+        .variants
+        .iter()
+        .filter(|v| results.recall.iter().any(|r| r.variant == v.label))
+        .collect();
+    let mut directions: Vec<String> = Vec::new();
+    for r in &results.recall {
+        if !directions.contains(&r.direction) {
+            directions.push(r.direction.clone());
+        }
+    }
+    let mut formulas: Vec<(String, String)> = Vec::new();
+    for s in &results.summary {
+        if !formulas.iter().any(|(m, _)| *m == s.metric) {
+            formulas.push((s.metric.clone(), s.formula.clone()));
+        }
+    }
+    let figures = Figures::new(results, k);
+    let mut blocks = Vec::new();
+    for direction in &directions {
+        for (title, members) in split_by_axes(&variants) {
+            blocks.push(block(direction, &title, &members, &figures));
+        }
+    }
+    let mut matrices = Vec::new();
+    for v in &variants {
+        for direction in &directions {
+            if let Some(m) = matrix(results, v, direction, k) {
+                matrices.push(m);
+            }
+        }
+    }
+    Ok(Report {
+        pipeline: results.pipeline.clone(),
+        run_id: results.run_id.clone(),
+        k,
+        seeds: variants.iter().map(|v| v.seeds.len()).max().unwrap_or(0),
+        wall_seconds: results.wall_seconds,
+        blocks,
+        matrices,
+        drift: drift_charts(results, &variants),
+        formulas,
+    })
+}
+
+/// The variants split into the paper's separate tables: one per value of every
+/// swept axis except the variant lines (the columns). Without variant lines every
+/// variant is a column of one table.
+fn split_by_axes<'a>(
+    variants: &[&'a VariantInfo],
+) -> Vec<(String, Vec<(&'a VariantInfo, String)>)> {
+    let has_lines = variants
+        .iter()
+        .any(|v| v.axes.iter().any(|(a, _)| a == "variant"));
+    let mut out: Vec<(String, Vec<(&VariantInfo, String)>)> = Vec::new();
+    for v in variants {
+        let (title, header) = if has_lines {
+            let others: Vec<String> = v
+                .axes
+                .iter()
+                .filter(|(a, _)| a != "variant")
+                .map(|(a, l)| format!("{a} = {l}"))
+                .collect();
+            let line = v
+                .axes
+                .iter()
+                .find(|(a, _)| a == "variant")
+                .map_or(v.label.clone(), |(_, l)| l.clone());
+            (others.join(", "), line)
+        } else {
+            (String::new(), v.label.clone())
+        };
+        match out.iter_mut().find(|(t, _)| *t == title) {
+            Some((_, members)) => members.push((v, header)),
+            None => out.push((title, vec![(v, header)])),
+        }
+    }
+    out
+}
+
+/// Per-seed recall and the summary's mean/std, looked up by variant.
+struct Figures<'a> {
+    results: &'a RunResults,
+    k: u64,
+}
+
+impl<'a> Figures<'a> {
+    fn new(results: &'a RunResults, k: u64) -> Self {
+        Self { results, k }
+    }
+
+    /// Recall on `task` with the task known after the variant's last stage, per seed.
+    fn final_task(&self, variant: &str, direction: &str, task: &str) -> Vec<f64> {
+        let rows: Vec<_> = self
+            .results
+            .recall
+            .iter()
+            .filter(|r| {
+                r.variant == variant
+                    && r.direction == direction
+                    && r.gallery == "per_task"
+                    && r.k == self.k
+            })
+            .collect();
+        let mut by_seed: BTreeMap<u64, (u64, f64)> = BTreeMap::new();
+        for r in rows.iter().filter(|r| r.eval_task == task) {
+            let best = by_seed.entry(r.seed).or_insert((r.stage, r.recall));
+            if r.stage >= best.0 {
+                *best = (r.stage, r.recall);
+            }
+        }
+        by_seed.values().map(|(_, recall)| *recall).collect()
+    }
+
+    /// A summary figure (mean and std over seeds, as `lethe run` computed them).
+    fn summary(&self, variant: &str, direction: &str, gallery: &str, metric: &str) -> Option<Stat> {
+        let find = |statistic: &str| {
+            self.results.summary.iter().find(|s| {
+                s.variant == variant
+                    && s.direction == direction
+                    && s.gallery == gallery
+                    && s.k == self.k
+                    && s.metric == metric
+                    && s.statistic == statistic
+            })
+        };
+        let mean = find("mean")?.value?;
+        Some(Stat {
+            mean,
+            std: find("std").and_then(|s| s.value),
+        })
+    }
+}
+
+fn block(
+    direction: &str,
+    axes_title: &str,
+    members: &[(&VariantInfo, String)],
+    figures: &Figures,
+) -> Block {
+    let mut columns: Vec<Column> = members
+        .iter()
+        .map(|(v, header)| Column {
+            header: header.clone(),
+            variant: v.label.clone(),
+            policy: Policy::of(v),
+        })
+        .collect();
+    // Stable: the pipeline's order within each policy group.
+    columns.sort_by_key(|c| c.policy);
+    let mut tasks: Vec<String> = Vec::new();
+    for (v, _) in members {
+        for t in &v.tasks {
+            if !tasks.contains(t) {
+                tasks.push(t.clone());
+            }
+        }
+    }
+    let row = |label: &str, kind: RowKind, cell: &dyn Fn(&Column) -> Option<Stat>| Row {
+        label: label.to_string(),
+        kind,
+        cells: columns.iter().map(cell).collect(),
+    };
+    let mut rows: Vec<Row> = tasks
+        .iter()
+        .map(|task| {
+            row(task, RowKind::Task, &|c| {
+                Stat::of(&figures.final_task(&c.variant, direction, task))
+            })
+        })
+        .collect();
+    let summary = |gallery: &'static str, metric: &'static str| {
+        move |c: &Column| figures.summary(&c.variant, direction, gallery, metric)
+    };
+    rows.push(row(
+        "average (task known)",
+        RowKind::Average,
+        &summary("per_task", "average"),
+    ));
+    // The seed's row label is the tasks joined (`A+V+C`); long lists are summarised.
+    let union = if tasks.len() <= 4 {
+        format!("union {} (task unknown)", tasks.join("+"))
+    } else {
+        format!("union of all {} tasks (task unknown)", tasks.len())
+    };
+    rows.push(row(&union, RowKind::Union, &summary("union", "total")));
+    rows.push(row(
+        "forgetting",
+        RowKind::Forgetting,
+        &summary("per_task", "forgetting"),
+    ));
+    rows.push(row("BWT", RowKind::Bwt, &summary("per_task", "bwt")));
+    // A row nobody has (no union gallery evaluated, say) is left out.
+    rows.retain(|r| r.kind == RowKind::Task || r.cells.iter().any(Option::is_some));
+    Block {
+        direction: direction.to_string(),
+        title: if axes_title.is_empty() {
+            direction.to_string()
+        } else {
+            format!("{direction} · {axes_title}")
+        },
+        columns,
+        rows,
+    }
+}
+
+fn matrix(results: &RunResults, v: &VariantInfo, direction: &str, k: u64) -> Option<Matrix> {
+    let rows: Vec<_> = results
+        .recall
+        .iter()
+        .filter(|r| {
+            r.variant == v.label && r.direction == direction && r.gallery == "per_task" && r.k == k
+        })
+        .collect();
+    let mut stages: Vec<(u64, String)> = rows
+        .iter()
+        .map(|r| (r.stage, r.stage_task.clone()))
+        .collect();
+    stages.sort();
+    stages.dedup();
+    if stages.is_empty() {
+        return None;
+    }
+    let cells = stages
+        .iter()
+        .map(|(stage, _)| {
+            v.tasks
+                .iter()
+                .map(|task| {
+                    let values: Vec<f64> = rows
+                        .iter()
+                        .filter(|r| r.stage == *stage && r.eval_task == *task)
+                        .map(|r| r.recall)
+                        .collect();
+                    Stat::of(&values)
+                })
+                .collect()
+        })
+        .collect();
+    Some(Matrix {
+        variant: v.label.clone(),
+        direction: direction.to_string(),
+        stages,
+        tasks: v.tasks.clone(),
+        cells,
+    })
+}
+
+fn drift_charts(results: &RunResults, variants: &[&VariantInfo]) -> Vec<DriftChart> {
+    let mut kinds: Vec<(String, String)> = Vec::new();
+    for d in &results.drift {
+        let kind = (d.metric.clone(), d.modality.clone());
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    kinds
+        .into_iter()
+        .map(|(metric, modality)| {
+            let series = variants
+                .iter()
+                .filter_map(|v| {
+                    let mut by_stage: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+                    for d in results.drift.iter().filter(|d| {
+                        d.variant == v.label && d.metric == metric && d.modality == modality
+                    }) {
+                        by_stage.entry(d.stage).or_default().push(d.value);
+                    }
+                    let points: Vec<(u64, f64)> = by_stage
+                        .into_iter()
+                        .map(|(stage, values)| {
+                            (stage, values.iter().sum::<f64>() / values.len() as f64)
+                        })
+                        .collect();
+                    (!points.is_empty()).then(|| (v.label.clone(), points))
+                })
+                .collect();
+            DriftChart {
+                metric,
+                modality,
+                series,
+            }
+        })
+        .collect()
+}
