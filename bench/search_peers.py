@@ -1,6 +1,8 @@
 """Peers of benches/search_bench.rs: exact top-10 inner-product search with numpy
 (blocked matmul + argpartition) and FAISS IndexFlatIP, same data, same threads.
-Prints 'peer <name> <queries/s>' lines and checks top-1 agreement with lethe."""
+Prints 'peer <name> <queries/s>' lines and checks top-1 agreement with lethe.
+Arguments: QUERIES.npy GALLERY.npy LETHE_TOP1 THREADS [cpu|cuda]; with cuda the peer
+is PyTorch (blocked matmul and topk) on the GPU."""
 import os
 import sys
 import time
@@ -26,6 +28,26 @@ def numpy_search(q, g, block=1024):
         out[s:s + block] = np.take_along_axis(part, order, axis=1)
     return out
 
+
+if len(sys.argv) > 5 and sys.argv[5] == "cuda":
+    # On a GPU the peer is PyTorch: blocked matmul and topk on the device.
+    import torch
+    q, g = torch.from_numpy(queries).cuda(), torch.from_numpy(gallery).cuda()
+
+    def torch_search(q, block=2048):
+        out = []
+        for s in range(0, len(q), block):
+            out.append(torch.topk(q[s:s + block] @ g.T, K, dim=1).indices)
+        return torch.cat(out)
+
+    torch_search(q[:256])
+    torch.cuda.synchronize()
+    t = time.perf_counter()
+    ids = torch_search(q).cpu().numpy()
+    dt = time.perf_counter() - t
+    print(f"search torch cuda: {len(queries) / dt:.0f} queries/s ({dt:.3f} s); top-1 agreement with lethe {np.mean(ids[:, 0] == lethe_top1):.4f}")
+    print(f"peer torch_cuda {len(queries) / dt:.1f}")
+    sys.exit(0)
 
 numpy_search(queries[:256], gallery)
 t = time.perf_counter()

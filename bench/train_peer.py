@@ -5,7 +5,8 @@ the given number of threads. Variants: triplet with hardest negatives (VSE++),
 InfoNCE (tau 0.07), triplet + EWC (lambda 100 against a fixed Fisher), and
 InfoNCE + Mod-X (alpha 1, tau 1, rows the old model ranks correctly).
 
-Usage: train_peer.py THREADS STEPS. Prints 'peer train_step_<variant> <steps/s>'.
+Usage: train_peer.py THREADS STEPS [DEVICE]. DEVICE is cpu (the default) or cuda.
+Prints 'peer train_step_<variant> <steps/s>'.
 """
 import sys
 import time
@@ -14,28 +15,30 @@ import torch
 import torch.nn.functional as F
 
 threads, steps = int(sys.argv[1]), int(sys.argv[2])
+DEVICE = torch.device(sys.argv[3] if len(sys.argv) > 3 else "cpu")
 torch.set_num_threads(threads)
 torch.manual_seed(1)
 
 N, B = 1024, 128
-images = torch.rand(N, 2048) - 0.5
-captions = torch.rand(N, 768) - 0.5
+images = (torch.rand(N, 2048) - 0.5).to(DEVICE)
+captions = (torch.rand(N, 768) - 0.5).to(DEVICE)
 
 
 def branch(d_in):
-    return torch.nn.Sequential(torch.nn.Linear(d_in, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 512))
+    return torch.nn.Sequential(torch.nn.Linear(d_in, 1024), torch.nn.ReLU(),
+                               torch.nn.Linear(1024, 512)).to(DEVICE)
 
 
 def triplet_hardest(s, margin=0.2):
     d = s.diag().view(-1, 1)
-    eye = torch.eye(s.size(0), dtype=torch.bool)
+    eye = torch.eye(s.size(0), dtype=torch.bool, device=DEVICE)
     cost_c = (margin + s - d).clamp(min=0).masked_fill(eye, 0)
     cost_i = (margin + s - d.t()).clamp(min=0).masked_fill(eye, 0)
     return (cost_c.max(1)[0].sum() + cost_i.max(0)[0].sum()) / s.size(0)
 
 
 def infonce(s, tau=0.07):
-    target = torch.arange(s.size(0))
+    target = torch.arange(s.size(0), device=DEVICE)
     return 0.5 * (F.cross_entropy(s / tau, target) + F.cross_entropy(s.t() / tau, target))
 
 
@@ -46,7 +49,7 @@ def kl_rows(old, new, tau):
 
 
 def modx(s, old_s, tau=1.0):
-    eye = torch.eye(s.size(0))
+    eye = torch.eye(s.size(0), device=DEVICE)
     rows_ok = eye.gather(1, old_s.argmax(1, keepdim=True)).squeeze(1)
     cols_ok = eye.gather(1, old_s.t().argmax(1, keepdim=True)).squeeze(1)
     return 0.5 * ((kl_rows(old_s, s, tau) * rows_ok).sum() + (kl_rows(old_s.t(), s.t(), tau) * cols_ok).sum())
@@ -59,7 +62,7 @@ def run(variant):
     anchors = [p.detach().clone() for p in params]
     fisher = [torch.rand_like(p) for p in params]
     old_image, old_text = branch(2048), branch(768)
-    order = torch.randperm(N)
+    order = torch.randperm(N, device=DEVICE)
 
     def step(k):
         rows = order[(k * B) % N:(k * B) % N + B]

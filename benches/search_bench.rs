@@ -5,7 +5,7 @@
 //! `cargo bench --bench search_bench` measures lethe and runs the peers only if
 //! `LETHE_PEER_PYTHON` names a Python that has numpy (and faiss-cpu).
 
-use lethe::eval::search::{top_k_search, Matrix};
+use lethe::eval::search::{top_k_search, top_k_search_on, Matrix};
 use lethe::rng::Rng;
 use rayon::prelude::*;
 use std::io::Write;
@@ -51,18 +51,36 @@ fn main() {
     let queries = normalised(QUERIES, "queries");
     let gallery = normalised(GALLERY, "gallery");
     let threads = rayon::current_num_threads();
+    // `LETHE_BENCH_DEVICE=cuda` (a `--features cuda` build): the device search,
+    // against PyTorch on the same GPU.
+    let gpu = std::env::var("LETHE_BENCH_DEVICE").as_deref() == Ok("cuda");
+    let device = if gpu {
+        match candle_core::Device::new_cuda(0) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                eprintln!("no CUDA device (build with --features cuda): {e}");
+                std::process::exit(2);
+            }
+        }
+    } else {
+        None
+    };
+    let search = |q: &[f32]| match &device {
+        Some(d) => top_k_search_on(Matrix::new(q, DIM), Matrix::new(&gallery, DIM), K, d),
+        None => top_k_search(Matrix::new(q, DIM), Matrix::new(&gallery, DIM), K),
+    };
     // Warm-up on a slice, then the timed run.
-    let _ = top_k_search(
-        Matrix::new(&queries[..256 * DIM], DIM),
-        Matrix::new(&gallery, DIM),
-        K,
-    )
-    .unwrap();
+    let _ = search(&queries[..256 * DIM]).unwrap();
     let started = Instant::now();
-    let found = top_k_search(Matrix::new(&queries, DIM), Matrix::new(&gallery, DIM), K).unwrap();
+    let found = search(&queries).unwrap();
     let seconds = started.elapsed().as_secs_f64();
     let lethe_qps = QUERIES as f64 / seconds;
-    println!("search lethe: {lethe_qps:.0} queries/s ({seconds:.2} s, {threads} threads, top-{K} of {GALLERY} x {DIM}-d)");
+    let place = if gpu {
+        "on cuda".to_string()
+    } else {
+        format!("{threads} threads")
+    };
+    println!("search lethe: {lethe_qps:.0} queries/s ({seconds:.2} s, {place}, top-{K} of {GALLERY} x {DIM}-d)");
     let Ok(python) = std::env::var("LETHE_PEER_PYTHON") else {
         println!("(set LETHE_PEER_PYTHON, or run bench/run-search, for the numpy and FAISS peers)");
         return;
@@ -85,11 +103,17 @@ fn main() {
             .join("\n"),
     )
     .unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/search_peers.py");
+    // bench/ of the working directory when there is one (a carried binary).
+    let script = if Path::new("bench/search_peers.py").exists() {
+        Path::new("bench/search_peers.py").to_path_buf()
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/search_peers.py")
+    };
     let out = std::process::Command::new(python)
         .arg(script)
         .args([&qp, &gp, &ip])
         .arg(threads.to_string())
+        .arg(if gpu { "cuda" } else { "cpu" })
         .output()
         .expect("run the peers");
     print!("{}", String::from_utf8_lossy(&out.stdout));
@@ -99,7 +123,8 @@ fn main() {
         let parts: Vec<&str> = line.split_whitespace().collect();
         if let ["peer", name, qps] = parts.as_slice() {
             if let Ok(q) = qps.parse::<f64>() {
-                println!("ratio search_top10_vs_{name} {:.2}", lethe_qps / q);
+                let suffix = if gpu { "_cuda" } else { "" };
+                println!("ratio search_top10{suffix}_vs_{name} {:.2}", lethe_qps / q);
             }
         }
     }

@@ -5,7 +5,9 @@
 //! arithmetic floor (the step's matrix-product FLOPs at the measured matmul rate).
 //! With `LETHE_PEER_PYTHON` (a Python with torch; `bench/run` sets one up) the
 //! same steps run in PyTorch (`bench/train_peer.py`) and `ratio` lines follow.
-//! Run: `cargo bench --bench train_step`.
+//! Run: `cargo bench --bench train_step`. With `LETHE_BENCH_DEVICE=cuda` (a build
+//! with `--features cuda`) the candle autograd step runs on the GPU instead, against
+//! PyTorch on the same GPU (`bench/gpu`).
 
 use candle_core::{Device, Tensor};
 use lethe::lang::*;
@@ -134,14 +136,25 @@ fn main() {
         temperature: 0.07,
         learnable: false,
     };
+    // `LETHE_BENCH_DEVICE=cuda`: every model, the previous one included, on the GPU
+    // (a stage continues from its previous model on that model's device).
+    let gpu = std::env::var("LETHE_BENCH_DEVICE").as_deref() == Ok("cuda");
+    let device = if gpu {
+        Device::new_cuda(0).unwrap_or_else(|e| {
+            eprintln!("no CUDA device (build with --features cuda): {e}");
+            std::process::exit(2);
+        })
+    } else {
+        Device::Cpu
+    };
     // The previous model and Fisher the EWC and Mod-X variants start from.
     let mut first_spec = train_spec(triplet.clone(), vec![]);
     first_spec.epochs = 1;
     let first: Model = train_stage_with(
         &stage(&model, &first_spec, 1, data, &rows),
         None,
-        &Device::Cpu,
-        Engine::Fused,
+        &device,
+        if gpu { Engine::Graph } else { Engine::Fused },
     )
     .expect("first stage")
     .model;
@@ -186,6 +199,9 @@ fn main() {
             ),
         ),
     ];
+    if gpu {
+        return on_gpu(&device, &model, &variants, data, &rows, &previous);
+    }
     let rate = matmul_rate();
     let floor_ms = step_flops() / (rate * 1e9) * 1e3;
     println!(
@@ -222,9 +238,8 @@ fn main() {
         println!("(set LETHE_PEER_PYTHON, or run bench/run, for the PyTorch peer)");
         return;
     };
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/train_peer.py");
     let out = std::process::Command::new(python)
-        .arg(script)
+        .arg(peer_script("train_peer.py"))
         .arg(threads.to_string())
         .arg("80")
         .output()
@@ -243,6 +258,71 @@ fn main() {
             };
             println!("{figure}: PyTorch {theirs:.1} steps/s");
             println!("ratio {figure}_vs_pytorch {:.2}", ours / theirs);
+        }
+    }
+}
+
+/// A peer script: `bench/` of the working directory when there is one (a binary
+/// carried to another machine), else of the source tree it was built from.
+fn peer_script(name: &str) -> std::path::PathBuf {
+    let here = Path::new("bench").join(name);
+    if here.exists() {
+        return here;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("bench")
+        .join(name)
+}
+
+/// The candle autograd step on the GPU (the fused step is CPU-only), against
+/// PyTorch on the same GPU.
+fn on_gpu(
+    device: &Device,
+    model: &ModelSpec,
+    variants: &[(&str, TrainSpec)],
+    data: PairData,
+    rows: &[u32],
+    previous: &Previous,
+) {
+    let mut lethe = Vec::new();
+    for (name, spec) in variants {
+        let k = if spec.regularizer.is_empty() { 1 } else { 2 };
+        let prev = (k == 2).then_some(previous);
+        let out = train_stage_with(
+            &stage(model, spec, k, data, rows),
+            prev,
+            device,
+            Engine::Graph,
+        )
+        .expect("training on the GPU");
+        let rate = steady_rate(&out.log);
+        println!(
+            "train_step {name} on cuda: candle autograd {rate:.1} steps/s ({:.2} ms)",
+            1e3 / rate
+        );
+        println!("figure train_step_cuda_{name} {rate:.2}");
+        lethe.push((format!("train_step_{name}"), rate));
+    }
+    let Ok(python) = std::env::var("LETHE_PEER_PYTHON") else {
+        println!("(set LETHE_PEER_PYTHON to a Python with CUDA torch for the PyTorch peer)");
+        return;
+    };
+    let out = std::process::Command::new(python)
+        .arg(peer_script("train_peer.py"))
+        .args(["1", "200", "cuda"])
+        .output()
+        .expect("run the PyTorch peer");
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let ["peer", figure, value] = line.split_whitespace().collect::<Vec<_>>().as_slice() {
+            let (Some((_, ours)), Ok(theirs)) = (
+                lethe.iter().find(|(n, _)| n == figure),
+                value.parse::<f64>(),
+            ) else {
+                continue;
+            };
+            println!("{figure} on cuda: PyTorch {theirs:.1} steps/s");
+            println!("ratio {figure}_cuda_vs_pytorch_cuda {:.2}", ours / theirs);
         }
     }
 }

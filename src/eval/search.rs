@@ -162,6 +162,72 @@ pub fn top_k_search(
     Ok(blocks.into_iter().flatten().collect())
 }
 
+/// Gallery items per block of [`top_k_search_on`]: candle's CUDA sort holds a row
+/// in shared memory (4 bytes an item, 48 KiB by default), so 8,192 at most.
+pub const DEVICE_GALLERY_BLOCK: usize = 8_192;
+/// Queries per block of [`top_k_search_on`].
+pub const DEVICE_QUERY_BLOCK: usize = 2_048;
+
+/// Exact top-`k` search on a candle device (a GPU): the similarities of a block
+/// of queries against a block of the gallery are computed and sorted on the
+/// device, and only each block's `k` best (index, similarity) come back to be
+/// merged. The same results as [`top_k_search`] except where equal similarities
+/// straddle a block's `k`-th place (the device sort is not stable).
+pub fn top_k_search_on(
+    queries: Matrix,
+    gallery: Matrix,
+    k: usize,
+    device: &Device,
+) -> candle_core::Result<Vec<Vec<(usize, f32)>>> {
+    let gallery_blocks: Vec<Tensor> = (0..gallery.rows)
+        .step_by(DEVICE_GALLERY_BLOCK)
+        .map(|start| {
+            let n = DEVICE_GALLERY_BLOCK.min(gallery.rows - start);
+            Tensor::from_slice(
+                &gallery.data[start * gallery.dim..(start + n) * gallery.dim],
+                (n, gallery.dim),
+                device,
+            )?
+            .t()?
+            .contiguous()
+        })
+        .collect::<candle_core::Result<_>>()?;
+    let mut out = Vec::with_capacity(queries.rows);
+    for start in (0..queries.rows).step_by(DEVICE_QUERY_BLOCK) {
+        let n = DEVICE_QUERY_BLOCK.min(queries.rows - start);
+        let q = Tensor::from_slice(
+            &queries.data[start * queries.dim..(start + n) * queries.dim],
+            (n, queries.dim),
+            device,
+        )?;
+        let mut candidates: Vec<Vec<(usize, f32)>> = vec![Vec::new(); n];
+        for (b, g) in gallery_blocks.iter().enumerate() {
+            let s = q.matmul(g)?;
+            let kept = k.min(s.dim(1)?);
+            let order = s
+                .arg_sort_last_dim(false)?
+                .narrow(1, 0, kept)?
+                .contiguous()?;
+            let values = s.gather(&order, 1)?.to_vec2::<f32>()?;
+            let order = order.to_vec2::<u32>()?;
+            for (i, (ids, sims)) in order.iter().zip(&values).enumerate() {
+                let offset = b * DEVICE_GALLERY_BLOCK;
+                candidates[i].extend(
+                    ids.iter()
+                        .map(|&j| offset + j as usize)
+                        .zip(sims.iter().copied()),
+                );
+            }
+        }
+        for mut c in candidates {
+            c.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            c.truncate(k);
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +241,25 @@ mod tests {
         assert_eq!(first_correct_rank(&s, |j| j == 3), Some(4));
         assert_eq!(first_correct_rank(&s, |_| false), None);
         assert_eq!(top_k(&s, 3), vec![1, 2, 0]);
+    }
+
+    #[test]
+    fn device_search_matches_the_cpu_search() {
+        // Random vectors (no ties), over more than one gallery block; the CPU device
+        // runs the same candle ops a GPU does.
+        let mut rng = crate::rng::Rng::derive(3, &["device search"]);
+        let q: Vec<f32> = (0..300 * 16).map(|_| rng.normal() as f32).collect();
+        let g: Vec<f32> = (0..20_000 * 16).map(|_| rng.normal() as f32).collect();
+        let (qm, gm) = (Matrix::new(&q, 16), Matrix::new(&g, 16));
+        let cpu = top_k_search(qm, gm, 10).unwrap();
+        let device = top_k_search_on(qm, gm, 10, &Device::Cpu).unwrap();
+        assert_eq!(cpu.len(), device.len());
+        for (a, b) in cpu.iter().zip(&device) {
+            assert_eq!(
+                a.iter().map(|x| x.0).collect::<Vec<_>>(),
+                b.iter().map(|x| x.0).collect::<Vec<_>>()
+            );
+        }
     }
 
     #[test]
