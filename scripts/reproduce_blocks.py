@@ -187,17 +187,29 @@ def ablation_table(runs):
     return "\n".join(out)
 
 
+def provenance(info):
+    """What ran: the command, the wall time, the nodes, the time by node kind."""
+    nodes = info["nodes"]
+    kinds = ", ".join(f"{k} {v:.0f} s" for k, v in info["seconds_by_kind"].items() if v >= 0.5)
+    n = info["variants"]
+    return (f"`lethe run {info['file']}`: {info['wall_seconds']:.0f} s wall on this machine, "
+            f"{n} variant{'s' if n != 1 else ''} (labels x seeds), {nodes['executed']} nodes "
+            f"computed and {nodes['cached']} taken from the cache (compute by kind: "
+            f"{kinds or 'all under half a second'}).")
+
+
 def block(lethe, runs):
     parts = []
-    for run in runs:
-        info = json.loads((run / "run.json").read_text())
-        cmd = f"lethe run {info['file']}"
-        nodes = info["nodes"]
-        kinds = ", ".join(f"{k} {v:.0f} s" for k, v in info["seconds_by_kind"].items() if v >= 0.5)
-        parts.append(
-            f"`{cmd}`: {info['wall_seconds']:.0f} s wall on this machine, {info['variants']} "
-            f"variants, {nodes['executed']} nodes computed and {nodes['cached']} taken from the "
-            f"cache (compute by kind: {kinds}).\n")
+    if len(runs) == 1:
+        parts.append(provenance(json.loads((runs[0] / "run.json").read_text())))
+    else:
+        rows = ["| command (in this order, one cache) | wall | nodes computed | from the cache |",
+                "| :-- | --: | --: | --: |"]
+        for run in sorted(runs, key=lambda r: json.loads((r / "run.json").read_text())["started"]):
+            info = json.loads((run / "run.json").read_text())
+            rows.append(f"| `lethe run {info['file']}` | {info['wall_seconds']:.1f} s "
+                        f"| {info['nodes']['executed']} | {info['nodes']['cached']} |")
+        parts.append("\n".join(rows))
     if len(runs) > 1:
         parts.append("R@10, mean ± std over seeds; union = the union gallery with every task's "
                      "queries pooled; forgetting in recall points.\n\n" + ablation_table(runs))
