@@ -13,11 +13,21 @@ const TOKENS: &[&str] = &[
     "share",
 ];
 
+/// Every shipped pipeline's text, subfolders (`ablations/`) included.
 fn shipped() -> Vec<String> {
-    std::fs::read_dir(repo().join("pipelines"))
-        .unwrap()
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap())
-        .collect()
+    fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "pipe") {
+                out.push(std::fs::read_to_string(path).unwrap());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&repo().join("pipelines"), &mut out);
+    out
 }
 
 proptest! {

@@ -96,6 +96,28 @@ pub fn top_k(similarities: &[f32], k: usize) -> Vec<usize> {
     idx
 }
 
+/// The gallery in blocks of `block` items, each transposed (dim x items) on
+/// `device`, ready to multiply a block of queries by.
+fn transposed_blocks(
+    gallery: Matrix,
+    block: usize,
+    device: &Device,
+) -> candle_core::Result<Vec<Tensor>> {
+    (0..gallery.rows)
+        .step_by(block)
+        .map(|start| {
+            let n = block.min(gallery.rows - start);
+            Tensor::from_slice(
+                &gallery.data[start * gallery.dim..(start + n) * gallery.dim],
+                (n, gallery.dim),
+                device,
+            )?
+            .t()?
+            .contiguous()
+        })
+        .collect()
+}
+
 /// Gallery items per block of [`top_k_search`].
 pub const GALLERY_BLOCK: usize = 16_384;
 /// Queries per block of [`top_k_search`].
@@ -110,19 +132,7 @@ pub fn top_k_search(
     gallery: Matrix,
     k: usize,
 ) -> candle_core::Result<Vec<Vec<(usize, f32)>>> {
-    let gallery_blocks: Vec<Tensor> = (0..gallery.rows)
-        .step_by(GALLERY_BLOCK)
-        .map(|start| {
-            let n = GALLERY_BLOCK.min(gallery.rows - start);
-            Tensor::from_slice(
-                &gallery.data[start * gallery.dim..(start + n) * gallery.dim],
-                (n, gallery.dim),
-                &Device::Cpu,
-            )?
-            .t()?
-            .contiguous()
-        })
-        .collect::<candle_core::Result<_>>()?;
+    let gallery_blocks = transposed_blocks(gallery, GALLERY_BLOCK, &Device::Cpu)?;
     let starts: Vec<usize> = (0..queries.rows).step_by(QUERY_BLOCK).collect();
     let blocks: Vec<Vec<Vec<(usize, f32)>>> = starts
         .par_iter()
@@ -179,19 +189,7 @@ pub fn top_k_search_on(
     k: usize,
     device: &Device,
 ) -> candle_core::Result<Vec<Vec<(usize, f32)>>> {
-    let gallery_blocks: Vec<Tensor> = (0..gallery.rows)
-        .step_by(DEVICE_GALLERY_BLOCK)
-        .map(|start| {
-            let n = DEVICE_GALLERY_BLOCK.min(gallery.rows - start);
-            Tensor::from_slice(
-                &gallery.data[start * gallery.dim..(start + n) * gallery.dim],
-                (n, gallery.dim),
-                device,
-            )?
-            .t()?
-            .contiguous()
-        })
-        .collect::<candle_core::Result<_>>()?;
+    let gallery_blocks = transposed_blocks(gallery, DEVICE_GALLERY_BLOCK, device)?;
     let mut out = Vec::with_capacity(queries.rows);
     for start in (0..queries.rows).step_by(DEVICE_QUERY_BLOCK) {
         let n = DEVICE_QUERY_BLOCK.min(queries.rows - start);
