@@ -165,6 +165,10 @@ pub enum TrainError {
     },
     #[error("{0}")]
     Tensor(#[from] candle_core::Error),
+    /// A stage continues from its previous model on that model's device, so the
+    /// two must agree (else a GPU stage would silently train on the CPU).
+    #[error("the previous model is on {found:?} but the stage asks for {wanted:?}")]
+    DeviceMismatch { found: String, wanted: String },
 }
 
 pub struct Trained {
@@ -223,6 +227,14 @@ pub fn train_stage_with(
     engine: Engine,
 ) -> Result<Trained, TrainError> {
     let t = stage.train;
+    if let Some(p) = previous {
+        if !p.model.device().same_device(device) {
+            return Err(TrainError::DeviceMismatch {
+                found: format!("{:?}", p.model.device().location()),
+                wanted: format!("{:?}", device.location()),
+            });
+        }
+    }
     let model = match previous {
         Some(p) => p.model.deep_clone()?,
         None => {
