@@ -40,33 +40,29 @@ def report_tables(lethe, run):
     return "\n".join("#" + l if l.startswith("## ") else l for l in lines).strip()
 
 
-def labels(run):
-    """Variant labels in the pipeline's order."""
-    out = []
-    for v in json.loads((run / "pipeline.json").read_text()):
-        if v["label"] not in out:
-            out.append(v["label"])
-    return out
+class Run:
+    """One finished run: its provenance, its variant labels in the pipeline's order,
+    and its summary figures at K = 10, read once."""
 
+    def __init__(self, path):
+        self.path = path
+        self.info = json.loads((path / "run.json").read_text())
+        self.labels = []
+        for v in json.loads((path / "pipeline.json").read_text()):
+            if v["label"] not in self.labels:
+                self.labels.append(v["label"])
+        summary = pl.read_ipc(path / "summary.arrow", memory_map=False)
+        self.figures = {
+            (r["variant"], r["direction"], r["gallery"], r["metric"], r["statistic"]): r["value"]
+            for r in summary.filter(pl.col("k") == 10).iter_rows(named=True)
+        }
 
-def summary(run, statistic="mean"):
-    s = pl.read_ipc(run / "summary.arrow", memory_map=False)
-    return s.filter(pl.col("statistic") == statistic)
+    def mean(self, variant, direction, gallery="per_task", metric="average"):
+        return self.figures.get((variant, direction, gallery, metric, "mean"))
 
-
-def figure(s, variant, direction, gallery, metric, k=10):
-    row = s.filter((pl.col("variant") == variant) & (pl.col("direction") == direction)
-                   & (pl.col("gallery") == gallery) & (pl.col("metric") == metric)
-                   & (pl.col("k") == k))
-    return row["value"][0] if row.height else None
-
-
-def spread(s, variant, direction, gallery, metric, k=10):
-    """The std over seeds of a figure (0 with one seed)."""
-    row = s.filter((pl.col("variant") == variant) & (pl.col("direction") == direction)
-                   & (pl.col("gallery") == gallery) & (pl.col("metric") == metric)
-                   & (pl.col("k") == k))
-    return (row["value"][0] or 0.0) if row.height else 0.0
+    def std(self, variant, direction, gallery="per_task", metric="average"):
+        """The std over seeds (0 with one seed)."""
+        return self.figures.get((variant, direction, gallery, metric, "std")) or 0.0
 
 
 def verdict(a, sa, b, sb):
@@ -79,24 +75,22 @@ def fmt(x):
     return "–" if x is None else f"{x:.1f}"
 
 
-def line_label(s, variant):
+def line_label(variant):
     """The variant-line part of a label (`frozen ft, no sharing` -> `frozen ft`)."""
     return variant.split(", ")[0]
 
 
 def comparison(run):
-    s = summary(run)
-    variants = labels(run)
     # The seed's quoted numbers are without sharing; take our no-sharing columns
     # when the grid has them.
-    chosen = [v for v in variants if v.endswith("no sharing")] or variants
+    chosen = [v for v in run.labels if v.endswith("no sharing")] or run.labels
     out = ["| variant (im2txt R@10, no sharing) | ours: average | ours: union | seed SeViGe: average "
            "| seed SeCOCO: average | seed SeCOCO: union |", "| :-- | --: | --: | --: | --: | --: |"]
     for v in chosen:
-        name = line_label(s, v)
+        name = line_label(v)
         out.append(
-            f"| {name} | {fmt(figure(s, v, 'im2txt', 'per_task', 'average'))} "
-            f"| {fmt(figure(s, v, 'im2txt', 'union', 'total'))} "
+            f"| {name} | {fmt(run.mean(v, 'im2txt'))} "
+            f"| {fmt(run.mean(v, 'im2txt', 'union', 'total'))} "
             f"| {fmt(SEED_AVERAGE['SeViGe'].get(name))} | {fmt(SEED_AVERAGE['SeCOCO'].get(name))} "
             f"| {fmt(SEED_TOTAL['SeCOCO'].get(name))} |")
     return "\n".join(out)
@@ -104,25 +98,21 @@ def comparison(run):
 
 def findings(run):
     """Each of the seed's findings, per direction and sharing setting, on our run."""
-    s = summary(run)
-    std = summary(run, "std")
-    variants = labels(run)
     suffixes = []
-    for v in variants:
-        if v[len(line_label(s, v)):] not in suffixes:
-            suffixes.append(v[len(line_label(s, v)):])
+    for v in run.labels:
+        if v[len(line_label(v)):] not in suffixes:
+            suffixes.append(v[len(line_label(v)):])
     rows = ["| finding | setting | figures (R@10, mean over seeds) | holds (\"within noise\": the gap is below the larger seed std) |",
             "| :-- | :-- | :-- | :-: |"]
+    union = ("union", "total")
     for direction in ["im2txt", "txt2im"]:
         for suffix in suffixes:
             setting = direction + (f" ·{suffix[1:]}" if suffix else "")
-            avg = lambda name, gallery="per_task", metric="average": figure(
-                s, name + suffix, direction, gallery, metric)
-            sd = lambda name, gallery="per_task", metric="average": spread(
-                std, name + suffix, direction, gallery, metric)
+            avg = lambda name, *where: run.mean(name + suffix, direction, *where)
+            sd = lambda name, *where: run.std(name + suffix, direction, *where)
             joint_name = max(["joint CTNP", "joint"], key=lambda n: avg(n) or -1)
             joint = avg(joint_name)
-            continual_names = [line_label(s, v) for v in variants
+            continual_names = [line_label(v) for v in run.labels
                                if v.endswith(suffix) and not v.startswith("joint")]
             continual = {n: avg(n) for n in continual_names}
             best = max(continual, key=continual.get)
@@ -130,27 +120,22 @@ def findings(run):
                         f"continual {continual[best]:.1f} ({best}) | "
                         f"{verdict(joint, sd(joint_name), continual[best], sd(best))} |")
             f_known, r_known = avg("frozen ft"), avg("reindex ft")
-            f_union, r_union = avg("frozen ft", "union", "total"), avg("reindex ft", "union", "total")
+            f_union, r_union = avg("frozen ft", *union), avg("reindex ft", *union)
             rows.append(f"| no reindexing above reindexing (task known) | {setting} | frozen ft "
                         f"{f_known:.1f} vs reindex ft {r_known:.1f} | "
                         f"{verdict(f_known, sd('frozen ft'), r_known, sd('reindex ft'))} |")
             rows.append(f"| no reindexing above reindexing (union) | {setting} | frozen ft "
                         f"{f_union:.1f} vs reindex ft {r_union:.1f} | "
-                        f"{verdict(f_union, sd('frozen ft', 'union', 'total'), r_union, sd('reindex ft', 'union', 'total'))} |")
-            below = [n for n in continual_names + ["joint CTNP", "joint"]
-                     if avg(n, "union", "total") is not None and avg(n, "union", "total") < avg(n)]
-            total = len(continual_names) + 2
-            gaps = [avg(n) - avg(n, "union", "total") for n in continual_names + ["joint CTNP", "joint"]]
-            rows.append(f"| union below per-task recall | {setting} | {len(below)} of {total} "
+                        f"{verdict(f_union, sd('frozen ft', *union), r_union, sd('reindex ft', *union))} |")
+            everyone = continual_names + ["joint CTNP", "joint"]
+            below = [n for n in everyone if avg(n, *union) is not None and avg(n, *union) < avg(n)]
+            gaps = [avg(n) - avg(n, *union) for n in everyone]
+            rows.append(f"| union below per-task recall | {setting} | {len(below)} of {len(everyone)} "
                         f"variants; gap {min(gaps):.1f} to {max(gaps):.1f} points | "
-                        f"{'yes' if len(below) == total else 'no'} |")
+                        f"{'yes' if len(below) == len(everyone) else 'no'} |")
             policy_gap = abs(f_known - r_known)
-            reg = []
-            for policy in ["reindex", "frozen"]:
-                base = avg(f"{policy} ft")
-                for n in continual_names:
-                    if n.startswith(policy) and n != f"{policy} ft":
-                        reg.append(abs(avg(n) - base))
+            reg = [abs(avg(n) - avg(f"{policy} ft")) for policy in ["reindex", "frozen"]
+                   for n in continual_names if n.startswith(policy) and n != f"{policy} ft"]
             rows.append(f"| regularizers small next to the indexing policy | {setting} | largest "
                         f"regularizer effect {max(reg):.1f} vs policy gap {policy_gap:.1f} | "
                         f"{'yes' if max(reg) < policy_gap else 'no'} |")
@@ -159,31 +144,26 @@ def findings(run):
 
 def ablation_table(runs):
     """One row per run (each ablation file has one variant): the headline figures."""
-    head = ["pipeline"]
-    cols = []
-    for direction in ["im2txt", "txt2im"]:
-        for gallery, metric, title in [("per_task", "average", "average"),
-                                       ("union", "total", "union"),
-                                       ("per_task", "forgetting", "forgetting")]:
-            head.append(f"{direction} {title}")
-            cols.append((direction, gallery, metric))
-    out = ["| " + " | ".join(head) + " |", "| :-- |" + " --: |" * len(cols)]
+    cols = [(direction, gallery, metric, title)
+            for direction in ["im2txt", "txt2im"]
+            for gallery, metric, title in [("per_task", "average", "average"),
+                                           ("union", "total", "union"),
+                                           ("per_task", "forgetting", "forgetting")]]
+    out = ["| pipeline | " + " | ".join(f"{d} {t}" for d, _, _, t in cols) + " |",
+           "| :-- |" + " --: |" * len(cols)]
     for run in runs:
-        info = json.loads((run / "run.json").read_text())
-        s = pl.read_ipc(run / "summary.arrow", memory_map=False)
+        (variant,) = run.labels
         cells = []
-        for direction, gallery, metric in cols:
-            rows = s.filter((pl.col("direction") == direction) & (pl.col("gallery") == gallery)
-                            & (pl.col("metric") == metric) & (pl.col("k") == 10))
-            mean = rows.filter(pl.col("statistic") == "mean")["value"]
-            std = rows.filter(pl.col("statistic") == "std")["value"]
-            if mean.len() == 0:
+        for direction, gallery, metric, _ in cols:
+            mean = run.mean(variant, direction, gallery, metric)
+            std = run.figures.get((variant, direction, gallery, metric, "std"))
+            if mean is None:
                 cells.append("–")
-            elif std.len() and std[0] is not None:
-                cells.append(f"{mean[0]:.1f} ± {std[0]:.1f}")
+            elif std is not None:
+                cells.append(f"{mean:.1f} ± {std:.1f}")
             else:
-                cells.append(f"{mean[0]:.1f}")
-        out.append(f"| `{Path(info['file']).name}` | " + " | ".join(cells) + " |")
+                cells.append(f"{mean:.1f}")
+        out.append(f"| `{Path(run.info['file']).name}` | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
@@ -198,37 +178,33 @@ def provenance(info):
             f"{kinds or 'all under half a second'}).")
 
 
+# The columns a Table-1-like grid has, which the comparison and findings need.
+TABLE1_COLUMNS = {"joint", "joint CTNP", "reindex ft", "frozen ft", "frozen EWC"}
+
+
 def block(lethe, runs):
-    parts = []
-    if len(runs) == 1:
-        parts.append(provenance(json.loads((runs[0] / "run.json").read_text())))
-    else:
+    if len(runs) > 1:
+        # Several files run with one cache (the ablations): a line each.
         rows = ["| command (in this order, one cache) | wall | nodes computed | from the cache |",
                 "| :-- | --: | --: | --: |"]
-        for run in sorted(runs, key=lambda r: json.loads((r / "run.json").read_text())["started"]):
-            info = json.loads((run / "run.json").read_text())
-            rows.append(f"| `lethe run {info['file']}` | {info['wall_seconds']:.1f} s "
-                        f"| {info['nodes']['executed']} | {info['nodes']['cached']} |")
-        parts.append("\n".join(rows))
-    if len(runs) > 1:
-        parts.append("R@10, mean ± std over seeds; union = the union gallery with every task's "
-                     "queries pooled; forgetting in recall points.\n\n" + ablation_table(runs))
-        return "\n\n".join(parts)
-    for run in runs:
-        parts.append(report_tables(lethe, run))
-        s = summary(run)
-        if s.filter(pl.col("variant").str.starts_with("frozen ft")).height and \
-                s.filter(pl.col("variant").str.starts_with("joint")).height and \
-                s.filter(pl.col("variant").str.starts_with("reindex ft")).height and \
-                s.filter(pl.col("variant").str.starts_with("frozen EWC")).height:
-            parts.append("### Ours next to the seed's\n\n" + comparison(run))
-            parts.append("### The seed's findings on this run\n\n" + findings(run))
+        for run in sorted(runs, key=lambda r: r.info["started"]):
+            rows.append(f"| `lethe run {run.info['file']}` | {run.info['wall_seconds']:.1f} s "
+                        f"| {run.info['nodes']['executed']} | {run.info['nodes']['cached']} |")
+        return "\n\n".join(["\n".join(rows),
+                             "R@10, mean ± std over seeds; union = the union gallery with every "
+                             "task's queries pooled; forgetting in recall points.\n\n"
+                             + ablation_table(runs)])
+    (run,) = runs
+    parts = [provenance(run.info), report_tables(lethe, run.path)]
+    if TABLE1_COLUMNS <= {line_label(v) for v in run.labels}:
+        parts.append("### Ours next to the seed's\n\n" + comparison(run))
+        parts.append("### The seed's findings on this run\n\n" + findings(run))
     return "\n\n".join(parts)
 
 
 def main():
     name, lethe, *runs = sys.argv[1:]
-    runs = [Path(r) for r in runs]
+    runs = [Run(Path(r)) for r in runs]
     doc = DOC.read_text()
     begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
     if begin not in doc or end not in doc:

@@ -18,19 +18,10 @@ fn text(bytes: &[u8]) -> String {
 
 #[test]
 fn validate_accepts_every_shipped_pipeline() {
-    // Every .pipe under pipelines/, subfolders (ablations/) included.
-    fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if path.extension().is_some_and(|e| e == "pipe") {
-                out.push(path.display().to_string());
-            }
-        }
-    }
-    let mut files = Vec::new();
-    walk(&repo().join("pipelines"), &mut files);
+    let files: Vec<String> = shipped_pipelines()
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
     assert!(
         files.iter().any(|f| f.contains("/ablations/")),
         "the ablation files are found"

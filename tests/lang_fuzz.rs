@@ -13,21 +13,12 @@ const TOKENS: &[&str] = &[
     "share",
 ];
 
-/// Every shipped pipeline's text, subfolders (`ablations/`) included.
+/// Every shipped pipeline's text.
 fn shipped() -> Vec<String> {
-    fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if path.extension().is_some_and(|e| e == "pipe") {
-                out.push(std::fs::read_to_string(path).unwrap());
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(&repo().join("pipelines"), &mut out);
-    out
+    shipped_pipelines()
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect()
 }
 
 proptest! {

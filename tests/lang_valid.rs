@@ -7,13 +7,10 @@ use lethe::lang::*;
 #[test]
 fn every_shipped_pipeline_validates() {
     let mut n = 0;
-    for entry in std::fs::read_dir(repo().join("pipelines")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "pipe") {
-            let o = check_file(&path);
-            assert!(o.result.is_ok(), "{}:\n{}", path.display(), o.rendered());
-            n += 1;
-        }
+    for path in shipped_pipelines() {
+        let o = check_file(&path);
+        assert!(o.result.is_ok(), "{}:\n{}", path.display(), o.rendered());
+        n += 1;
     }
     assert!(
         n >= 6,

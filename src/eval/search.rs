@@ -48,11 +48,7 @@ where
         .par_iter()
         .try_for_each(|&start| -> candle_core::Result<()> {
             let n = BLOCK.min(queries.rows - start);
-            let q = Tensor::from_slice(
-                &queries.data[start * queries.dim..(start + n) * queries.dim],
-                (n, queries.dim),
-                &Device::Cpu,
-            )?;
+            let q = rows_tensor(queries, start, n, &Device::Cpu)?;
             let s = q.matmul(&gt)?.flatten_all()?.to_vec1::<f32>()?;
             for i in 0..n {
                 f(start + i, &s[i * gallery.rows..(i + 1) * gallery.rows]);
@@ -96,6 +92,15 @@ pub fn top_k(similarities: &[f32], k: usize) -> Vec<usize> {
     idx
 }
 
+/// Rows `start..start + n` of `m` as an (n x dim) tensor on `device`.
+fn rows_tensor(m: Matrix, start: usize, n: usize, device: &Device) -> candle_core::Result<Tensor> {
+    Tensor::from_slice(
+        &m.data[start * m.dim..(start + n) * m.dim],
+        (n, m.dim),
+        device,
+    )
+}
+
 /// The gallery in blocks of `block` items, each transposed (dim x items) on
 /// `device`, ready to multiply a block of queries by.
 fn transposed_blocks(
@@ -107,15 +112,15 @@ fn transposed_blocks(
         .step_by(block)
         .map(|start| {
             let n = block.min(gallery.rows - start);
-            Tensor::from_slice(
-                &gallery.data[start * gallery.dim..(start + n) * gallery.dim],
-                (n, gallery.dim),
-                device,
-            )?
-            .t()?
-            .contiguous()
+            rows_tensor(gallery, start, n, device)?.t()?.contiguous()
         })
         .collect()
+}
+
+/// Keeps the `k` best of `candidates`: most similar first, ties by gallery order.
+fn keep_best(candidates: &mut Vec<(usize, f32)>, k: usize) {
+    candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    candidates.truncate(k);
 }
 
 /// Gallery items per block of [`top_k_search`].
@@ -138,11 +143,7 @@ pub fn top_k_search(
         .par_iter()
         .map(|&start| -> candle_core::Result<Vec<Vec<(usize, f32)>>> {
             let n = QUERY_BLOCK.min(queries.rows - start);
-            let q = Tensor::from_slice(
-                &queries.data[start * queries.dim..(start + n) * queries.dim],
-                (n, queries.dim),
-                &Device::Cpu,
-            )?;
+            let q = rows_tensor(queries, start, n, &Device::Cpu)?;
             let mut best: Vec<Vec<(usize, f32)>> = vec![Vec::with_capacity(2 * k); n];
             for (b, g) in gallery_blocks.iter().enumerate() {
                 let offset = b * GALLERY_BLOCK;
@@ -162,8 +163,7 @@ pub fn top_k_search(
                             kept.push((offset + j, row[j]));
                         }
                     }
-                    kept.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-                    kept.truncate(k);
+                    keep_best(kept, k);
                 }
             }
             Ok(best)
@@ -193,13 +193,10 @@ pub fn top_k_search_on(
     let mut out = Vec::with_capacity(queries.rows);
     for start in (0..queries.rows).step_by(DEVICE_QUERY_BLOCK) {
         let n = DEVICE_QUERY_BLOCK.min(queries.rows - start);
-        let q = Tensor::from_slice(
-            &queries.data[start * queries.dim..(start + n) * queries.dim],
-            (n, queries.dim),
-            device,
-        )?;
+        let q = rows_tensor(queries, start, n, device)?;
         let mut candidates: Vec<Vec<(usize, f32)>> = vec![Vec::new(); n];
         for (b, g) in gallery_blocks.iter().enumerate() {
+            let offset = b * DEVICE_GALLERY_BLOCK;
             let s = q.matmul(g)?;
             let kept = k.min(s.dim(1)?);
             let order = s
@@ -209,7 +206,6 @@ pub fn top_k_search_on(
             let values = s.gather(&order, 1)?.to_vec2::<f32>()?;
             let order = order.to_vec2::<u32>()?;
             for (i, (ids, sims)) in order.iter().zip(&values).enumerate() {
-                let offset = b * DEVICE_GALLERY_BLOCK;
                 candidates[i].extend(
                     ids.iter()
                         .map(|&j| offset + j as usize)
@@ -218,8 +214,7 @@ pub fn top_k_search_on(
             }
         }
         for mut c in candidates {
-            c.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-            c.truncate(k);
+            keep_best(&mut c, k);
             out.push(c);
         }
     }

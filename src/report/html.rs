@@ -113,17 +113,10 @@ fn escape(s: &str) -> String {
 
 fn block_table(block: &Block) -> String {
     let mut s = String::from("<table>\n<thead>\n<tr><th></th>");
-    let mut groups: Vec<(&str, usize)> = Vec::new();
-    for c in &block.columns {
-        match groups.last_mut() {
-            Some((title, n)) if *title == c.policy.title() => *n += 1,
-            _ => groups.push((c.policy.title(), 1)),
-        }
-    }
-    for (title, span) in groups {
+    for (policy, span) in block.groups() {
         s.push_str(&format!(
             "<th class=\"group\" colspan=\"{span}\">{}</th>",
-            escape(title)
+            escape(policy.title())
         ));
     }
     s.push_str("</tr>\n<tr><th>task</th>");

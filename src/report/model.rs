@@ -100,11 +100,24 @@ pub struct Row {
 /// One of the paper's tables: a direction and one value of every other swept axis.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Block {
-    pub direction: String,
     /// `im2txt`, then `model.share = sharing` and so on.
     pub title: String,
     pub columns: Vec<Column>,
     pub rows: Vec<Row>,
+}
+
+impl Block {
+    /// Runs of adjacent columns under one policy: (policy, how many columns).
+    pub fn groups(&self) -> Vec<(Policy, usize)> {
+        let mut groups: Vec<(Policy, usize)> = Vec::new();
+        for c in &self.columns {
+            match groups.last_mut() {
+                Some((policy, n)) if *policy == c.policy => *n += 1,
+                _ => groups.push((c.policy, 1)),
+            }
+        }
+        groups
+    }
 }
 
 /// Recall on every task after every stage, for one variant and direction.
@@ -173,23 +186,11 @@ pub fn build(results: &RunResults, k: Option<u64>) -> Result<Report, ReportError
         .iter()
         .filter(|v| results.recall.iter().any(|r| r.variant == v.label))
         .collect();
-    let mut directions: Vec<String> = Vec::new();
-    for r in &results.recall {
-        if !directions.contains(&r.direction) {
-            directions.push(r.direction.clone());
-        }
-    }
+    let directions = unique(results.recall.iter().map(|r| r.direction.clone()));
     let mut formulas: Vec<(String, String)> = Vec::new();
     for s in &results.summary {
         if !formulas.iter().any(|(m, _)| *m == s.metric) {
             formulas.push((s.metric.clone(), s.formula.clone()));
-        }
-    }
-    let figures = Figures::new(results, k);
-    let mut blocks = Vec::new();
-    for direction in &directions {
-        for (title, members) in split_by_axes(&variants) {
-            blocks.push(block(direction, &title, &members, &figures));
         }
     }
     let mut matrices = Vec::new();
@@ -198,6 +199,17 @@ pub fn build(results: &RunResults, k: Option<u64>) -> Result<Report, ReportError
             if let Some(m) = matrix(results, v, direction, k) {
                 matrices.push(m);
             }
+        }
+    }
+    let figures = Figures {
+        results,
+        k,
+        matrices: &matrices,
+    };
+    let mut blocks = Vec::new();
+    for direction in &directions {
+        for (title, members) in split_by_axes(&variants) {
+            blocks.push(block(direction, &title, &members, &figures));
         }
     }
     Ok(Report {
@@ -248,38 +260,24 @@ fn split_by_axes<'a>(
     out
 }
 
-/// Per-seed recall and the summary's mean/std, looked up by variant.
+/// Where a block's cells come from: the recall matrices (task rows) and the
+/// summary's mean/std (the other rows).
 struct Figures<'a> {
     results: &'a RunResults,
     k: u64,
+    matrices: &'a [Matrix],
 }
 
-impl<'a> Figures<'a> {
-    fn new(results: &'a RunResults, k: u64) -> Self {
-        Self { results, k }
-    }
-
-    /// Recall on `task` with the task known after the variant's last stage, per seed.
-    fn final_task(&self, variant: &str, direction: &str, task: &str) -> Vec<f64> {
-        let rows: Vec<_> = self
-            .results
-            .recall
+impl Figures<'_> {
+    /// Recall on `task` with the task known after the variant's last stage: the
+    /// last row of its recall matrix.
+    fn final_task(&self, variant: &str, direction: &str, task: &str) -> Option<Stat> {
+        let m = self
+            .matrices
             .iter()
-            .filter(|r| {
-                r.variant == variant
-                    && r.direction == direction
-                    && r.gallery == "per_task"
-                    && r.k == self.k
-            })
-            .collect();
-        let mut by_seed: BTreeMap<u64, (u64, f64)> = BTreeMap::new();
-        for r in rows.iter().filter(|r| r.eval_task == task) {
-            let best = by_seed.entry(r.seed).or_insert((r.stage, r.recall));
-            if r.stage >= best.0 {
-                *best = (r.stage, r.recall);
-            }
-        }
-        by_seed.values().map(|(_, recall)| *recall).collect()
+            .find(|m| m.variant == variant && m.direction == direction)?;
+        let j = m.tasks.iter().position(|t| t == task)?;
+        m.cells.last()?[j]
     }
 
     /// A summary figure (mean and std over seeds, as `lethe run` computed them).
@@ -318,14 +316,7 @@ fn block(
         .collect();
     // Stable: the pipeline's order within each policy group.
     columns.sort_by_key(|c| c.policy);
-    let mut tasks: Vec<String> = Vec::new();
-    for (v, _) in members {
-        for t in &v.tasks {
-            if !tasks.contains(t) {
-                tasks.push(t.clone());
-            }
-        }
-    }
+    let tasks = unique(members.iter().flat_map(|(v, _)| v.tasks.iter().cloned()));
     let row = |label: &str, kind: RowKind, cell: &dyn Fn(&Column) -> Option<Stat>| Row {
         label: label.to_string(),
         kind,
@@ -335,7 +326,7 @@ fn block(
         .iter()
         .map(|task| {
             row(task, RowKind::Task, &|c| {
-                Stat::of(&figures.final_task(&c.variant, direction, task))
+                figures.final_task(&c.variant, direction, task)
             })
         })
         .collect();
@@ -363,7 +354,6 @@ fn block(
     // A row nobody has (no union gallery evaluated, say) is left out.
     rows.retain(|r| r.kind == RowKind::Task || r.cells.iter().any(Option::is_some));
     Block {
-        direction: direction.to_string(),
         title: if axes_title.is_empty() {
             direction.to_string()
         } else {
@@ -417,39 +407,48 @@ fn matrix(results: &RunResults, v: &VariantInfo, direction: &str, k: u64) -> Opt
 }
 
 fn drift_charts(results: &RunResults, variants: &[&VariantInfo]) -> Vec<DriftChart> {
-    let mut kinds: Vec<(String, String)> = Vec::new();
-    for d in &results.drift {
-        let kind = (d.metric.clone(), d.modality.clone());
-        if !kinds.contains(&kind) {
-            kinds.push(kind);
+    unique(
+        results
+            .drift
+            .iter()
+            .map(|d| (d.metric.clone(), d.modality.clone())),
+    )
+    .into_iter()
+    .map(|(metric, modality)| {
+        let series = variants
+            .iter()
+            .filter_map(|v| {
+                let mut by_stage: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+                for d in results.drift.iter().filter(|d| {
+                    d.variant == v.label && d.metric == metric && d.modality == modality
+                }) {
+                    by_stage.entry(d.stage).or_default().push(d.value);
+                }
+                let points: Vec<(u64, f64)> = by_stage
+                    .into_iter()
+                    .map(|(stage, values)| {
+                        (stage, values.iter().sum::<f64>() / values.len() as f64)
+                    })
+                    .collect();
+                (!points.is_empty()).then(|| (v.label.clone(), points))
+            })
+            .collect();
+        DriftChart {
+            metric,
+            modality,
+            series,
+        }
+    })
+    .collect()
+}
+
+/// The distinct items in order of first appearance.
+pub fn unique<T: PartialEq>(items: impl IntoIterator<Item = T>) -> Vec<T> {
+    let mut out = Vec::new();
+    for item in items {
+        if !out.contains(&item) {
+            out.push(item);
         }
     }
-    kinds
-        .into_iter()
-        .map(|(metric, modality)| {
-            let series = variants
-                .iter()
-                .filter_map(|v| {
-                    let mut by_stage: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
-                    for d in results.drift.iter().filter(|d| {
-                        d.variant == v.label && d.metric == metric && d.modality == modality
-                    }) {
-                        by_stage.entry(d.stage).or_default().push(d.value);
-                    }
-                    let points: Vec<(u64, f64)> = by_stage
-                        .into_iter()
-                        .map(|(stage, values)| {
-                            (stage, values.iter().sum::<f64>() / values.len() as f64)
-                        })
-                        .collect();
-                    (!points.is_empty()).then(|| (v.label.clone(), points))
-                })
-                .collect();
-            DriftChart {
-                metric,
-                modality,
-                series,
-            }
-        })
-        .collect()
+    out
 }

@@ -95,13 +95,11 @@ pub fn cell(stat: &Option<Stat>) -> String {
 }
 
 pub fn block_grid(block: &Block) -> Grid {
-    let mut groups: Vec<(String, usize)> = Vec::new();
-    for c in &block.columns {
-        match groups.last_mut() {
-            Some((title, n)) if title == c.policy.title() => *n += 1,
-            _ => groups.push((c.policy.title().to_string(), 1)),
-        }
-    }
+    let groups = block
+        .groups()
+        .into_iter()
+        .map(|(policy, n)| (policy.title().to_string(), n))
+        .collect();
     let mut header = vec!["task".to_string()];
     header.extend(block.columns.iter().map(|c| c.header.clone()));
     let first_summary = block
@@ -149,14 +147,12 @@ pub fn drift_grid(report: &Report) -> Option<Grid> {
     if report.drift.is_empty() {
         return None;
     }
-    let mut variants: Vec<&str> = Vec::new();
-    for chart in &report.drift {
-        for (v, _) in &chart.series {
-            if !variants.contains(&v.as_str()) {
-                variants.push(v);
-            }
-        }
-    }
+    let variants = super::model::unique(
+        report
+            .drift
+            .iter()
+            .flat_map(|chart| chart.series.iter().map(|(v, _)| v.as_str())),
+    );
     let mut header = vec!["variant".to_string()];
     header.extend(
         report

@@ -167,7 +167,7 @@ pub enum TrainError {
     Tensor(#[from] candle_core::Error),
     /// A stage continues from its previous model on that model's device, so the
     /// two must agree (else a GPU stage would silently train on the CPU).
-    #[error("the previous model is on {found:?} but the stage asks for {wanted:?}")]
+    #[error("the previous model is on {found} but the stage asks for {wanted}")]
     DeviceMismatch { found: String, wanted: String },
 }
 
