@@ -345,7 +345,7 @@ fn plan_cmd(
 }
 
 fn run_cmd(options: RunOptions) -> ExitCode {
-    let summary = match run::run(&options, &load_split, &evaluate_node, &report) {
+    let summary = match run::run(&options) {
         Ok(s) => s,
         Err(RunError::Invalid(diagnostics, sources)) => {
             self::print_diagnostics(&diagnostics, &sources);
@@ -445,24 +445,6 @@ fn inspect_cmd(manifest: &Path) -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-fn load_split(e: &lethe::lang::Experiment) -> Result<lethe::data::LoadedSplit, String> {
-    let manifest = lethe::data::Manifest::load(&e.dataset).map_err(|e| e.to_string())?;
-    lethe::data::load_split(&manifest, &e.split).map_err(|e| e.to_string())
-}
-
-fn evaluate_node(cx: &lethe::exec::nodes::EvalContext) -> Result<(), String> {
-    lethe::eval::evaluate_node(cx)
-}
-
-fn report(
-    plan: &lethe::plan::Plan,
-    cache: &Cache,
-    dir: &Path,
-    options: &RunOptions,
-) -> Result<(), String> {
-    lethe::exec::tables::write_report(plan, cache, dir, options)
 }
 
 fn print_headline(dir: &Path) {

@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use lethe::exec::{execute, Cache, Events, ExecOptions, Outcome, Runner};
 use lethe::lang::ManifestCache;
-use lethe::plan::{self, NodeKind, Plan};
+use lethe::plan::{self, Plan};
 use petgraph::graph::NodeIndex;
 use std::collections::HashMap;
 use std::path::Path;
@@ -69,12 +69,11 @@ fn a_second_run_executes_nothing() {
         keep_going: false,
     };
     let first = execute(&plan, &cache, &fake(&plan, vec![]), &Quiet, options);
-    let non_report = plan.graph.node_count() - 1;
     assert_eq!(
         count(&first, |o| matches!(o, Outcome::Executed(_))),
-        non_report
+        plan.graph.node_count()
     );
-    for (_, n) in plan.nodes().filter(|(_, n)| n.kind != NodeKind::Report) {
+    for (_, n) in plan.nodes() {
         assert_eq!(
             std::fs::read_to_string(cache.entry(&n.key).join("output")).unwrap(),
             n.key
@@ -86,7 +85,7 @@ fn a_second_run_executes_nothing() {
     }
     let second = execute(&plan, &cache, &fake(&plan, vec![]), &Quiet, options);
     assert_eq!(count(&second, |o| matches!(o, Outcome::Executed(_))), 0);
-    // Everything the report reads is reported cached; the rest is not needed.
+    // Everything the tables read is reported cached; the rest is not needed.
     assert!(second
         .iter()
         .all(|o| matches!(o, Outcome::Cached | Outcome::NotRun)));
@@ -114,7 +113,7 @@ fn cached_nodes_do_not_pull_their_inputs() {
     let runner = fake(&plan, vec![]);
     let again = execute(&plan, &cache, &runner, &Quiet, options);
     assert_eq!(count(&again, |o| matches!(o, Outcome::Executed(_))), 0);
-    // Forget train(3): the report reads its log, so it runs again, and only it.
+    // Forget train(3): the tables read its log, so it runs again, and only it.
     let last = plan
         .nodes()
         .find(|(_, n)| n.label == "train(3: d3)")
@@ -170,8 +169,8 @@ fn failure_skips_dependents_and_keep_going_finishes_the_rest() {
                 .count();
             assert_eq!(
                 count(&out, |o| matches!(o, Outcome::NotRun)),
-                1,
-                "only the report is left"
+                0,
+                "every node ran, failed or was skipped"
             );
             assert!(executed > joint);
         } else {
@@ -223,7 +222,7 @@ fn concurrent_runs_share_a_cache_without_computing_a_key_twice() {
         }
     });
     let runs = runner.runs.lock().unwrap();
-    assert_eq!(runs.len(), plan.graph.node_count() - 1);
+    assert_eq!(runs.len(), plan.graph.node_count());
     assert!(
         runs.values().all(|&n| n == 1),
         "a key was computed twice: {runs:?}"

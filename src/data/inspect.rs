@@ -1,6 +1,7 @@
 //! `lethe data inspect`: what a manifest holds, split by split.
 
-use super::manifest::{DataError, Manifest};
+use super::error::DataError;
+use super::manifest::Manifest;
 use super::split::load_split;
 use std::fmt::Write;
 

@@ -3,27 +3,13 @@
 //! Parsing checks the manifest alone (cheap: `lethe validate` on a pipeline reads
 //! nothing else); [`super::load_split`] reads and checks the tables.
 
+use super::error::DataError;
 use indexmap::IndexMap;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
 /// Largest manifest accepted: manifests are small; anything bigger is a mistake.
 const MAX_MANIFEST_BYTES: u64 = 1 << 20;
-
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum DataError {
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
-}
-
-impl DataError {
-    pub fn invalid(path: &Path, message: impl Into<String>) -> Self {
-        DataError::Invalid {
-            path: path.to_path_buf(),
-            message: message.into(),
-        }
-    }
-}
 
 /// Image and text feature sizes of a dataset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,12 +3,14 @@
 //! [`Manifest::load`] reads a manifest alone (what the language checker needs);
 //! [`load_split`] reads or generates the tables and cuts them into tasks.
 
+mod error;
 pub mod inspect;
 pub mod manifest;
 pub mod split;
 pub mod synthetic;
 pub mod tables;
 
+pub use error::DataError;
 pub use inspect::inspect;
-pub use manifest::{DataError, FeatureDims, Manifest};
+pub use manifest::{FeatureDims, Manifest};
 pub use split::{load_split, LoadedSplit, TaskRows};

@@ -8,7 +8,8 @@
 //! on the other items). Rows keep table order, so a manifest always gives the
 //! same items in the same order.
 
-use super::manifest::{DataError, Kind, Manifest};
+use super::error::DataError;
+use super::manifest::{Kind, Manifest};
 use super::tables::{read_table, Table};
 use crate::train::PairData;
 use std::collections::HashMap;

@@ -2,7 +2,7 @@
 //! (FixedSizeList of f32 or f16) and string metadata columns. Every problem is
 //! reported with the file, the row or column, and what was expected.
 
-use super::manifest::DataError;
+use super::error::DataError;
 use arrow_array::{
     Array, FixedSizeListArray, Float16Array, Float32Array, LargeStringArray, RecordBatch,
     StringArray,

@@ -4,7 +4,6 @@
 
 use super::Embedded;
 use crate::data::LoadedSplit;
-use crate::lang::IndexPolicy;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -64,7 +63,8 @@ fn pairs(n: usize, m: usize, distinct: bool) -> Vec<(usize, usize)> {
 
 /// The diagnostics of task `task` (index into the split's tasks): `now` holds its
 /// embeddings by the current model, `then` by the model that learned it, and
-/// `gallery` the gallery the policy searched. Returns (metric, modality, value).
+/// `gallery` the gallery the policy searched; `mixed` when that gallery was
+/// embedded by an older model than the queries (a frozen index). Returns (metric, modality, value).
 pub fn diagnostics(
     split: &LoadedSplit,
     task: usize,
@@ -72,7 +72,7 @@ pub fn diagnostics(
     then: &Embedded,
     gallery: &Embedded,
     overlap: Option<f64>,
-    policy: IndexPolicy,
+    mixed: bool,
 ) -> Result<Vec<(String, String, f64)>, String> {
     let t = &split.tasks[task];
     let mut out = Vec::new();
@@ -119,7 +119,7 @@ pub fn diagnostics(
             alignment(im, tx),
         ));
     }
-    if policy == IndexPolicy::Frozen {
+    if mixed {
         // New queries against the old gallery: what a frozen index actually compares.
         if let (Some(im), Some(tx)) = (rows(now, "image"), rows(gallery, "text")) {
             out.push((

@@ -12,13 +12,10 @@ pub mod metrics;
 pub mod search;
 
 use crate::data::LoadedSplit;
-use crate::exec::nodes::{read_embeddings, EvalContext};
-use crate::lang::{Direction, GalleryScope, Schedule};
-use crate::plan::NodeKind;
+use crate::lang::{Direction, GalleryScope};
 use search::{first_correct_rank, for_each_similarity_row, top_k, Matrix};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::io::Write;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 /// One measurement: a task's queries after a stage, one direction, gallery and K.
@@ -39,7 +36,7 @@ pub struct RecallRow {
 }
 
 /// Embeddings of one task by one model: modality → row-major floats.
-pub type Embedded = HashMap<String, (usize, Vec<f32>)>;
+pub type Embedded = BTreeMap<String, (usize, Vec<f32>)>;
 
 /// Ranks of queries against a gallery, and the share of top-`overlap_k` results
 /// that come from a task other than the query's.
@@ -153,13 +150,42 @@ fn side(
     })
 }
 
-/// Runs an `evaluate` node: writes `recall.jsonl` and `drift.jsonl`.
-pub fn evaluate_node(cx: &EvalContext) -> Result<(), String> {
-    let (plan, e, split) = (cx.plan, cx.experiment, cx.split);
-    let node = plan.node(cx.node);
-    let k = node.stage.unwrap_or(1);
-    let t = e.tasks.len();
-    let task_index: Vec<usize> = e
+/// One task's embeddings for one direction, as the plan wired them.
+pub struct TaskEmbeddings<'a> {
+    /// The task's queries, embedded by the stage's model.
+    pub query: &'a Embedded,
+    /// The gallery the indexing policy searches.
+    pub gallery: &'a Embedded,
+    /// The stage whose model embedded the gallery.
+    pub gallery_stage: usize,
+    /// The task embedded by the model that learned it (for drift), when that
+    /// model is older than the stage's.
+    pub learned: Option<&'a Embedded>,
+}
+
+/// Everything one evaluation reads: the stage, the metrics asked for, and per
+/// direction the embeddings of every task.
+pub struct Evaluation<'a> {
+    pub stage: usize,
+    /// The task learned at this stage, or `joint`.
+    pub stage_task: &'a str,
+    /// Every task, in learning order.
+    pub tasks: &'a [String],
+    /// How many of `tasks` are learned by this stage (the union gallery's members).
+    pub seen: usize,
+    pub recall: &'a [usize],
+    pub galleries: &'a [GalleryScope],
+    pub directions: Vec<(Direction, Vec<TaskEmbeddings<'a>>)>,
+}
+
+/// Recall rows and drift rows of one evaluation.
+pub fn evaluate(
+    split: &LoadedSplit,
+    ev: &Evaluation,
+) -> Result<(Vec<RecallRow>, Vec<drift::DriftRow>), String> {
+    let k = ev.stage;
+    let t = ev.tasks.len();
+    let task_index: Vec<usize> = ev
         .tasks
         .iter()
         .map(|name| {
@@ -170,63 +196,37 @@ pub fn evaluate_node(cx: &EvalContext) -> Result<(), String> {
                 .ok_or_else(|| format!("the split has no task `{name}`"))
         })
         .collect::<Result<_, _>>()?;
-    let gallery_models: Vec<usize> = node.settings["gallery_models"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.as_u64().map(|v| v as usize))
-        .collect();
-    let stage_task = match e.schedule {
-        Schedule::Joint => "joint".to_string(),
-        Schedule::Sequential => e.tasks[k - 1].clone(),
-    };
-    let seen = match e.schedule {
-        Schedule::Joint => t,
-        Schedule::Sequential => k,
-    };
-    let overlap_k = e.evaluate.recall.iter().copied().max().unwrap_or(10);
-    let inputs = plan.inputs(cx.node);
+    let seen = ev.seen;
+    let overlap_k = ev.recall.iter().copied().max().unwrap_or(10);
     let mut rows = Vec::new();
     let mut drift_rows = Vec::new();
-    for &direction in &e.evaluate.directions {
-        // This direction's model chain (decoupled) or the only one.
-        let find = |kind: NodeKind, task: &str, stage: usize| {
-            inputs.iter().copied().find(|&i| {
-                let n = plan.node(i);
-                n.kind == kind
-                    && n.tasks[0] == task
-                    && n.stage == Some(stage)
-                    && n.direction.is_none_or(|d| d == direction)
-            })
-        };
-        let mut query = Vec::with_capacity(t);
-        let mut gallery = Vec::with_capacity(t);
-        let mut own = Vec::with_capacity(t);
-        for (j, name) in e.tasks.iter().enumerate() {
-            let g_stage = gallery_models.get(j).copied().unwrap_or(k);
-            let q = find(NodeKind::Query, name, k)
-                .ok_or_else(|| format!("no query embeddings of `{name}` by model {k}"))?;
-            let g = find(NodeKind::Index, name, g_stage)
-                .ok_or_else(|| format!("no gallery of `{name}` by model {g_stage}"))?;
-            query.push(read_embeddings(cx.cache, &plan.node(q).key)?);
-            gallery.push(read_embeddings(cx.cache, &plan.node(g).key)?);
-            own.push(match find(NodeKind::Index, name, j + 1) {
-                Some(o) if j + 1 < k && e.schedule == Schedule::Sequential => {
-                    Some(read_embeddings(cx.cache, &plan.node(o).key)?)
-                }
-                _ => None,
-            });
+    for (direction, inputs) in &ev.directions {
+        let direction = *direction;
+        if inputs.len() != t {
+            return Err(format!(
+                "{} embeddings of {} tasks for {t} tasks",
+                direction.name(),
+                inputs.len()
+            ));
         }
         let sides: Vec<Side> = (0..t)
-            .map(|j| side(split, task_index[j], direction, &query[j], &gallery[j]))
+            .map(|j| {
+                side(
+                    split,
+                    task_index[j],
+                    direction,
+                    inputs[j].query,
+                    inputs[j].gallery,
+                )
+            })
             .collect::<Result<_, _>>()?;
         let dim = |m: &(usize, Vec<f32>)| m.1.len().checked_div(m.0).unwrap_or(0);
         let mut emit = |eval_task: &str, scope: &str, ranks: &[usize], gallery_size: usize| {
-            for &kk in &e.evaluate.recall {
+            for &kk in ev.recall {
                 let (recall, median_rank, mean_rank) = recall_figures(ranks, kk);
                 rows.push(RecallRow {
                     stage: k,
-                    stage_task: stage_task.clone(),
+                    stage_task: ev.stage_task.to_string(),
                     eval_task: eval_task.to_string(),
                     gallery: scope.to_string(),
                     direction: direction.name().to_string(),
@@ -244,7 +244,7 @@ pub fn evaluate_node(cx: &EvalContext) -> Result<(), String> {
         for j in 0..t {
             let s = &sides[j];
             let queries = Matrix::new(&s.queries.1, dim(&s.queries));
-            if e.evaluate.gallery.contains(&GalleryScope::PerTask) {
+            if ev.galleries.contains(&GalleryScope::PerTask) {
                 let g = Matrix::new(&s.gallery.1, dim(&s.gallery));
                 let found = search(
                     queries,
@@ -255,9 +255,9 @@ pub fn evaluate_node(cx: &EvalContext) -> Result<(), String> {
                     &vec![j; g.rows],
                     overlap_k,
                 )?;
-                emit(&e.tasks[j], "per_task", &found.ranks, g.rows);
+                emit(&ev.tasks[j], "per_task", &found.ranks, g.rows);
             }
-            if e.evaluate.gallery.contains(&GalleryScope::Union) {
+            if ev.galleries.contains(&GalleryScope::Union) {
                 // Every task seen so far, plus this one when it is not learned yet.
                 let members: Vec<usize> = (0..seen).chain((j >= seen).then_some(j)).collect();
                 let mut data = Vec::new();
@@ -269,7 +269,7 @@ pub fn evaluate_node(cx: &EvalContext) -> Result<(), String> {
                 }
                 let g = Matrix::new(&data, dim(&s.gallery));
                 let found = search(queries, &s.targets, j, g, &images, &tasks, overlap_k)?;
-                emit(&e.tasks[j], "union", &found.ranks, g.rows);
+                emit(&ev.tasks[j], "union", &found.ranks, g.rows);
                 overlap[j] = Some(found.other_task_share);
                 if j < seen {
                     pooled.push((found.ranks, g.rows));
@@ -282,52 +282,35 @@ pub fn evaluate_node(cx: &EvalContext) -> Result<(), String> {
             emit("all", "union", &all, size);
         }
         for j in 0..seen.min(t) {
-            if let Some(own) = &own[j] {
-                drift_rows.extend(
-                    drift::diagnostics(
-                        split,
-                        task_index[j],
-                        &query[j],
-                        own,
-                        &gallery[j],
-                        overlap[j],
-                        e.index,
-                    )?
-                    .into_iter()
-                    .map(|(metric, modality, value)| drift::DriftRow {
-                        stage: k,
-                        stage_task: stage_task.clone(),
-                        task: e.tasks[j].clone(),
-                        task_stage: j + 1,
-                        direction: direction.name().to_string(),
-                        metric,
-                        modality,
-                        value,
-                    }),
-                );
-            }
+            let Some(learned) = inputs[j].learned else {
+                continue;
+            };
+            // A gallery from an older model than the queries': what a frozen
+            // index compares.
+            let mixed = inputs[j].gallery_stage < k;
+            drift_rows.extend(
+                drift::diagnostics(
+                    split,
+                    task_index[j],
+                    inputs[j].query,
+                    learned,
+                    inputs[j].gallery,
+                    overlap[j],
+                    mixed,
+                )?
+                .into_iter()
+                .map(|(metric, modality, value)| drift::DriftRow {
+                    stage: k,
+                    stage_task: ev.stage_task.to_string(),
+                    task: ev.tasks[j].clone(),
+                    task_stage: j + 1,
+                    direction: direction.name().to_string(),
+                    metric,
+                    modality,
+                    value,
+                }),
+            );
         }
     }
-    write_jsonl(&cx.out.join("recall.jsonl"), &rows)?;
-    write_jsonl(&cx.out.join("drift.jsonl"), &drift_rows)
-}
-
-pub fn write_jsonl<T: Serialize>(path: &std::path::Path, rows: &[T]) -> Result<(), String> {
-    let mut w = std::io::BufWriter::new(std::fs::File::create(path).map_err(|e| e.to_string())?);
-    for r in rows {
-        writeln!(
-            w,
-            "{}",
-            serde_json::to_string(r).map_err(|e| e.to_string())?
-        )
-        .map_err(|e| e.to_string())?;
-    }
-    w.flush().map_err(|e| e.to_string())
-}
-
-pub fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &std::path::Path) -> Result<Vec<T>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    text.lines()
-        .map(|l| serde_json::from_str(l).map_err(|e| format!("{}: {e}", path.display())))
-        .collect()
+    Ok((rows, drift_rows))
 }

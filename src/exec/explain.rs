@@ -3,7 +3,7 @@
 //! with the same label tells which setting or input changed.
 
 use super::cache::Cache;
-use crate::plan::{NodeKind, Plan};
+use crate::plan::Plan;
 use petgraph::graph::NodeIndex;
 use serde_json::Value;
 
@@ -12,26 +12,26 @@ pub fn explain(plan: &Plan, cache: &Cache, needed: &[bool]) -> Vec<(NodeIndex, S
     let previous = cache.descriptions();
     let mut out = Vec::new();
     for (i, node) in plan.nodes() {
-        if !needed[i.index()] || node.kind == NodeKind::Report {
+        if !needed[i.index()] {
             continue;
         }
         let candidates: Vec<&Value> = previous
             .iter()
             .filter(|d| {
                 d["label"] == node.label.as_str()
-                    && d["kind"] == serde_json::to_value(node.kind).unwrap_or_default()
+                    && d["kind"] == serde_json::to_value(node.kind()).unwrap_or_default()
             })
             .collect();
         let inputs: Vec<(String, String)> = plan
             .inputs(i)
-            .into_iter()
-            .map(|j| (plan.node(j).label.clone(), plan.node(j).key.clone()))
+            .iter()
+            .map(|&j| (plan.node(j).label.clone(), plan.node(j).key.clone()))
             .collect();
         let reasons = candidates
             .iter()
             .map(|d| {
                 let mut changes = Vec::new();
-                diff("", &d["settings"], &node.settings, &mut changes);
+                diff("", &d["settings"], &node.spec.canonical(), &mut changes);
                 for (label, key) in &inputs {
                     let same = d["inputs"]
                         .as_array()

@@ -3,6 +3,7 @@
 //! confined to their dependents.
 
 pub mod cache;
+mod entries;
 pub mod explain;
 pub mod nodes;
 pub mod progress;

@@ -1,71 +1,47 @@
-//! What each kind of node computes, reading its inputs' cache entries and
-//! writing its own output files.
+//! What each kind of node computes: it reads its spec (the planner's decisions)
+//! and its inputs' cache entries by slot, and writes its own output files.
 //!
 //! Entry layout: `load` → `split.json`; `train` → `model.safetensors`,
 //! `log.jsonl`; `importance` → `importance.safetensors`; `index`/`query` →
 //! `embeddings.safetensors` (tensors `image`, `text`: rows in the task's test
-//! order); `evaluate` → `recall.jsonl`.
+//! order); `evaluate` → `recall.jsonl`, `drift.jsonl`.
 
 use super::cache::Cache;
+use super::entries::{read_embeddings, write_jsonl};
 use super::schedule::{Events, Runner};
-use crate::data::LoadedSplit;
-use crate::lang::{Experiment, Schedule};
-use crate::model::{load_checkpoint, save_checkpoint, CheckpointMeta, Modality, Model};
-use crate::plan::{resolve_coverage, NodeKind, Plan};
+use crate::data::{load_split, LoadedSplit, Manifest};
+use crate::eval::{self, Embedded, Evaluation, TaskEmbeddings};
+use crate::lang::{Modality, TrainSpec};
+use crate::model::{load_checkpoint, save_checkpoint, CheckpointMeta, Model};
+use crate::plan::{
+    EmbedNode, Estimate, EvaluateNode, ImportanceNode, LoadNode, NodeSpec, Plan, Slot, TrainNode,
+};
 use crate::train::importance::{self, Importance};
 use crate::train::{train_stage, Previous, Stage};
 use candle_core::{Device, Tensor};
 use petgraph::graph::NodeIndex;
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
-
-/// Loads the split an experiment names (the data layer's job).
-pub type Loader = dyn Fn(&Experiment) -> Result<LoadedSplit, String> + Sync;
-
-/// Evaluates one `evaluate` node (the evaluation layer's job): given the node,
-/// its experiment, the split and a way to read embedding entries, writes its rows.
-pub type Evaluator = dyn Fn(&EvalContext) -> Result<(), String> + Sync;
-
-/// What an evaluation needs.
-pub struct EvalContext<'a> {
-    pub plan: &'a Plan,
-    pub node: NodeIndex,
-    pub experiment: &'a Experiment,
-    pub split: &'a LoadedSplit,
-    pub cache: &'a Cache,
-    pub out: &'a Path,
-}
 
 /// A split loaded at most once per run, whichever node asks first.
 type SplitCell = OnceLock<Result<Arc<LoadedSplit>, String>>;
 
 /// Runs nodes for the scheduler.
 pub struct NodeRunner<'a> {
-    pub plan: &'a Plan,
-    pub cache: &'a Cache,
-    pub device: Device,
-    pub loader: &'a Loader,
-    pub evaluator: &'a Evaluator,
+    plan: &'a Plan,
+    cache: &'a Cache,
+    device: Device,
     events: Option<&'a dyn Events>,
     splits: Mutex<HashMap<String, Arc<SplitCell>>>,
 }
 
 impl<'a> NodeRunner<'a> {
-    pub fn new(
-        plan: &'a Plan,
-        cache: &'a Cache,
-        device: Device,
-        loader: &'a Loader,
-        evaluator: &'a Evaluator,
-    ) -> Self {
+    pub fn new(plan: &'a Plan, cache: &'a Cache, device: Device) -> Self {
         NodeRunner {
             plan,
             cache,
             device,
-            loader,
-            evaluator,
             events: None,
             splits: Mutex::new(HashMap::new()),
         }
@@ -77,48 +53,57 @@ impl<'a> NodeRunner<'a> {
         self
     }
 
-    fn experiment(&self, node: NodeIndex) -> &'a Experiment {
-        // Every variant using a node agrees on everything the node depends on.
-        &self.plan.experiments[self.plan.node(node).variants[0]]
+    /// The input of `node` in `slot`.
+    fn input(&self, node: NodeIndex, slot: Slot) -> Result<NodeIndex, String> {
+        self.plan
+            .inputs(node)
+            .get(slot)
+            .copied()
+            .ok_or_else(|| format!("{} has no input {slot}", self.plan.node(node).label))
     }
 
-    /// The split behind a `load` node, loaded once per run whoever asks first.
-    pub fn split(&self, load: NodeIndex) -> Result<Arc<LoadedSplit>, String> {
-        let key = self.plan.node(load).key.clone();
+    /// The split behind the `load` node in `slot` of `node`, loaded once per run
+    /// whoever asks first.
+    fn split(&self, node: NodeIndex, slot: Slot) -> Result<Arc<LoadedSplit>, String> {
+        self.split_of(self.input(node, slot)?)
+    }
+
+    fn split_of(&self, load: NodeIndex) -> Result<Arc<LoadedSplit>, String> {
+        let n = self.plan.node(load);
+        let NodeSpec::Load(spec) = &n.spec else {
+            return Err(format!("{} is not a load node", n.label));
+        };
         let cell = self
             .splits
             .lock()
             .map_err(|_| "poisoned")?
-            .entry(key)
+            .entry(n.key.clone())
             .or_default()
             .clone();
-        cell.get_or_init(|| (self.loader)(self.experiment(load)).map(Arc::new))
+        cell.get_or_init(|| self.read_split(spec).map(Arc::new))
             .clone()
     }
 
-    fn input(&self, node: NodeIndex, kind: NodeKind) -> Result<NodeIndex, String> {
-        self.plan
-            .inputs(node)
-            .into_iter()
-            .find(|i| self.plan.node(*i).kind == kind)
-            .ok_or_else(|| {
-                format!(
-                    "{} has no {} input",
-                    self.plan.node(node).label,
-                    kind.name()
-                )
-            })
+    fn read_split(&self, spec: &LoadNode) -> Result<LoadedSplit, String> {
+        let path = self
+            .plan
+            .dataset_path(&spec.dataset)
+            .ok_or_else(|| format!("no manifest with content hash {}", spec.dataset))?;
+        let manifest = Manifest::load(path).map_err(|e| e.to_string())?;
+        load_split(&manifest, &spec.split).map_err(|e| e.to_string())
     }
 
-    fn model_of(&self, train: NodeIndex, split: &LoadedSplit) -> Result<Model, String> {
-        let path = self
-            .cache
-            .entry(&self.plan.node(train).key)
-            .join("model.safetensors");
+    /// The model a `train` node in `slot` of `node` made.
+    fn model(&self, node: NodeIndex, slot: Slot, split: &LoadedSplit) -> Result<Model, String> {
+        let train = self.plan.node(self.input(node, slot)?);
+        let NodeSpec::Train(spec) = &train.spec else {
+            return Err(format!("{} is not a train node", train.label));
+        };
+        let path = self.cache.entry(&train.key).join("model.safetensors");
         let (tensors, _) =
             load_checkpoint(&path, "model", &self.device).map_err(|e| e.to_string())?;
         Model::with_values(
-            &self.experiment(train).model,
+            &spec.model,
             split.image_dim,
             split.text_dim,
             &tensors,
@@ -127,77 +112,79 @@ impl<'a> NodeRunner<'a> {
         .map_err(|e| format!("{}: {e}", path.display()))
     }
 
-    fn train(&self, node: NodeIndex, out: &Path) -> Result<(), String> {
+    /// The importance estimate an `importance` node in `slot` of `node` made.
+    fn importance_of(&self, node: NodeIndex, slot: Slot) -> Result<Importance, String> {
+        let key = &self.plan.node(self.input(node, slot)?).key;
+        Importance::load(
+            &self.cache.entry(key).join("importance.safetensors"),
+            &self.device,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    fn metadata(&self, node: NodeIndex, what: &str, split: &LoadedSplit) -> CheckpointMeta {
         let n = self.plan.node(node);
-        let e = self.experiment(node);
-        let split = self.split(self.input(node, NodeKind::Load)?)?;
-        let k = n.stage.unwrap_or(1);
-        let (tasks, past, label, regularizer) = match e.schedule {
-            Schedule::Joint => {
-                let tasks = e
-                    .tasks
-                    .iter()
-                    .map(|t| split.task(t).map(|r| r.train_captions.as_slice()))
-                    .collect::<Result<Vec<_>, _>>()?;
-                (tasks, Vec::new(), "joint".to_string(), Vec::new())
-            }
-            Schedule::Sequential => {
-                let task = &e.tasks[k - 1];
-                let past = e.tasks[..k - 1]
-                    .iter()
-                    .map(|t| {
-                        split
-                            .task(t)
-                            .map(|r| (t.as_str(), r.train_captions.as_slice()))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                let regularizer = if k == 1 {
-                    Vec::new()
-                } else {
-                    resolve_coverage(&e.train.regularizer, n.direction)
-                };
-                (
-                    vec![split.task(task)?.train_captions.as_slice()],
-                    past,
-                    task.clone(),
-                    regularizer,
-                )
-            }
-        };
-        let inputs = self.plan.inputs(node);
-        let previous_model = inputs
+        CheckpointMeta::new(
+            what,
+            &n.key,
+            n.spec.canonical(),
+            split.image_dim,
+            split.text_dim,
+        )
+    }
+
+    fn train(&self, node: NodeIndex, spec: &TrainNode, out: &Path) -> Result<(), String> {
+        let split = self.split(node, spec.load)?;
+        let tasks = spec
+            .tasks
             .iter()
-            .find(|i| self.plan.node(**i).kind == NodeKind::Train)
-            .map(|i| self.model_of(*i, &split))
-            .transpose()?;
-        let importances = inputs
+            .map(|t| split.task(t).map(|r| r.train_captions.as_slice()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let past = spec
+            .past
             .iter()
-            .filter(|i| self.plan.node(**i).kind == NodeKind::Importance)
-            .map(|i| {
-                Importance::load(
-                    &self
-                        .cache
-                        .entry(&self.plan.node(*i).key)
-                        .join("importance.safetensors"),
-                    &self.device,
-                )
-                .map_err(|e| e.to_string())
+            .map(|t| {
+                split
+                    .task(t)
+                    .map(|r| (t.as_str(), r.train_captions.as_slice()))
             })
+            .collect::<Result<Vec<_>, _>>()?;
+        let previous_model = spec
+            .previous
+            .map(|slot| self.model(node, slot, &split))
+            .transpose()?;
+        let importances = spec
+            .importance
+            .iter()
+            .map(|&slot| self.importance_of(node, slot))
             .collect::<Result<Vec<_>, _>>()?;
         let on_step = |done: usize, total: usize| {
             if let Some(events) = self.events {
                 events.progress(node, done, total);
             }
         };
+        let r = &spec.recipe;
+        let train = TrainSpec {
+            loss: r.loss.clone(),
+            optimizer: r.optimizer.clone(),
+            schedule_lr: r.schedule_lr.clone(),
+            epochs: r.epochs,
+            batch: r.batch,
+            negatives: r.negatives,
+            regularizer: spec.regularizer.clone(),
+            decouple: false,
+            grad_clip: r.grad_clip,
+            log: crate::lang::LogEvery::Step,
+        };
         let stage = Stage {
             on_step: Some(&on_step),
-            model: &e.model,
-            train: &e.train,
-            schedule: e.schedule,
-            seed: e.seed,
-            stage: k,
-            label,
-            regularizer: &regularizer,
+            model: &spec.model,
+            train: &train,
+            schedule: spec.schedule,
+            seed: spec.seed,
+            stage: spec.stage,
+            label: spec.label(),
+            regularizer: &spec.regularizer,
             data: split.pairs(),
             tasks,
             past,
@@ -208,67 +195,40 @@ impl<'a> NodeRunner<'a> {
         });
         let trained =
             train_stage(&stage, previous.as_ref(), &self.device).map_err(|e| e.to_string())?;
-        let meta = CheckpointMeta::new(
-            "model",
-            &n.key,
-            n.settings.clone(),
-            split.image_dim,
-            split.text_dim,
-        );
         save_checkpoint(
             &out.join("model.safetensors"),
             &trained.model.named_tensors(),
-            &meta,
+            &self.metadata(node, "model", &split),
         )
         .map_err(|e| e.to_string())?;
-        let mut log = std::io::BufWriter::new(
-            std::fs::File::create(out.join("log.jsonl")).map_err(|e| e.to_string())?,
-        );
-        for row in &trained.log {
-            let line = serde_json::to_string(row).map_err(|e| e.to_string())?;
-            writeln!(log, "{line}").map_err(|e| e.to_string())?;
-        }
-        log.flush().map_err(|e| e.to_string())
+        write_jsonl(&out.join("log.jsonl"), &trained.log)
     }
 
-    fn importance(&self, node: NodeIndex, out: &Path) -> Result<(), String> {
-        let n = self.plan.node(node);
-        let e = self.experiment(node);
-        let split = self.split(self.input(node, NodeKind::Load)?)?;
-        let model = self.model_of(self.input(node, NodeKind::Train)?, &split)?;
-        let previous = self
-            .plan
-            .inputs(node)
-            .into_iter()
-            .find(|i| self.plan.node(*i).kind == NodeKind::Importance)
-            .map(|i| {
-                Importance::load(
-                    &self
-                        .cache
-                        .entry(&self.plan.node(i).key)
-                        .join("importance.safetensors"),
-                    &self.device,
-                )
-            })
-            .transpose()
-            .map_err(|e| e.to_string())?;
-        let task = split.task(&n.tasks[0])?;
-        let accumulate = match n.settings["accumulate"].as_str() {
-            Some("mean") => crate::lang::Accumulate::Mean,
-            _ => crate::lang::Accumulate::Sum,
-        };
-        let estimate = match n.settings["method"].as_str() {
-            Some("fisher") => importance::fisher(
+    fn importance(&self, node: NodeIndex, spec: &ImportanceNode, out: &Path) -> Result<(), String> {
+        let split = self.split(node, spec.load)?;
+        let model = self.model(node, spec.model, &split)?;
+        let previous = spec
+            .previous
+            .map(|slot| self.importance_of(node, slot))
+            .transpose()?;
+        let task = split.task(&spec.task)?;
+        let estimate = match &spec.estimate {
+            Estimate::Fisher {
+                accumulate,
+                loss,
+                batch,
+                seed,
+            } => importance::fisher(
                 &model,
                 &split.pairs(),
                 &task.train_captions,
-                &e.train.loss,
-                e.train.batch,
-                e.seed,
+                loss,
+                *batch,
+                *seed,
                 previous.as_ref(),
-                accumulate,
+                *accumulate,
             ),
-            _ => importance::omega(
+            Estimate::Omega => importance::omega(
                 &model,
                 &split.pairs(),
                 &task.train_captions,
@@ -276,114 +236,111 @@ impl<'a> NodeRunner<'a> {
             ),
         }
         .map_err(|e| e.to_string())?;
+        let n = self.plan.node(node);
         estimate
             .save(
                 &out.join("importance.safetensors"),
                 &n.key,
-                n.settings.clone(),
+                n.spec.canonical(),
                 &model,
             )
             .map_err(|e| e.to_string())
     }
 
-    fn embed(&self, node: NodeIndex, out: &Path) -> Result<(), String> {
-        let n = self.plan.node(node);
-        let split = self.split(self.input(node, NodeKind::Load)?)?;
-        let model = self.model_of(self.input(node, NodeKind::Train)?, &split)?;
-        let task = split.task(&n.tasks[0])?;
+    fn embed(&self, node: NodeIndex, spec: &EmbedNode, out: &Path) -> Result<(), String> {
+        let split = self.split(node, spec.load)?;
+        let model = self.model(node, spec.model, &split)?;
+        let task = split.task(&spec.task)?;
         let mut tensors = Vec::new();
-        for modality in n.settings["modalities"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|m| m.as_str())
-        {
-            let (m, rows, features, dim) = match modality {
-                "image" => (
-                    Modality::Image,
-                    &task.test_images,
-                    &split.image_features,
-                    split.image_dim,
-                ),
-                _ => (
-                    Modality::Text,
-                    &task.test_captions,
-                    &split.caption_features,
-                    split.text_dim,
-                ),
+        for &modality in &spec.modalities {
+            let (rows, features, dim) = match modality {
+                Modality::Image => (&task.test_images, &split.image_features, split.image_dim),
+                Modality::Text => (&task.test_captions, &split.caption_features, split.text_dim),
             };
             let mut gathered = Vec::with_capacity(rows.len() * dim);
             for &r in rows {
                 gathered.extend_from_slice(&features[r as usize * dim..(r as usize + 1) * dim]);
             }
             let embedded = model
-                .embed_all(m, &gathered, rows.len())
+                .embed_all(modality, &gathered, rows.len())
                 .map_err(|e| e.to_string())?;
             let width = embedded.len() / rows.len().max(1);
             let t = Tensor::from_vec(embedded, (rows.len(), width), &Device::Cpu)
                 .map_err(|e| e.to_string())?;
-            tensors.push((modality.to_string(), t));
+            tensors.push((modality.name().to_string(), t));
         }
-        let meta = CheckpointMeta::new(
-            "embeddings",
-            &n.key,
-            n.settings.clone(),
-            split.image_dim,
-            split.text_dim,
-        );
-        save_checkpoint(&out.join("embeddings.safetensors"), &tensors, &meta)
-            .map_err(|e| e.to_string())
+        save_checkpoint(
+            &out.join("embeddings.safetensors"),
+            &tensors,
+            &self.metadata(node, "embeddings", &split),
+        )
+        .map_err(|e| e.to_string())
     }
-}
 
-/// Reads an `index`/`query` entry: modality name → (rows x dim) row-major floats.
-pub fn read_embeddings(
-    cache: &Cache,
-    key: &str,
-) -> Result<HashMap<String, (usize, Vec<f32>)>, String> {
-    let path = cache.entry(key).join("embeddings.safetensors");
-    let (tensors, _) =
-        load_checkpoint(&path, "embeddings", &Device::Cpu).map_err(|e| e.to_string())?;
-    tensors
-        .into_iter()
-        .map(|(name, t)| {
-            let rows = t.dim(0).map_err(|e| e.to_string())?;
-            let data = t
-                .flatten_all()
-                .and_then(|f| f.to_vec1::<f32>())
-                .map_err(|e| e.to_string())?;
-            Ok((name, (rows, data)))
-        })
-        .collect()
+    fn evaluate(&self, node: NodeIndex, spec: &EvaluateNode, out: &Path) -> Result<(), String> {
+        let split = self.split(node, spec.load)?;
+        // Each input read once, however many directions use it.
+        let mut read: HashMap<Slot, Embedded> = HashMap::new();
+        for d in &spec.directions {
+            for t in &d.tasks {
+                for slot in [Some(t.query), Some(t.gallery), t.learned]
+                    .into_iter()
+                    .flatten()
+                {
+                    if let std::collections::hash_map::Entry::Vacant(entry) = read.entry(slot) {
+                        let key = &self.plan.node(self.input(node, slot)?).key;
+                        entry.insert(read_embeddings(self.cache, key)?);
+                    }
+                }
+            }
+        }
+        let directions = spec
+            .directions
+            .iter()
+            .map(|d| {
+                let tasks = d
+                    .tasks
+                    .iter()
+                    .map(|t| TaskEmbeddings {
+                        query: &read[&t.query],
+                        gallery: &read[&t.gallery],
+                        gallery_stage: t.gallery_stage,
+                        learned: t.learned.map(|s| &read[&s]),
+                    })
+                    .collect();
+                (d.direction, tasks)
+            })
+            .collect();
+        let (recall, drift) = eval::evaluate(
+            &split,
+            &Evaluation {
+                stage: spec.stage,
+                stage_task: &spec.stage_task,
+                tasks: &spec.tasks,
+                seen: spec.seen,
+                recall: &spec.recall,
+                galleries: &spec.galleries,
+                directions,
+            },
+        )?;
+        write_jsonl(&out.join("recall.jsonl"), &recall)?;
+        write_jsonl(&out.join("drift.jsonl"), &drift)
+    }
 }
 
 impl Runner for NodeRunner<'_> {
     fn run(&self, node: NodeIndex, out: &Path) -> Result<(), String> {
-        match self.plan.node(node).kind {
-            NodeKind::Load => {
-                let split = self.split(node)?;
+        match &self.plan.node(node).spec {
+            NodeSpec::Load(_) => {
+                let split = self.split_of(node)?;
                 let text =
                     serde_json::to_string_pretty(&split.summary()).map_err(|e| e.to_string())?;
                 std::fs::write(out.join("split.json"), text).map_err(|e| e.to_string())
             }
-            NodeKind::Train => self.train(node, out),
-            NodeKind::Importance => self.importance(node, out),
-            NodeKind::Index | NodeKind::Query => self.embed(node, out),
-            NodeKind::Evaluate => {
-                let split = self.split(
-                    self.input(node, NodeKind::Load)
-                        .or_else(|_| self.load_of(node))?,
-                )?;
-                (self.evaluator)(&EvalContext {
-                    plan: self.plan,
-                    node,
-                    experiment: self.experiment(node),
-                    split: &split,
-                    cache: self.cache,
-                    out,
-                })
-            }
-            NodeKind::Report => Err("the report is written by the run, not the scheduler".into()),
+            NodeSpec::Train(spec) => self.train(node, spec, out),
+            NodeSpec::Importance(spec) => self.importance(node, spec, out),
+            NodeSpec::Index(spec) | NodeSpec::Query(spec) => self.embed(node, spec, out),
+            NodeSpec::Evaluate(spec) => self.evaluate(node, spec, out),
         }
     }
 
@@ -391,27 +348,14 @@ impl Runner for NodeRunner<'_> {
         let n = self.plan.node(node);
         serde_json::json!({
             "key": n.key,
-            "kind": n.kind,
+            "kind": n.kind(),
             "label": n.label,
             "pipeline": self.plan.pipeline,
-            "settings": n.settings,
-            "inputs": self.plan.inputs(node).into_iter().map(|i| serde_json::json!({
-                "key": self.plan.node(i).key, "label": self.plan.node(i).label, "kind": self.plan.node(i).kind,
+            "settings": n.spec.canonical(),
+            "inputs": self.plan.inputs(node).iter().map(|&i| serde_json::json!({
+                "key": self.plan.node(i).key, "label": self.plan.node(i).label, "kind": self.plan.node(i).kind(),
             })).collect::<Vec<_>>(),
             "lethe_version": env!("CARGO_PKG_VERSION"),
         })
-    }
-}
-
-impl NodeRunner<'_> {
-    /// The load node an evaluation depends on (through its embedding inputs).
-    fn load_of(&self, node: NodeIndex) -> Result<NodeIndex, String> {
-        let first = self
-            .plan
-            .inputs(node)
-            .into_iter()
-            .next()
-            .ok_or("an evaluation without inputs")?;
-        self.input(first, NodeKind::Load)
     }
 }

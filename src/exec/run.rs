@@ -5,12 +5,12 @@
 //! hash, lethe version, seeds, device, host, start and end times, node counts).
 
 use super::cache::Cache;
-use super::nodes::{Evaluator, Loader, NodeRunner};
+use super::nodes::NodeRunner;
 use super::progress::Progress;
 use super::schedule::{execute, needed, ExecOptions, Outcome};
 use crate::diagnostics::{Diagnostic, SourceMap};
 use crate::lang::{self, DeviceSpec, ManifestCache};
-use crate::plan::{self, Format, NodeKind, Plan};
+use crate::plan::{self, Format, Plan};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -54,15 +54,8 @@ pub enum RunError {
     Failed(String),
 }
 
-/// Writes a report for the run directory; given every node's outcome.
-pub type Reporter = dyn Fn(&Plan, &Cache, &Path, &RunOptions) -> Result<(), String>;
-
-pub fn run(
-    options: &RunOptions,
-    loader: &Loader,
-    evaluator: &Evaluator,
-    reporter: &Reporter,
-) -> Result<RunSummary, RunError> {
+/// Plans the pipeline, computes what is not cached, writes the run directory.
+pub fn run(options: &RunOptions) -> Result<RunSummary, RunError> {
     let started = SystemTime::now();
     let mut sources = SourceMap::new();
     let mut manifests = ManifestCache::default();
@@ -88,13 +81,7 @@ pub fn run(
     })?;
     let _ = cache.clean_scratch();
     let needed = needed(&plan, &cache);
-    let to_run = needed
-        .iter()
-        .enumerate()
-        .filter(|(i, n)| {
-            **n && plan.node(petgraph::graph::NodeIndex::new(*i)).kind != NodeKind::Report
-        })
-        .count();
+    let to_run = needed.iter().filter(|n| **n).count();
     let progress = Progress::new(&plan, to_run, options.quiet);
     progress.line(&format!(
         "lethe run {}: {} variant{}, {} nodes, {} to compute, {} cached",
@@ -103,14 +90,14 @@ pub fn run(
         if plan.experiments.len() == 1 { "" } else { "s" },
         plan.graph.node_count(),
         to_run,
-        plan.graph.node_count() - 1 - to_run
+        plan.graph.node_count() - to_run
     ));
     if options.explain {
         for (i, why) in super::explain::explain(&plan, &cache, &needed) {
             progress.line(&format!("  {}: {why}", plan.node(i).label));
         }
     }
-    let runner = NodeRunner::new(&plan, &cache, device, loader, evaluator).with_events(&progress);
+    let runner = NodeRunner::new(&plan, &cache, device).with_events(&progress);
     let outcomes = execute(
         &plan,
         &cache,
@@ -149,7 +136,8 @@ pub fn run(
     if summary.failures.is_empty() || options.keep_going {
         let dir = run_directory(&options.out, &summary.plan.pipeline, started)
             .map_err(RunError::Failed)?;
-        reporter(&summary.plan, &cache, &dir, options).map_err(RunError::Failed)?;
+        super::tables::write_report(&summary.plan, &cache, &dir, options)
+            .map_err(RunError::Failed)?;
         write_provenance(&dir, &summary, options, device_spec, &sources, started)
             .map_err(RunError::Failed)?;
         summary.run_dir = Some(dir);
@@ -252,7 +240,7 @@ fn write_provenance(
             .outcomes
             .iter()
             .enumerate()
-            .filter(|(i, _)| plan.node(petgraph::graph::NodeIndex::new(*i)).kind == kind)
+            .filter(|(i, _)| plan.node(petgraph::graph::NodeIndex::new(*i)).kind() == kind)
             .filter_map(|(_, o)| match o {
                 Outcome::Executed(d) => Some(d.as_secs_f64()),
                 _ => None,

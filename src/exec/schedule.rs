@@ -9,7 +9,7 @@
 //! cores that candle and rayon use inside a node.
 
 use super::cache::Cache;
-use crate::plan::{NodeKind, Plan};
+use crate::plan::Plan;
 use petgraph::graph::NodeIndex;
 use petgraph::Direction::{Incoming, Outgoing};
 use std::collections::VecDeque;
@@ -53,22 +53,20 @@ pub struct ExecOptions {
     pub keep_going: bool,
 }
 
-/// Which nodes the run must compute: those whose output the report or a node that
-/// computes reads, and that are not cached. The report itself always runs.
+/// Which nodes the run must compute: those not cached whose output the result
+/// tables read (evaluations, training logs) or a node that computes reads.
 pub fn needed(plan: &Plan, cache: &Cache) -> Vec<bool> {
     let n = plan.graph.node_count();
     let mut needed = vec![false; n];
+    let results = plan.result_nodes();
     // Reverse topological order: a node's dependents are decided before it.
     for i in (0..n).rev() {
         let node = NodeIndex::new(i);
-        if plan.node(node).kind == NodeKind::Report {
-            needed[i] = true;
-            continue;
-        }
-        let output_read = plan
-            .graph
-            .neighbors_directed(node, Outgoing)
-            .any(|d| needed[d.index()]);
+        let output_read = results.contains(&node)
+            || plan
+                .graph
+                .neighbors_directed(node, Outgoing)
+                .any(|d| needed[d.index()]);
         needed[i] = output_read && !cache.contains(&plan.node(node).key);
     }
     needed
@@ -82,7 +80,7 @@ struct State {
     stop: bool,
 }
 
-/// Runs every needed node except the report. Returns one outcome per node.
+/// Runs every needed node. Returns one outcome per node.
 pub fn execute(
     plan: &Plan,
     cache: &Cache,
@@ -97,9 +95,7 @@ pub fn execute(
     let mut ready = VecDeque::new();
     for (i, outcome) in outcomes.iter_mut().enumerate() {
         let node = NodeIndex::new(i);
-        if plan.node(node).kind == NodeKind::Report {
-            *outcome = Some(Outcome::NotRun);
-        } else if !needed[i] {
+        if !needed[i] {
             *outcome = Some(if cache.contains(&plan.node(node).key) {
                 Outcome::Cached
             } else {

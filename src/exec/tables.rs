@@ -3,14 +3,14 @@
 //! headline table printed at the end of a run.
 
 use super::cache::Cache;
+use super::entries::{read_embeddings, read_jsonl};
 use super::run::RunOptions;
 use crate::data::Manifest;
 use crate::eval::drift::DriftRow;
 use crate::eval::metrics::{self, mean_std};
-use crate::eval::{read_jsonl, RecallRow};
-use crate::exec::nodes::read_embeddings;
+use crate::eval::RecallRow;
 use crate::lang::{LogEvery, Schedule};
-use crate::plan::{NodeKind, Plan};
+use crate::plan::{NodeKind, NodeSpec, Plan};
 use crate::results::{Cell, Table, VectorTable};
 use crate::train::LogRow;
 use std::collections::{BTreeMap, HashMap};
@@ -38,13 +38,6 @@ fn identify(t: &mut Table, run_id: &str, plan: &Plan, v: usize) {
     }
 }
 
-fn nodes_of(plan: &Plan, v: usize, kind: NodeKind) -> Vec<petgraph::graph::NodeIndex> {
-    plan.nodes()
-        .filter(|(_, n)| n.kind == kind && n.variants.contains(&v))
-        .map(|(i, _)| i)
-        .collect()
-}
-
 /// Writes recall, summary, train_log and drift tables (and embeddings when asked).
 pub fn write_report(
     plan: &Plan,
@@ -70,7 +63,7 @@ pub fn write_report(
     let mut per_seed: Vec<(usize, Vec<metrics::Figure>)> = Vec::new();
     for v in 0..plan.experiments.len() {
         let e = &plan.experiments[v];
-        let evaluations = nodes_of(plan, v, NodeKind::Evaluate);
+        let evaluations = &plan.variant_nodes[v].evaluations;
         // Variants with a failed node (under --keep-going) have no results.
         if evaluations
             .iter()
@@ -79,7 +72,7 @@ pub fn write_report(
             continue;
         }
         let mut rows: Vec<RecallRow> = Vec::new();
-        for &i in &evaluations {
+        for &i in evaluations {
             let entry = cache.entry(&plan.node(i).key);
             rows.extend(read_jsonl::<RecallRow>(&entry.join("recall.jsonl"))?);
             for d in read_jsonl::<DriftRow>(&entry.join("drift.jsonl"))? {
@@ -116,7 +109,7 @@ pub fn write_report(
             v,
             metrics::figures(&rows, &e.tasks, e.schedule == Schedule::Sequential),
         ));
-        for i in nodes_of(plan, v, NodeKind::Train) {
+        for &i in &plan.variant_nodes[v].trainings {
             let node = plan.node(i);
             let steps = read_jsonl::<LogRow>(&cache.entry(&node.key).join("log.jsonl"))?;
             for row in aggregate(&steps, e.train.log) {
@@ -344,17 +337,30 @@ fn write_embeddings(
             splits.insert(key.clone(), split);
         }
         let split = &splits[&key];
-        for i in nodes_of(plan, v, NodeKind::Evaluate) {
-            let stage = plan.node(i).stage.unwrap_or(1);
-            let gallery_models = &plan.node(i).settings["gallery_models"];
-            for input in plan.inputs(i) {
+        for &i in &plan.variant_nodes[v].evaluations {
+            let NodeSpec::Evaluate(spec) = &plan.node(i).spec else {
+                return Err(format!("{} is not an evaluation", plan.node(i).label));
+            };
+            let stage = spec.stage;
+            // Index inputs that are not a searched gallery feed the drift diagnostics only.
+            let galleries: Vec<usize> = spec
+                .directions
+                .iter()
+                .flat_map(|d| d.tasks.iter().map(|t| t.gallery))
+                .collect();
+            let mut inputs: Vec<(usize, petgraph::graph::NodeIndex)> =
+                plan.inputs(i).iter().copied().enumerate().collect();
+            inputs.sort_by_key(|&(_, node)| node);
+            for (slot, input) in inputs {
                 let n = plan.node(input);
-                let j = e.tasks.iter().position(|t| *t == n.tasks[0]).unwrap_or(0);
-                // Index nodes beyond the searched gallery feed the drift diagnostics only.
-                let role = match n.kind {
+                let role = match n.kind() {
                     NodeKind::Query => "query",
-                    _ if gallery_models[j].as_u64() == n.stage.map(|s| s as u64) => "gallery",
-                    _ => "reference",
+                    NodeKind::Index if galleries.contains(&slot) => "gallery",
+                    NodeKind::Index => "reference",
+                    NodeKind::Load
+                    | NodeKind::Train
+                    | NodeKind::Importance
+                    | NodeKind::Evaluate => continue,
                 };
                 let task = split.task(&n.tasks[0])?;
                 for (modality, (rows, data)) in read_embeddings(cache, &n.key)? {

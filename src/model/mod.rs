@@ -10,20 +10,7 @@ use crate::lang::{Activation, ModelSpec};
 use crate::rng::Rng;
 use candle_core::{DType, Device, Result, Tensor, Var, D};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Modality {
-    Image,
-    Text,
-}
-
-impl Modality {
-    pub fn name(self) -> &'static str {
-        match self {
-            Modality::Image => "image",
-            Modality::Text => "text",
-        }
-    }
-}
+pub use crate::lang::Modality;
 
 /// Which part of the network a parameter belongs to (what `on = ...` selects).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

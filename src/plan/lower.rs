@@ -12,13 +12,15 @@
 //!   modalities embedded.
 //! - `evaluate(k)`: the galleries and queries the policy selects, and the metrics.
 
-use super::{Node, NodeKind, Plan, KEY_SCHEMA};
+use super::spec::*;
+use super::{node_key, Node, Plan, VariantNodes};
 use crate::lang::{
-    Coverage, Direction, Experiment, IndexPolicy, ManifestCache, RegularizerSpec, Schedule,
+    Coverage, Direction, Experiment, IndexPolicy, ManifestCache, Modality, RegularizerSpec,
+    Schedule,
 };
 use petgraph::graph::{DiGraph, NodeIndex};
-use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 
 /// Lowers the experiments of one pipeline into a shared DAG.
 pub fn lower(pipeline: &str, experiments: Vec<Experiment>, manifests: &mut ManifestCache) -> Plan {
@@ -27,12 +29,12 @@ pub fn lower(pipeline: &str, experiments: Vec<Experiment>, manifests: &mut Manif
         by_key: HashMap::new(),
         unshared: BTreeMap::new(),
     };
-    let mut evaluations = Vec::new();
-    let mut trainings = Vec::new();
+    let mut variant_nodes = Vec::with_capacity(experiments.len());
     // A content hash reads the feature tables: once per dataset, not per variant.
-    let mut datasets: HashMap<std::path::PathBuf, (String, String)> = HashMap::new();
+    let mut hashes: HashMap<PathBuf, (String, String)> = HashMap::new();
+    let mut datasets = BTreeMap::new();
     for (i, e) in experiments.iter().enumerate() {
-        let (data_hash, data_name) = datasets
+        let (data_hash, data_name) = hashes
             .entry(e.dataset.clone())
             .or_insert_with(|| {
                 manifests
@@ -41,35 +43,17 @@ pub fn lower(pipeline: &str, experiments: Vec<Experiment>, manifests: &mut Manif
                     .unwrap_or_else(|_| ("unreadable".to_string(), e.dataset.display().to_string()))
             })
             .clone();
-        let (evals, trains) = b.experiment(i, e, &data_hash, &data_name);
-        evaluations.extend(evals);
-        trainings.extend(trains);
+        datasets
+            .entry(data_hash.clone())
+            .or_insert_with(|| e.dataset.clone());
+        variant_nodes.push(b.experiment(i, e, &data_hash, &data_name));
     }
-    // One report for the whole pipeline: it reads every evaluation and training log.
-    let mut inputs: Vec<NodeIndex> = evaluations.into_iter().chain(trainings).collect();
-    inputs.sort();
-    inputs.dedup();
-    let variants: Vec<Value> = experiments
-        .iter()
-        .map(|e| json!({ "label": e.label, "seed": e.seed, "axes": e.axes, "log": e.train.log }))
-        .collect();
-    let report = b.add(
-        Spec {
-            kind: NodeKind::Report,
-            label: format!("report({pipeline})"),
-            tasks: Vec::new(),
-            stage: None,
-            direction: None,
-            settings: json!({ "pipeline": pipeline, "variants": variants }),
-        },
-        &inputs,
-        None,
-    );
-    b.graph[report].variants = (0..experiments.len()).collect();
     Plan {
         pipeline: pipeline.to_string(),
         experiments,
         graph: b.graph,
+        variant_nodes,
+        datasets,
         by_key: b.by_key,
         unshared: b.unshared,
         cached: None,
@@ -82,93 +66,91 @@ struct Builder {
     unshared: BTreeMap<NodeKind, usize>,
 }
 
-/// What a node is, before it has a key.
-struct Spec {
-    kind: NodeKind,
+/// What a node shows, beside its spec.
+struct Display {
     label: String,
     tasks: Vec<String>,
     stage: Option<usize>,
     direction: Option<Direction>,
-    settings: Value,
+}
+
+/// A node's inputs as they are declared: each new one gets the next slot.
+#[derive(Default)]
+struct Inputs(Vec<NodeIndex>);
+
+impl Inputs {
+    /// The slot of `node`, adding it if it is not an input yet.
+    fn slot(&mut self, node: NodeIndex) -> Slot {
+        match self.0.iter().position(|&i| i == node) {
+            Some(slot) => slot,
+            None => {
+                self.0.push(node);
+                self.0.len() - 1
+            }
+        }
+    }
 }
 
 impl Builder {
     /// Adds a node, or finds the identical one another variant already added.
-    fn add(&mut self, spec: Spec, inputs: &[NodeIndex], variant: Option<usize>) -> NodeIndex {
-        *self.unshared.entry(spec.kind).or_default() += 1;
-        let mut h = blake3::Hasher::new();
-        h.update(KEY_SCHEMA.as_bytes());
-        h.update(b"\0");
-        h.update(spec.kind.name().as_bytes());
-        h.update(b"\0");
-        // serde_json maps are sorted by key: this string is canonical.
-        h.update(spec.settings.to_string().as_bytes());
-        for &i in inputs {
-            h.update(b"\0");
-            h.update(self.graph[i].key.as_bytes());
-        }
-        let key = h.finalize().to_hex().to_string();
+    fn add(
+        &mut self,
+        spec: NodeSpec,
+        display: Display,
+        inputs: Inputs,
+        variant: usize,
+    ) -> NodeIndex {
+        *self.unshared.entry(spec.kind()).or_default() += 1;
+        let key = node_key(&spec, inputs.0.iter().map(|&i| self.graph[i].key.as_str()));
         let index = match self.by_key.get(&key) {
             Some(&i) => i,
             None => {
                 let i = self.graph.add_node(Node {
                     key: key.clone(),
-                    kind: spec.kind,
-                    label: spec.label,
-                    tasks: spec.tasks,
-                    stage: spec.stage,
-                    direction: spec.direction,
-                    settings: spec.settings,
+                    spec,
+                    label: display.label,
+                    tasks: display.tasks,
+                    stage: display.stage,
+                    direction: display.direction,
+                    inputs: inputs.0.clone(),
                     variants: Vec::new(),
                 });
-                for &input in inputs {
+                for &input in &inputs.0 {
                     self.graph.add_edge(input, i, ());
                 }
                 self.by_key.insert(key, i);
                 i
             }
         };
-        if let Some(v) = variant {
-            let users = &mut self.graph[index].variants;
-            if users.last() != Some(&v) {
-                users.push(v);
-            }
+        let users = &mut self.graph[index].variants;
+        if users.last() != Some(&variant) {
+            users.push(variant);
         }
         index
     }
 
-    /// Lowers one variant; returns its evaluate and train nodes.
+    /// Lowers one variant; returns the nodes its results come from.
     fn experiment(
         &mut self,
         v: usize,
         e: &Experiment,
         data_hash: &str,
         dataset_name: &str,
-    ) -> (Vec<NodeIndex>, Vec<NodeIndex>) {
+    ) -> VariantNodes {
         let load = self.add(
-            Spec {
-                kind: NodeKind::Load,
+            NodeSpec::Load(LoadNode {
+                dataset: data_hash.to_string(),
+                split: e.split.clone(),
+            }),
+            Display {
                 label: format!("load({dataset_name}, {})", e.split),
                 tasks: e.tasks.clone(),
                 stage: None,
                 direction: None,
-                settings: json!({ "dataset": data_hash, "split": e.split }),
             },
-            &[],
-            Some(v),
+            Inputs::default(),
+            v,
         );
-        let common = json!({
-            "model": e.model,
-            "loss": e.train.loss,
-            "optimizer": e.train.optimizer,
-            "schedule_lr": e.train.schedule_lr,
-            "epochs": e.train.epochs,
-            "batch": e.train.batch,
-            "negatives": e.train.negatives,
-            "grad_clip": e.train.grad_clip,
-            "seed": e.seed,
-            "device": e.device.to_string(),
-        });
         let t = e.tasks.len();
         // Decoupled sequential training forks one model chain per evaluated direction.
         let chains: Vec<Option<Direction>> =
@@ -177,36 +159,54 @@ impl Builder {
             } else {
                 vec![None]
             };
-        let mut trains = Vec::new();
+        let mut trainings = Vec::new();
         // models[c][k-1]: the model of chain c after stage k.
         let mut models: Vec<Vec<NodeIndex>> = Vec::new();
         for &chain in &chains {
             let chain_models = match e.schedule {
                 Schedule::Joint => {
-                    let mut settings = common.clone();
-                    settings["schedule"] = json!("joint");
-                    settings["tasks"] = json!(e.tasks);
+                    let mut inputs = Inputs::default();
+                    let spec = TrainNode {
+                        schedule: Schedule::Joint,
+                        stage: t,
+                        tasks: e.tasks.clone(),
+                        past: Vec::new(),
+                        model: e.model.clone(),
+                        recipe: recipe(e),
+                        regularizer: Vec::new(),
+                        seed: e.seed,
+                        device: e.device,
+                        load: inputs.slot(load),
+                        previous: None,
+                        importance: Vec::new(),
+                    };
                     let m = self.add(
-                        Spec {
-                            kind: NodeKind::Train,
+                        NodeSpec::Train(spec),
+                        Display {
                             label: "train(joint)".into(),
                             tasks: e.tasks.clone(),
                             stage: Some(t),
                             direction: None,
-                            settings,
                         },
-                        &[load],
-                        Some(v),
+                        inputs,
+                        v,
                     );
                     vec![m; t]
                 }
-                Schedule::Sequential => self.sequential_chain(v, e, chain, load, &common),
+                Schedule::Sequential => self.sequential_chain(v, e, chain, load),
             };
-            trains.extend(chain_models.iter().copied());
+            trainings.extend(chain_models.iter().copied());
             models.push(chain_models);
         }
-        let evals = self.evaluations(v, e, &chains, &models, load);
-        (evals, trains)
+        // Chains share their first stages; results are read in plan order.
+        trainings.sort();
+        trainings.dedup();
+        let mut evaluations = self.evaluations(v, e, &chains, &models, load);
+        evaluations.sort();
+        VariantNodes {
+            evaluations,
+            trainings,
+        }
     }
 
     fn sequential_chain(
@@ -215,39 +215,46 @@ impl Builder {
         e: &Experiment,
         chain: Option<Direction>,
         load: NodeIndex,
-        common: &Value,
     ) -> Vec<NodeIndex> {
         let regularizer = resolve_coverage(&e.train.regularizer, chain);
-        let mut models = Vec::new();
+        let mut models: Vec<NodeIndex> = Vec::new();
+        // The importance estimates after the last stage, by estimate name.
         let mut importance: Vec<(&'static str, NodeIndex)> = Vec::new();
         let suffix = chain
             .map(|d| format!(", {} model", d.name()))
             .unwrap_or_default();
         for (k0, task) in e.tasks.iter().enumerate() {
             let k = k0 + 1;
-            let mut settings = common.clone();
-            settings["schedule"] = json!("sequential");
-            settings["task"] = json!(task);
-            settings["stage"] = json!(k);
-            settings["regularizer"] = if k == 1 {
-                json!([])
-            } else {
-                json!(regularizer)
+            let mut inputs = Inputs::default();
+            let spec = TrainNode {
+                schedule: Schedule::Sequential,
+                stage: k,
+                tasks: vec![task.clone()],
+                past: e.tasks[..k0].to_vec(),
+                model: e.model.clone(),
+                recipe: recipe(e),
+                // At stage 1 there is nothing to protect.
+                regularizer: if k == 1 {
+                    Vec::new()
+                } else {
+                    regularizer.clone()
+                },
+                seed: e.seed,
+                device: e.device,
+                load: inputs.slot(load),
+                previous: models.last().map(|&m| inputs.slot(m)),
+                importance: importance.iter().map(|(_, i)| inputs.slot(*i)).collect(),
             };
-            let mut inputs = vec![load];
-            inputs.extend(models.last().copied());
-            inputs.extend(importance.iter().map(|(_, i)| *i));
             let model = self.add(
-                Spec {
-                    kind: NodeKind::Train,
+                NodeSpec::Train(spec),
+                Display {
                     label: format!("train({k}: {task}{suffix})"),
                     tasks: vec![task.clone()],
                     stage: Some(k),
                     direction: chain,
-                    settings,
                 },
-                &inputs,
-                Some(v),
+                inputs,
+                v,
             );
             models.push(model);
             if k == e.tasks.len() {
@@ -255,41 +262,37 @@ impl Builder {
             }
             // Importance after task k, for the penalties of stage k + 1.
             let mut next = Vec::new();
-            for r in &regularizer {
-                let (method, settings) = match r {
-                    RegularizerSpec::Ewc { accumulate, .. } => (
-                        "ewc",
-                        json!({ "method": "fisher", "accumulate": accumulate, "stage": k, "task": task,
-                                "loss": e.train.loss, "batch": e.train.batch, "seed": e.seed,
-                                "device": e.device.to_string() }),
-                    ),
-                    RegularizerSpec::Mas { .. } => (
-                        "mas",
-                        json!({ "method": "omega", "stage": k, "task": task,
-                                "device": e.device.to_string() }),
-                    ),
-                    _ => continue,
+            for term in &regularizer {
+                let Some(estimate) = Estimate::for_term(term, &e.train.loss, e.train.batch, e.seed)
+                else {
+                    continue;
                 };
-                let mut inputs = vec![model, load];
-                inputs.extend(
-                    importance
+                let name = estimate.name();
+                let mut inputs = Inputs::default();
+                let spec = ImportanceNode {
+                    estimate,
+                    stage: k,
+                    task: task.clone(),
+                    device: e.device,
+                    model: inputs.slot(model),
+                    load: inputs.slot(load),
+                    previous: importance
                         .iter()
-                        .filter(|(m, _)| *m == method)
-                        .map(|(_, i)| *i),
-                );
+                        .find(|(m, _)| *m == name)
+                        .map(|(_, i)| inputs.slot(*i)),
+                };
                 let node = self.add(
-                    Spec {
-                        kind: NodeKind::Importance,
-                        label: format!("importance({method}, {k}: {task}{suffix})"),
+                    NodeSpec::Importance(spec),
+                    Display {
+                        label: format!("importance({name}, {k}: {task}{suffix})"),
                         tasks: vec![task.clone()],
                         stage: Some(k),
                         direction: chain,
-                        settings,
                     },
-                    &inputs,
-                    Some(v),
+                    inputs,
+                    v,
                 );
-                next.push((method, node));
+                next.push((name, node));
             }
             importance = next;
         }
@@ -310,27 +313,25 @@ impl Builder {
             Schedule::Sequential => (1..=t).collect(),
         };
         // Embedding nodes of this variant, by (kind, chain, task j, model stage m).
-        let mut embedded: HashMap<(NodeKind, usize, usize, usize), NodeIndex> = HashMap::new();
+        let mut embedded: HashMap<(Embedding, usize, usize, usize), NodeIndex> = HashMap::new();
         let mut evals = Vec::new();
         for &k in &stages {
-            let mut inputs = Vec::new();
-            // The stage of the model that made each task's gallery: with the inputs'
-            // keys this fixes the evaluation, so the policy's name need not be hashed
-            // (at stage 1 both policies read the same galleries and share the node).
-            let mut gallery_models = Vec::new();
+            let mut inputs = Inputs::default();
+            let load_slot = inputs.slot(load);
+            let mut directions = Vec::new();
             for (c, chain) in chains.iter().enumerate() {
-                let directions: Vec<Direction> = match chain {
+                let chain_directions: Vec<Direction> = match chain {
                     Some(d) => vec![*d],
                     None => e.evaluate.directions.clone(),
                 };
-                let mut embed = |b: &mut Builder, kind: NodeKind, j: usize, m: usize| {
-                    *embedded.entry((kind, c, j, m)).or_insert_with(|| {
+                let mut embed = |b: &mut Builder, role: Embedding, j: usize, m: usize| {
+                    *embedded.entry((role, c, j, m)).or_insert_with(|| {
                         b.embedding(
                             v,
                             e,
-                            kind,
+                            role,
                             *chain,
-                            &directions,
+                            &chain_directions,
                             j,
                             m,
                             models[c][m - 1],
@@ -338,43 +339,65 @@ impl Builder {
                         )
                     })
                 };
+                let mut tasks = Vec::with_capacity(t);
                 for j in 1..=t {
-                    inputs.push(embed(self, NodeKind::Query, j, k));
+                    let query = inputs.slot(embed(self, Embedding::Query, j, k));
                     let gallery_stage = match (e.schedule, e.index) {
                         (Schedule::Joint, _) | (_, IndexPolicy::Reindex) => k,
                         // Frozen: embedded once by the model that learned the task; tasks
                         // not learned yet (forward transfer) by the current model.
                         (Schedule::Sequential, IndexPolicy::Frozen) => j.min(k),
                     };
-                    inputs.push(embed(self, NodeKind::Index, j, gallery_stage));
-                    if c == 0 {
-                        gallery_models.push(gallery_stage);
-                    }
-                    if e.schedule == Schedule::Sequential
-                        && e.index == IndexPolicy::Reindex
-                        && j < k
-                    {
-                        // The task's own-stage embeddings, for the drift diagnostics.
-                        inputs.push(embed(self, NodeKind::Index, j, j));
-                    }
+                    let gallery = inputs.slot(embed(self, Embedding::Index, j, gallery_stage));
+                    // The task's own-stage embeddings, for the drift diagnostics of
+                    // a task learned before this stage.
+                    let learned = (e.schedule == Schedule::Sequential && j < k)
+                        .then(|| inputs.slot(embed(self, Embedding::Index, j, j)));
+                    tasks.push(TaskInputs {
+                        query,
+                        gallery,
+                        gallery_stage,
+                        learned,
+                    });
                 }
+                // The gallery stages fix the evaluation together with the inputs'
+                // keys, so the policy's name is not hashed: at stage 1 both policies
+                // read the same galleries and share the node.
+                directions.extend(chain_directions.iter().map(|&direction| DirectionInputs {
+                    direction,
+                    tasks: tasks.clone(),
+                }));
             }
-            let label = match e.schedule {
-                Schedule::Joint => "evaluate(joint)".to_string(),
-                Schedule::Sequential => format!("evaluate({k}: {})", e.tasks[k - 1]),
+            let (stage_task, label) = match e.schedule {
+                Schedule::Joint => ("joint".to_string(), "evaluate(joint)".to_string()),
+                Schedule::Sequential => (
+                    e.tasks[k - 1].clone(),
+                    format!("evaluate({k}: {})", e.tasks[k - 1]),
+                ),
+            };
+            let spec = EvaluateNode {
+                stage: k,
+                stage_task,
+                tasks: e.tasks.clone(),
+                seen: match e.schedule {
+                    Schedule::Joint => t,
+                    Schedule::Sequential => k,
+                },
+                recall: e.evaluate.recall.clone(),
+                galleries: e.evaluate.gallery.clone(),
+                directions,
+                load: load_slot,
             };
             evals.push(self.add(
-                Spec {
-                    kind: NodeKind::Evaluate,
+                NodeSpec::Evaluate(spec),
+                Display {
                     label,
                     tasks: e.tasks.clone(),
                     stage: Some(k),
                     direction: None,
-                    settings: json!({ "stage": k, "tasks": e.tasks, "schedule": e.schedule,
-                                      "gallery_models": gallery_models, "evaluate": e.evaluate }),
                 },
-                &inputs,
-                Some(v),
+                inputs,
+                v,
             ));
         }
         evals
@@ -386,7 +409,7 @@ impl Builder {
         &mut self,
         v: usize,
         e: &Experiment,
-        kind: NodeKind,
+        role: Embedding,
         chain: Option<Direction>,
         directions: &[Direction],
         j: usize,
@@ -395,15 +418,16 @@ impl Builder {
         load: NodeIndex,
     ) -> NodeIndex {
         // im2txt: image queries, caption gallery; txt2im: the reverse.
-        let mut modalities: Vec<&str> = directions
-            .iter()
-            .map(|d| match (kind, d) {
-                (NodeKind::Index, Direction::Im2txt) | (NodeKind::Query, Direction::Txt2im) => {
-                    "text"
-                }
-                _ => "image",
-            })
-            .collect();
+        let mut modalities: Vec<Modality> =
+            directions
+                .iter()
+                .map(|d| match (role, d) {
+                    (Embedding::Index, Direction::Im2txt)
+                    | (Embedding::Query, Direction::Txt2im) => Modality::Text,
+                    (Embedding::Index, Direction::Txt2im)
+                    | (Embedding::Query, Direction::Im2txt) => Modality::Image,
+                })
+                .collect();
         modalities.sort();
         modalities.dedup();
         let task = &e.tasks[j - 1];
@@ -414,18 +438,51 @@ impl Builder {
         let suffix = chain
             .map(|d| format!(", {} model", d.name()))
             .unwrap_or_default();
+        let mut inputs = Inputs::default();
+        let node = EmbedNode {
+            task: task.clone(),
+            modalities,
+            model: inputs.slot(model),
+            load: inputs.slot(load),
+        };
+        let (spec, kind) = match role {
+            Embedding::Index => (NodeSpec::Index(node), NodeKind::Index),
+            Embedding::Query => (NodeSpec::Query(node), NodeKind::Query),
+        };
         self.add(
-            Spec {
-                kind,
+            spec,
+            Display {
                 label: format!("{}({task} @ {model_name}{suffix})", kind.name()),
                 tasks: vec![task.clone()],
                 stage: Some(m),
                 direction: chain,
-                settings: json!({ "task": task, "modalities": modalities }),
             },
-            &[model, load],
-            Some(v),
+            inputs,
+            v,
         )
+    }
+}
+
+/// Which side of a direction an embedding node serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Embedding {
+    /// A task's gallery.
+    Index,
+    /// A task's queries.
+    Query,
+}
+
+/// What every training run of a variant shares.
+fn recipe(e: &Experiment) -> Recipe {
+    let t = &e.train;
+    Recipe {
+        loss: t.loss.clone(),
+        optimizer: t.optimizer.clone(),
+        schedule_lr: t.schedule_lr.clone(),
+        epochs: t.epochs,
+        batch: t.batch,
+        negatives: t.negatives,
+        grad_clip: t.grad_clip,
     }
 }
 

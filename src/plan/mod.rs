@@ -7,78 +7,76 @@
 
 mod lower;
 mod render;
+pub mod spec;
 
 pub use lower::{lower, resolve_coverage};
 pub use render::{render, Format};
+pub use spec::{
+    DirectionInputs, EmbedNode, Estimate, EvaluateNode, ImportanceNode, LoadNode, NodeKind,
+    NodeSpec, Recipe, Slot, TaskInputs, TrainNode,
+};
 
 use crate::lang::{Direction, Experiment};
 use petgraph::graph::{DiGraph, NodeIndex};
-use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 
 /// Bumped whenever what a node computes changes meaning, so old cache entries
 /// are never mistaken for new ones.
-pub const KEY_SCHEMA: &str = "lethe-node-v2";
+pub const KEY_SCHEMA: &str = "lethe-node-v3";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NodeKind {
-    Load,
-    Train,
-    Importance,
-    Index,
-    Query,
-    Evaluate,
-    Report,
-}
-
-impl NodeKind {
-    pub const ALL: [NodeKind; 7] = [
-        NodeKind::Load,
-        NodeKind::Train,
-        NodeKind::Importance,
-        NodeKind::Index,
-        NodeKind::Query,
-        NodeKind::Evaluate,
-        NodeKind::Report,
-    ];
-    pub fn name(self) -> &'static str {
-        match self {
-            NodeKind::Load => "load",
-            NodeKind::Train => "train",
-            NodeKind::Importance => "importance",
-            NodeKind::Index => "index",
-            NodeKind::Query => "query",
-            NodeKind::Evaluate => "evaluate",
-            NodeKind::Report => "report",
-        }
+/// The key of a node: `blake3(KEY_SCHEMA, kind, canonical spec, input keys)`.
+pub fn node_key<'a>(spec: &NodeSpec, input_keys: impl IntoIterator<Item = &'a str>) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(KEY_SCHEMA.as_bytes());
+    h.update(b"\0");
+    h.update(spec.kind().name().as_bytes());
+    h.update(b"\0");
+    // serde_json maps are sorted by key and numbers are parsed values: canonical.
+    h.update(spec.canonical().to_string().as_bytes());
+    for key in input_keys {
+        h.update(b"\0");
+        h.update(key.as_bytes());
     }
+    h.finalize().to_hex().to_string()
 }
 
-/// One unit of work.
-#[derive(Debug, Clone, Serialize)]
+/// One unit of work: its spec (what it computes) and display metadata.
+#[derive(Debug, Clone)]
 pub struct Node {
     /// Hex blake3 key.
     pub key: String,
-    pub kind: NodeKind,
+    pub spec: NodeSpec,
     /// Human-readable name, e.g. `train(2: vehicles)` or `index(animals @ 3)`.
     pub label: String,
-    /// The tasks whose data the node reads.
+    /// The tasks whose data the node reads (for display and grouping).
     pub tasks: Vec<String>,
     /// The stage (1-based) whose model the node makes or uses, if any.
     pub stage: Option<usize>,
     /// For decoupled training: the direction this model chain serves.
     pub direction: Option<Direction>,
-    /// The canonical settings hashed into the key (for `--explain` and tools).
-    pub settings: serde_json::Value,
+    /// The inputs in slot order (the order their keys were hashed).
+    pub inputs: Vec<NodeIndex>,
     /// Indices (into `Plan::experiments`) of the variants that use the node.
     pub variants: Vec<usize>,
 }
 
 impl Node {
+    pub fn kind(&self) -> NodeKind {
+        self.spec.kind()
+    }
     pub fn short_key(&self) -> &str {
         &self.key[..12]
     }
+}
+
+/// The nodes whose outputs make one variant's results.
+#[derive(Debug, Clone, Default)]
+pub struct VariantNodes {
+    /// Its evaluations, stage by stage.
+    pub evaluations: Vec<NodeIndex>,
+    /// Its training runs, chain by chain and stage by stage.
+    pub trainings: Vec<NodeIndex>,
 }
 
 /// The lowered pipeline: a DAG whose node indices are in topological order
@@ -88,6 +86,10 @@ pub struct Plan {
     pub pipeline: String,
     pub experiments: Vec<Experiment>,
     pub graph: DiGraph<Node, ()>,
+    /// Per variant (index into `experiments`), the nodes its results come from.
+    pub variant_nodes: Vec<VariantNodes>,
+    /// Manifest content hash → a path it was read from (paths are not hashed).
+    datasets: BTreeMap<String, PathBuf>,
     by_key: HashMap<String, NodeIndex>,
     /// How many nodes of each kind the variants would need if nothing were shared.
     pub unshared: BTreeMap<NodeKind, usize>,
@@ -102,21 +104,35 @@ impl Plan {
     pub fn find(&self, key: &str) -> Option<NodeIndex> {
         self.by_key.get(key).copied()
     }
-    /// The node's inputs, in the order they were declared.
-    pub fn inputs(&self, i: NodeIndex) -> Vec<NodeIndex> {
-        let mut inputs: Vec<NodeIndex> = self
-            .graph
-            .neighbors_directed(i, petgraph::Direction::Incoming)
-            .collect();
-        inputs.sort();
-        inputs
+    /// The node's inputs, in slot order.
+    pub fn inputs(&self, i: NodeIndex) -> &[NodeIndex] {
+        &self.graph[i].inputs
+    }
+    /// The input in a slot of a node.
+    pub fn input(&self, i: NodeIndex, slot: Slot) -> Option<&Node> {
+        self.graph[i].inputs.get(slot).map(|&j| &self.graph[j])
+    }
+    /// The nodes whose outputs the result tables read: every variant's
+    /// evaluations and training runs.
+    pub fn result_nodes(&self) -> std::collections::HashSet<NodeIndex> {
+        self.variant_nodes
+            .iter()
+            .flat_map(|v| v.evaluations.iter().chain(&v.trainings).copied())
+            .collect()
+    }
+    /// The manifest with this content hash (a load node's dataset).
+    pub fn dataset_path(&self, hash: &str) -> Option<&Path> {
+        self.datasets.get(hash).map(PathBuf::as_path)
     }
     /// Nodes in topological order.
     pub fn nodes(&self) -> impl Iterator<Item = (NodeIndex, &Node)> {
         self.graph.node_indices().map(move |i| (i, &self.graph[i]))
     }
     pub fn count(&self, kind: NodeKind) -> usize {
-        self.graph.node_weights().filter(|n| n.kind == kind).count()
+        self.graph
+            .node_weights()
+            .filter(|n| n.kind() == kind)
+            .count()
     }
     /// Records which nodes `contains` reports cached (shown by `lethe plan`).
     pub fn mark_cached(&mut self, contains: impl Fn(&str) -> bool) {

@@ -85,7 +85,7 @@ fn text(plan: &Plan) -> String {
             out,
             "  {:>4}  {:<10}  {:<width$}  {:<12}  {mark}{}",
             i.index() + 1,
-            node.kind.name(),
+            node.kind().name(),
             node.label,
             node.short_key(),
             users(plan, &node.variants)
@@ -139,7 +139,7 @@ struct JsonNode<'a> {
     direction: Option<Direction>,
     inputs: Vec<&'a str>,
     variants: &'a [usize],
-    settings: &'a serde_json::Value,
+    spec: &'a super::NodeSpec,
     #[serde(skip_serializing_if = "Option::is_none")]
     cached: Option<bool>,
 }
@@ -173,18 +173,18 @@ fn json(plan: &Plan) -> String {
             .nodes()
             .map(|(i, node)| JsonNode {
                 key: &node.key,
-                kind: node.kind,
+                kind: node.kind(),
                 label: &node.label,
                 tasks: &node.tasks,
                 stage: node.stage,
                 direction: node.direction,
                 inputs: plan
                     .inputs(i)
-                    .into_iter()
-                    .map(|j| plan.node(j).key.as_str())
+                    .iter()
+                    .map(|&j| plan.node(j).key.as_str())
                     .collect(),
                 variants: &node.variants,
-                settings: &node.settings,
+                spec: &node.spec,
                 cached: plan.is_cached(&node.key),
             })
             .collect(),
@@ -212,7 +212,6 @@ fn colour(kind: NodeKind) -> &'static str {
         NodeKind::Index => "#c7e9c0",
         NodeKind::Query => "#e5f5e0",
         NodeKind::Evaluate => "#dadaeb",
-        NodeKind::Report => "#fcbba1",
     }
 }
 
@@ -236,7 +235,7 @@ fn dot(plan: &Plan) -> String {
             node.short_key(),
             node.variants.len(),
             if node.variants.len() == 1 { "" } else { "s" },
-            colour(node.kind)
+            colour(node.kind())
         );
     }
     for e in plan.graph.edge_indices() {
@@ -258,7 +257,7 @@ fn mermaid(plan: &Plan) -> String {
             i.index(),
             label,
             node.short_key(),
-            node.kind.name()
+            node.kind().name()
         );
     }
     for e in plan.graph.edge_indices() {
