@@ -89,6 +89,9 @@ the same raw list is kept, so an interrupted run resumes. Nothing is downloaded.
     /// Datasets: inspect a manifest's splits and tasks.
     #[command(subcommand)]
     Data(DataCommand),
+    /// The node cache: verify its entries.
+    #[command(subcommand)]
+    Cache(CacheCommand),
     /// Execute a pipeline: compute the nodes not cached yet, write the result tables.
     #[command(
         after_help = "Examples:\n  lethe run pipelines/quickstart.pipe\n  lethe run pipelines/table1.pipe --jobs 2 --keep-going\n  \
@@ -108,8 +111,9 @@ Exit status: 0 success, 1 a node failed, 2 invalid input."
         /// The node cache, shared by all pipelines that use it.
         #[arg(long, value_name = "DIR", default_value = ".lethe/cache")]
         cache: PathBuf,
-        /// Independent nodes to run at once (cores are split between them).
-        #[arg(long, default_value_t = 1, value_name = "N")]
+        /// Independent nodes to run at once (cores are split between them); at
+        /// most the number of cores.
+        #[arg(long, default_value_t = 1, value_name = "N", value_parser = parse_jobs)]
         jobs: usize,
         /// Override the pipeline's device (cpu, cuda, cuda:N).
         #[arg(long, value_parser = parse_device, value_name = "DEVICE")]
@@ -170,6 +174,46 @@ memory the features take. Exit status 2 when the manifest or its tables are inva
     },
 }
 
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Check every entry's files against the sizes and hashes its node.json records.
+    #[command(
+        after_help = "Examples:\n  lethe cache verify\n  lethe cache verify --cache /shared/lethe-cache --repair\n\n\
+A damaged entry (a file deleted, truncated or edited, node.json lost) is never used: `lethe run`\n\
+recomputes it. --repair removes damaged entries now. Exit status: 0 when every entry is complete\n\
+(or was repaired), 1 when damaged entries remain, 2 when the cache cannot be read."
+    )]
+    Verify {
+        /// The node cache.
+        #[arg(long, value_name = "DIR", default_value = ".lethe/cache")]
+        cache: PathBuf,
+        /// Remove damaged entries.
+        #[arg(long)]
+        repair: bool,
+    },
+}
+
+fn parse_jobs(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{s}` is not a number of jobs")),
+    }
+}
+
+/// More jobs than cores only adds threads that wait: capped, with a note.
+fn cap_jobs(jobs: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if jobs > cores {
+        eprintln!(
+            "note: --jobs {jobs} is more than the {cores} cores here; running {cores} at once"
+        );
+        cores
+    } else {
+        jobs
+    }
+}
+
 fn parse_device(s: &str) -> Result<DeviceSpec, String> {
     match s {
         "cpu" => Ok(DeviceSpec::Cpu),
@@ -194,6 +238,7 @@ fn main() -> ExitCode {
             cache,
         } => plan_cmd(&file, format, device, &cache, explain),
         Command::Data(DataCommand::Inspect { manifest }) => inspect_cmd(&manifest),
+        Command::Cache(CacheCommand::Verify { cache, repair }) => cache_verify_cmd(&cache, repair),
         Command::Report {
             dir,
             format,
@@ -219,7 +264,7 @@ fn main() -> ExitCode {
             file,
             out,
             cache,
-            jobs: jobs.max(1),
+            jobs: cap_jobs(jobs),
             device,
             keep_embeddings,
             keep_going,
@@ -444,6 +489,41 @@ fn inspect_cmd(manifest: &Path) -> ExitCode {
             print_diagnostics(&[Diagnostic::error(e.to_string())], &SourceMap::new());
             ExitCode::from(2)
         }
+    }
+}
+
+fn cache_verify_cmd(root: &Path, repair: bool) -> ExitCode {
+    if !root.is_dir() {
+        eprintln!("error: {} is not a cache directory", root.display());
+        return ExitCode::from(2);
+    }
+    let report = match Cache::open(root).and_then(|c| c.verify_all(repair)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot read the cache {}: {e}", root.display());
+            return ExitCode::from(2);
+        }
+    };
+    for (key, why) in &report.damaged {
+        println!(
+            "{} {key}: {why}",
+            if repair { "removed" } else { "damaged" }
+        );
+    }
+    let gib = report.bytes as f64 / (1u64 << 30) as f64;
+    println!(
+        "{}: {} complete, {} damaged{}; hashed {gib:.2} GiB in {:.1} s ({:.2} GiB/s)",
+        root.display(),
+        report.complete,
+        report.damaged.len(),
+        if repair { " (removed)" } else { "" },
+        report.seconds,
+        gib / report.seconds.max(1e-9)
+    );
+    if report.damaged.is_empty() || repair {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

@@ -68,6 +68,12 @@ impl<'a> NodeRunner<'a> {
         self.split_of(self.input(node, slot)?)
     }
 
+    /// Reads the split of a `load` node now (it is kept for the nodes that need it),
+    /// so that invalid data is found before anything is computed.
+    pub fn preload(&self, load: NodeIndex) -> Result<(), String> {
+        self.split_of(load).map(|_| ())
+    }
+
     fn split_of(&self, load: NodeIndex) -> Result<Arc<LoadedSplit>, String> {
         let n = self.plan.node(load);
         let NodeSpec::Load(spec) = &n.spec else {

@@ -73,6 +73,8 @@ pub fn run(options: &RunOptions) -> Result<RunSummary, RunError> {
     let device = crate::train::device(device_spec)
         .map_err(|e| RunError::Invalid(vec![Diagnostic::error(e)], SourceMap::new()))?;
     let plan = plan::lower(&pipeline.name, pipeline.experiments, &mut manifests);
+    // Where the results go must be writable before anything is computed.
+    let pipeline_dir = check_output(&options.out, &plan.pipeline)?;
     let cache = Cache::open(&options.cache).map_err(|e| {
         RunError::Failed(format!(
             "cannot open the cache {}: {e}",
@@ -81,6 +83,16 @@ pub fn run(options: &RunOptions) -> Result<RunSummary, RunError> {
     })?;
     let _ = cache.clean_scratch();
     let needed = needed(&plan, &cache);
+    let damaged = cache.damaged();
+    for node in plan.graph.node_weights() {
+        if let Some(why) = damaged.get(&node.key) {
+            eprintln!(
+                "warning: the cache entry of {} ({}) is damaged: {why}; it is recomputed",
+                node.label,
+                node.short_key()
+            );
+        }
+    }
     let to_run = needed.iter().filter(|n| **n).count();
     let progress = Progress::new(&plan, to_run, options.quiet);
     progress.line(&format!(
@@ -98,6 +110,19 @@ pub fn run(options: &RunOptions) -> Result<RunSummary, RunError> {
         }
     }
     let runner = NodeRunner::new(&plan, &cache, device).with_events(&progress);
+    // Invalid data is invalid input (exit 2, no run directory), as with
+    // `lethe validate`: read every split a computing node needs before computing.
+    for (i, node) in plan.nodes() {
+        let used = plan
+            .graph
+            .neighbors_directed(i, petgraph::Direction::Outgoing)
+            .any(|d| needed[d.index()]);
+        if matches!(node.spec, plan::NodeSpec::Load(_)) && (used || needed[i.index()]) {
+            runner
+                .preload(i)
+                .map_err(|e| RunError::Invalid(vec![Diagnostic::error(e)], SourceMap::new()))?;
+        }
+    }
     let outcomes = execute(
         &plan,
         &cache,
@@ -134,12 +159,33 @@ pub fn run(options: &RunOptions) -> Result<RunSummary, RunError> {
         failures,
     };
     if summary.failures.is_empty() || options.keep_going {
-        let dir = run_directory(&options.out, &summary.plan.pipeline, started)
-            .map_err(RunError::Failed)?;
-        super::tables::write_report(&summary.plan, &cache, &dir, options)
-            .map_err(RunError::Failed)?;
-        write_provenance(&dir, &summary, options, device_spec, &sources, started)
-            .map_err(RunError::Failed)?;
+        let (incomplete, dir) = run_directory(&pipeline_dir, started).map_err(RunError::Failed)?;
+        // Written under `<id>.incomplete` and renamed when whole: a failure leaves
+        // nothing, a kill at most a folder marked incomplete.
+        let written = super::tables::write_report(&summary.plan, &cache, &incomplete, options)
+            .and_then(|()| {
+                write_provenance(
+                    &incomplete,
+                    &summary,
+                    options,
+                    device_spec,
+                    &sources,
+                    started,
+                )
+            })
+            .and_then(|()| {
+                std::fs::rename(&incomplete, &dir).map_err(|e| {
+                    format!(
+                        "cannot rename {} to {}: {e}",
+                        incomplete.display(),
+                        dir.display()
+                    )
+                })
+            });
+        if let Err(e) = written {
+            let _ = std::fs::remove_dir_all(&incomplete);
+            return Err(RunError::Failed(e));
+        }
         summary.run_dir = Some(dir);
     }
     Ok(summary)
@@ -170,7 +216,19 @@ pub fn timestamp(t: SystemTime, separator: char) -> String {
     )
 }
 
-fn run_directory(out: &Path, pipeline: &str, started: SystemTime) -> Result<PathBuf, String> {
+/// The run id of a run directory, also while it is still `<id>.incomplete`.
+pub fn run_id_of(dir: &Path) -> String {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    name.strip_suffix(".incomplete")
+        .unwrap_or(&name)
+        .to_string()
+}
+
+/// `<out>/<pipeline>/`, created and checked writable (a probe file).
+fn check_output(out: &Path, pipeline: &str) -> Result<PathBuf, RunError> {
     let safe: String = pipeline
         .chars()
         .map(|c| {
@@ -182,6 +240,25 @@ fn run_directory(out: &Path, pipeline: &str, started: SystemTime) -> Result<Path
         })
         .collect();
     let base = out.join(&safe);
+    let probe = base.join(format!(".probe-{}", std::process::id()));
+    std::fs::create_dir_all(&base)
+        .and_then(|()| std::fs::write(&probe, b""))
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| {
+            RunError::Invalid(
+                vec![Diagnostic::error(format!(
+                    "the output folder {} is not writable: {e}",
+                    base.display()
+                ))
+                .note("choose another with --out DIR")],
+                SourceMap::new(),
+            )
+        })?;
+    Ok(base)
+}
+
+/// A free run id in `base`: the folder to write (`<id>.incomplete`) and its final name.
+fn run_directory(base: &Path, started: SystemTime) -> Result<(PathBuf, PathBuf), String> {
     let stamp = timestamp(started, '-');
     // Two runs in the same second get distinct directories.
     for n in 0.. {
@@ -191,10 +268,14 @@ fn run_directory(out: &Path, pipeline: &str, started: SystemTime) -> Result<Path
             format!("{stamp}-{n}")
         };
         let dir = base.join(&id);
-        match std::fs::create_dir_all(&base).and_then(|_| std::fs::create_dir(&dir)) {
-            Ok(()) => return Ok(dir),
+        let incomplete = base.join(format!("{id}.incomplete"));
+        if dir.exists() {
+            continue;
+        }
+        match std::fs::create_dir(&incomplete) {
+            Ok(()) => return Ok((incomplete, dir)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(format!("cannot create {}: {e}", dir.display())),
+            Err(e) => return Err(format!("cannot create {}: {e}", incomplete.display())),
         }
     }
     unreachable!("an unbounded search always finds a free name")
@@ -255,7 +336,7 @@ fn write_provenance(
         .duration_since(started)
         .map_or(0.0, |d| d.as_secs_f64());
     let run = serde_json::json!({
-        "run_id": dir.file_name().map(|n| n.to_string_lossy().into_owned()),
+        "run_id": run_id_of(dir),
         "pipeline": plan.pipeline,
         "file": options.file.display().to_string(),
         "source_files": files,

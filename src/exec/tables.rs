@@ -45,10 +45,7 @@ pub fn write_report(
     dir: &Path,
     options: &RunOptions,
 ) -> Result<(), String> {
-    let run_id = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let run_id = super::run::run_id_of(dir);
     let mut metadata = HashMap::new();
     metadata.insert("lethe.run_id".to_string(), run_id.clone());
     metadata.insert("lethe.pipeline".to_string(), plan.pipeline.clone());
