@@ -37,6 +37,8 @@ fn table1_shares_training_as_specified() {
     assert_eq!(plan.count(NodeKind::Train), 102);
     assert_eq!(plan.unshared[&NodeKind::Train], 192);
     assert_eq!(plan.count(NodeKind::Load), 1);
+    // One untrained model per seed and architecture, shared by every chain.
+    assert_eq!(plan.count(NodeKind::Init), 6);
     // train(1) of one seed and architecture serves all 8 continual variants.
     let first = plan
         .nodes()
@@ -75,8 +77,9 @@ fn index_policy_never_changes_training() {
     let plan = plan_text("    sweep { index = [frozen, reindex] }");
     assert_eq!(plan.count(NodeKind::Train), 3);
     assert_eq!(plan.unshared[&NodeKind::Train], 6);
-    // Stage 1 evaluates the same galleries under both policies.
-    assert_eq!(plan.count(NodeKind::Evaluate), 5);
+    // Stages 0 (the untrained model) and 1 evaluate the same galleries under
+    // both policies.
+    assert_eq!(plan.count(NodeKind::Evaluate), 6);
 }
 
 #[test]
@@ -313,8 +316,17 @@ fn evaluation_inputs_are_wired_by_slot() {
                 assert_eq!(gallery.tasks, [spec.tasks[j].clone()]);
                 assert_eq!(query.stage, Some(spec.stage));
                 assert_eq!(gallery.stage, Some(t.gallery_stage));
-                if let Some(learned) = t.learned {
-                    assert_eq!(plan.input(i, learned).unwrap().stage, Some(j + 1));
+                // Old tasks (learned before this stage) have drift inputs: both
+                // modalities by this stage's model and by the one that learned it.
+                let sequential = spec.stage_task != "joint";
+                assert_eq!(t.drift.is_some(), sequential && j + 1 < spec.stage);
+                if let Some(d) = &t.drift {
+                    for (slots, stage) in [(d.now, spec.stage), (d.then, j + 1)] {
+                        let [q, x] = slots.map(|s| plan.input(i, s).unwrap());
+                        assert_eq!((q.kind(), x.kind()), (NodeKind::Query, NodeKind::Index));
+                        assert_eq!((q.stage, x.stage), (Some(stage), Some(stage)));
+                        assert_eq!(q.direction, x.direction);
+                    }
                 }
             }
         }

@@ -4,6 +4,7 @@
 
 use super::Embedded;
 use crate::data::LoadedSplit;
+use crate::lang::Direction;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -61,18 +62,25 @@ fn pairs(n: usize, m: usize, distinct: bool) -> Vec<(usize, usize)> {
     out
 }
 
+/// The gallery an old task's queries searched, for the mixed alignment.
+pub struct Gallery<'a> {
+    pub embedded: &'a Embedded,
+    /// Embedded by an older model than the queries (a frozen index).
+    pub older: bool,
+    pub direction: Direction,
+}
+
 /// The diagnostics of task `task` (index into the split's tasks): `now` holds its
-/// embeddings by the current model, `then` by the model that learned it, and
-/// `gallery` the gallery the policy searched; `mixed` when that gallery was
-/// embedded by an older model than the queries (a frozen index). Returns (metric, modality, value).
+/// embeddings by the current model, `then` by the model that learned it (both
+/// modalities), and `gallery` the gallery the policy searched. Returns
+/// (metric, modality, value).
 pub fn diagnostics(
     split: &LoadedSplit,
     task: usize,
     now: &Embedded,
     then: &Embedded,
-    gallery: &Embedded,
+    gallery: Gallery,
     overlap: Option<f64>,
-    mixed: bool,
 ) -> Result<Vec<(String, String, f64)>, String> {
     let t = &split.tasks[task];
     let mut out = Vec::new();
@@ -119,9 +127,14 @@ pub fn diagnostics(
             alignment(im, tx),
         ));
     }
-    if mixed {
-        // New queries against the old gallery: what a frozen index actually compares.
-        if let (Some(im), Some(tx)) = (rows(now, "image"), rows(gallery, "text")) {
+    if gallery.older {
+        // New queries against the old gallery: what a frozen index actually
+        // compares. im2txt: s(φ_k(i), ψ_j(c)); txt2im: s(ψ_k(c), φ_j(i)).
+        let pair = match gallery.direction {
+            Direction::Im2txt => (rows(now, "image"), rows(gallery.embedded, "text")),
+            Direction::Txt2im => (rows(gallery.embedded, "image"), rows(now, "text")),
+        };
+        if let (Some(im), Some(tx)) = pair {
             out.push((
                 "alignment_mixed".to_string(),
                 "cross".to_string(),

@@ -158,9 +158,9 @@ pub struct TaskEmbeddings<'a> {
     pub gallery: &'a Embedded,
     /// The stage whose model embedded the gallery.
     pub gallery_stage: usize,
-    /// The task embedded by the model that learned it (for drift), when that
-    /// model is older than the stage's.
-    pub learned: Option<&'a Embedded>,
+    /// For a task learned before the stage: its items by the stage's model and by
+    /// the model that learned it, both modalities, for the drift diagnostics.
+    pub drift: Option<(Embedded, Embedded)>,
 }
 
 /// Everything one evaluation reads: the stage, the metrics asked for, and per
@@ -282,7 +282,7 @@ pub fn evaluate(
             emit("all", "union", &all, size);
         }
         for j in 0..seen.min(t) {
-            let Some(learned) = inputs[j].learned else {
+            let Some((now, then)) = &inputs[j].drift else {
                 continue;
             };
             // A gallery from an older model than the queries': what a frozen
@@ -292,11 +292,14 @@ pub fn evaluate(
                 drift::diagnostics(
                     split,
                     task_index[j],
-                    inputs[j].query,
-                    learned,
-                    inputs[j].gallery,
+                    now,
+                    then,
+                    drift::Gallery {
+                        embedded: inputs[j].gallery,
+                        older: mixed,
+                        direction,
+                    },
                     overlap[j],
-                    mixed,
                 )?
                 .into_iter()
                 .map(|(metric, modality, value)| drift::DriftRow {

@@ -166,7 +166,8 @@ impl Cache {
     /// with its size, hash and row count. A damaged entry is remembered for
     /// [`Cache::damaged`].
     pub fn state(&self, key: &str) -> EntryState {
-        if lock(&self.verified).contains(key) {
+        // Hashed once per process; a removed entry is noticed at once (a stat).
+        if lock(&self.verified).contains(key) && self.entry(key).join(NODE_FILE).is_file() {
             return EntryState::Complete;
         }
         let state = self.check(key);

@@ -14,7 +14,8 @@ use crate::eval::{self, Embedded, Evaluation, TaskEmbeddings};
 use crate::lang::{Modality, TrainSpec};
 use crate::model::{load_checkpoint, save_checkpoint, CheckpointMeta, Model};
 use crate::plan::{
-    EmbedNode, Estimate, EvaluateNode, ImportanceNode, LoadNode, NodeSpec, Plan, Slot, TrainNode,
+    EmbedNode, Estimate, EvaluateNode, ImportanceNode, InitNode, LoadNode, NodeSpec, Plan, Slot,
+    TrainNode,
 };
 use crate::train::importance::{self, Importance};
 use crate::train::{train_stage, Previous, Stage};
@@ -99,17 +100,25 @@ impl<'a> NodeRunner<'a> {
         load_split(&manifest, &spec.split).map_err(|e| e.to_string())
     }
 
-    /// The model a `train` node in `slot` of `node` made.
+    /// The model an `init` or `train` node in `slot` of `node` made.
     fn model(&self, node: NodeIndex, slot: Slot, split: &LoadedSplit) -> Result<Model, String> {
-        let train = self.plan.node(self.input(node, slot)?);
-        let NodeSpec::Train(spec) = &train.spec else {
-            return Err(format!("{} is not a train node", train.label));
+        let maker = self.plan.node(self.input(node, slot)?);
+        let spec = match &maker.spec {
+            NodeSpec::Train(t) => &t.model,
+            NodeSpec::Init(i) => &i.model,
+            NodeSpec::Load(_)
+            | NodeSpec::Importance(_)
+            | NodeSpec::Index(_)
+            | NodeSpec::Query(_)
+            | NodeSpec::Evaluate(_) => {
+                return Err(format!("{} makes no model", maker.label));
+            }
         };
-        let path = self.cache.entry(&train.key).join("model.safetensors");
+        let path = self.cache.entry(&maker.key).join("model.safetensors");
         let (tensors, _) =
             load_checkpoint(&path, "model", &self.device).map_err(|e| e.to_string())?;
         Model::with_values(
-            &spec.model,
+            spec,
             split.image_dim,
             split.text_dim,
             &tensors,
@@ -137,6 +146,27 @@ impl<'a> NodeRunner<'a> {
             split.image_dim,
             split.text_dim,
         )
+    }
+
+    fn init(&self, node: NodeIndex, spec: &InitNode, out: &Path) -> Result<(), String> {
+        let split = self.split(node, spec.load)?;
+        // The same draws as the initialisation of `train(1)` (no learnable scale:
+        // it does not enter the embeddings).
+        let model = Model::new(
+            &spec.model,
+            split.image_dim,
+            split.text_dim,
+            spec.seed,
+            None,
+            &self.device,
+        )
+        .map_err(|e| e.to_string())?;
+        save_checkpoint(
+            &out.join("model.safetensors"),
+            &model.named_tensors(),
+            &self.metadata(node, "model", &split),
+        )
+        .map_err(|e| e.to_string())
     }
 
     fn train(&self, node: NodeIndex, spec: &TrainNode, out: &Path) -> Result<(), String> {
@@ -289,10 +319,8 @@ impl<'a> NodeRunner<'a> {
         let mut read: HashMap<Slot, Embedded> = HashMap::new();
         for d in &spec.directions {
             for t in &d.tasks {
-                for slot in [Some(t.query), Some(t.gallery), t.learned]
-                    .into_iter()
-                    .flatten()
-                {
+                let drift = t.drift.iter().flat_map(|d| d.now.iter().chain(&d.then));
+                for &slot in [t.query, t.gallery].iter().chain(drift) {
                     if let std::collections::hash_map::Entry::Vacant(entry) = read.entry(slot) {
                         let key = &self.plan.node(self.input(node, slot)?).key;
                         entry.insert(read_embeddings(self.cache, key)?);
@@ -311,7 +339,10 @@ impl<'a> NodeRunner<'a> {
                         query: &read[&t.query],
                         gallery: &read[&t.gallery],
                         gallery_stage: t.gallery_stage,
-                        learned: t.learned.map(|s| &read[&s]),
+                        drift: t
+                            .drift
+                            .as_ref()
+                            .map(|d| (merged(&read, &d.now), merged(&read, &d.then))),
                     })
                     .collect();
                 (d.direction, tasks)
@@ -334,6 +365,18 @@ impl<'a> NodeRunner<'a> {
     }
 }
 
+/// One model's embeddings of a task from several entries (its query and index
+/// embeddings), modality by modality.
+fn merged(read: &HashMap<Slot, Embedded>, slots: &[Slot]) -> Embedded {
+    let mut out = Embedded::new();
+    for slot in slots {
+        for (modality, rows) in &read[slot] {
+            out.entry(modality.clone()).or_insert_with(|| rows.clone());
+        }
+    }
+    out
+}
+
 impl Runner for NodeRunner<'_> {
     fn run(&self, node: NodeIndex, out: &Path) -> Result<(), String> {
         match &self.plan.node(node).spec {
@@ -343,6 +386,7 @@ impl Runner for NodeRunner<'_> {
                     serde_json::to_string_pretty(&split.summary()).map_err(|e| e.to_string())?;
                 std::fs::write(out.join("split.json"), text).map_err(|e| e.to_string())
             }
+            NodeSpec::Init(spec) => self.init(node, spec, out),
             NodeSpec::Train(spec) => self.train(node, spec, out),
             NodeSpec::Importance(spec) => self.importance(node, spec, out),
             NodeSpec::Index(spec) | NodeSpec::Query(spec) => self.embed(node, spec, out),

@@ -355,6 +355,7 @@ fn write_embeddings(
                     NodeKind::Index if galleries.contains(&slot) => "gallery",
                     NodeKind::Index => "reference",
                     NodeKind::Load
+                    | NodeKind::Init
                     | NodeKind::Train
                     | NodeKind::Importance
                     | NodeKind::Evaluate => continue,

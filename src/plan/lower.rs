@@ -160,7 +160,7 @@ impl Builder {
                 vec![None]
             };
         let mut trainings = Vec::new();
-        // models[c][k-1]: the model of chain c after stage k.
+        // models[c][k]: the model of chain c after stage k (0: untrained).
         let mut models: Vec<Vec<NodeIndex>> = Vec::new();
         for &chain in &chains {
             let chain_models = match e.schedule {
@@ -191,11 +191,16 @@ impl Builder {
                         inputs,
                         v,
                     );
-                    vec![m; t]
+                    vec![m; t + 1]
                 }
-                Schedule::Sequential => self.sequential_chain(v, e, chain, load),
+                Schedule::Sequential => {
+                    // Every chain starts from the same untrained model (one node).
+                    let mut chain_models = vec![self.init(v, e, load)];
+                    chain_models.extend(self.sequential_chain(v, e, chain, load));
+                    chain_models
+                }
             };
-            trainings.extend(chain_models.iter().copied());
+            trainings.extend(chain_models[1..].iter().copied());
             models.push(chain_models);
         }
         // Chains share their first stages; results are read in plan order.
@@ -207,6 +212,29 @@ impl Builder {
             evaluations,
             trainings,
         }
+    }
+
+    /// The untrained model a sequential chain starts from, evaluated as stage 0
+    /// for forward transfer (a joint model has no stages to transfer between).
+    fn init(&mut self, v: usize, e: &Experiment, load: NodeIndex) -> NodeIndex {
+        let mut inputs = Inputs::default();
+        let spec = InitNode {
+            model: e.model.clone(),
+            seed: e.seed,
+            device: e.device,
+            load: inputs.slot(load),
+        };
+        self.add(
+            NodeSpec::Init(spec),
+            Display {
+                label: "init".into(),
+                tasks: Vec::new(),
+                stage: Some(0),
+                direction: None,
+            },
+            inputs,
+            v,
+        )
     }
 
     fn sequential_chain(
@@ -310,7 +338,8 @@ impl Builder {
         let t = e.tasks.len();
         let stages: Vec<usize> = match e.schedule {
             Schedule::Joint => vec![t],
-            Schedule::Sequential => (1..=t).collect(),
+            // Stage 0: the untrained model, for forward transfer.
+            Schedule::Sequential => (0..=t).collect(),
         };
         // Embedding nodes of this variant, by (kind, chain, task j, model stage m).
         let mut embedded: HashMap<(Embedding, usize, usize, usize), NodeIndex> = HashMap::new();
@@ -334,7 +363,7 @@ impl Builder {
                             &chain_directions,
                             j,
                             m,
-                            models[c][m - 1],
+                            models[c][m],
                             load,
                         )
                     })
@@ -349,15 +378,25 @@ impl Builder {
                         (Schedule::Sequential, IndexPolicy::Frozen) => j.min(k),
                     };
                     let gallery = inputs.slot(embed(self, Embedding::Index, j, gallery_stage));
-                    // The task's own-stage embeddings, for the drift diagnostics of
-                    // a task learned before this stage.
-                    let learned = (e.schedule == Schedule::Sequential && j < k)
-                        .then(|| inputs.slot(embed(self, Embedding::Index, j, j)));
+                    // An old task's drift compares both modalities by this stage's
+                    // model with those by the model that learned it.
+                    let drift = (e.schedule == Schedule::Sequential && j < k).then(|| {
+                        let mut both = |b: &mut Builder, m: usize| {
+                            [
+                                inputs.slot(embed(b, Embedding::Query, j, m)),
+                                inputs.slot(embed(b, Embedding::Index, j, m)),
+                            ]
+                        };
+                        DriftInputs {
+                            now: both(self, k),
+                            then: both(self, j),
+                        }
+                    });
                     tasks.push(TaskInputs {
                         query,
                         gallery,
                         gallery_stage,
-                        learned,
+                        drift,
                     });
                 }
                 // The gallery stages fix the evaluation together with the inputs'
@@ -370,6 +409,9 @@ impl Builder {
             }
             let (stage_task, label) = match e.schedule {
                 Schedule::Joint => ("joint".to_string(), "evaluate(joint)".to_string()),
+                Schedule::Sequential if k == 0 => {
+                    ("init".to_string(), "evaluate(0: init)".to_string())
+                }
                 Schedule::Sequential => (
                     e.tasks[k - 1].clone(),
                     format!("evaluate({k}: {})", e.tasks[k - 1]),
@@ -433,6 +475,7 @@ impl Builder {
         let task = &e.tasks[j - 1];
         let model_name = match e.schedule {
             Schedule::Joint => "joint".to_string(),
+            Schedule::Sequential if m == 0 => "init".to_string(),
             Schedule::Sequential => m.to_string(),
         };
         let suffix = chain

@@ -12,8 +12,8 @@ pub mod spec;
 pub use lower::{lower, resolve_coverage};
 pub use render::{render, Format};
 pub use spec::{
-    DirectionInputs, EmbedNode, Estimate, EvaluateNode, ImportanceNode, LoadNode, NodeKind,
-    NodeSpec, Recipe, Slot, TaskInputs, TrainNode,
+    DirectionInputs, DriftInputs, EmbedNode, Estimate, EvaluateNode, ImportanceNode, InitNode,
+    LoadNode, NodeKind, NodeSpec, Recipe, Slot, TaskInputs, TrainNode,
 };
 
 use crate::lang::{Direction, Experiment};

@@ -207,6 +207,7 @@ fn json(plan: &Plan) -> String {
 fn colour(kind: NodeKind) -> &'static str {
     match kind {
         NodeKind::Load => "#d9d9d9",
+        NodeKind::Init => "#deebf7",
         NodeKind::Train => "#9ecae1",
         NodeKind::Importance => "#fdd0a2",
         NodeKind::Index => "#c7e9c0",

@@ -21,6 +21,7 @@ pub type Slot = usize;
 #[serde(rename_all = "snake_case")]
 pub enum NodeKind {
     Load,
+    Init,
     Train,
     Importance,
     Index,
@@ -29,8 +30,9 @@ pub enum NodeKind {
 }
 
 impl NodeKind {
-    pub const ALL: [NodeKind; 6] = [
+    pub const ALL: [NodeKind; 7] = [
         NodeKind::Load,
+        NodeKind::Init,
         NodeKind::Train,
         NodeKind::Importance,
         NodeKind::Index,
@@ -40,6 +42,7 @@ impl NodeKind {
     pub fn name(self) -> &'static str {
         match self {
             NodeKind::Load => "load",
+            NodeKind::Init => "init",
             NodeKind::Train => "train",
             NodeKind::Importance => "importance",
             NodeKind::Index => "index",
@@ -56,6 +59,7 @@ impl NodeKind {
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum NodeSpec {
     Load(LoadNode),
+    Init(InitNode),
     Train(TrainNode),
     Importance(ImportanceNode),
     /// Embeds a task's test gallery.
@@ -69,6 +73,7 @@ impl NodeSpec {
     pub fn kind(&self) -> NodeKind {
         match self {
             NodeSpec::Load(_) => NodeKind::Load,
+            NodeSpec::Init(_) => NodeKind::Init,
             NodeSpec::Train(_) => NodeKind::Train,
             NodeSpec::Importance(_) => NodeKind::Importance,
             NodeSpec::Index(_) => NodeKind::Index,
@@ -91,6 +96,17 @@ pub struct LoadNode {
     /// The manifest's content hash (manifest and tables).
     pub dataset: String,
     pub split: String,
+}
+
+/// The untrained model a sequential chain starts from (its weights are those
+/// `train(1)` starts from): evaluated as stage 0 for forward transfer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InitNode {
+    pub model: ModelSpec,
+    pub seed: u64,
+    pub device: DeviceSpec,
+    /// The features' sizes come from the data.
+    pub load: Slot,
 }
 
 /// How one training run learns: everything of `train` but the regularizer,
@@ -247,7 +263,15 @@ pub struct TaskInputs {
     pub gallery: Slot,
     /// The stage whose model embedded that gallery.
     pub gallery_stage: usize,
-    /// The task's items embedded by the model that learned it, for the drift
-    /// diagnostics of an old task (`None` for tasks not yet learned before this stage).
-    pub learned: Option<Slot>,
+    /// For a task learned before this stage: what its drift diagnostics compare.
+    pub drift: Option<DriftInputs>,
+}
+
+/// Both modalities of an old task's test items, by this stage's model and by the
+/// model that learned the task: each pair of slots is that model's query and
+/// index embeddings (one modality each when a chain serves one direction).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftInputs {
+    pub now: [Slot; 2],
+    pub then: [Slot; 2],
 }
