@@ -17,6 +17,7 @@ pub mod diagnostics;
 pub mod encode;
 pub mod eval;
 pub mod exec;
+pub mod files;
 pub mod lang;
 pub mod model;
 pub mod plan;

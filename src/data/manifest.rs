@@ -145,21 +145,10 @@ pub struct Manifest {
 
 impl Manifest {
     pub fn load(path: &Path) -> Result<Manifest, DataError> {
-        let meta = std::fs::metadata(path)
-            .map_err(|e| DataError::invalid(path, format!("cannot read the manifest: {e}")))?;
-        if meta.len() > MAX_MANIFEST_BYTES {
-            return Err(DataError::invalid(
-                path,
-                format!(
-                    "the manifest is {} bytes; at most {MAX_MANIFEST_BYTES} are accepted",
-                    meta.len()
-                ),
-            ));
-        }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| DataError::invalid(path, format!("cannot read the manifest: {e}")))?;
-        let file: ManifestFile = serde_saphyr::from_str(&text)
-            .map_err(|e| DataError::invalid(path, format!("invalid manifest: {e}")))?;
+        let text = crate::files::read_text_bounded(path, MAX_MANIFEST_BYTES)?;
+        let file: ManifestFile = serde_saphyr::from_str(&text).map_err(|e| {
+            DataError::invalid(path, format!("invalid manifest: {}", yaml_error(&e)))
+        })?;
         let bad = |m: String| Err(DataError::invalid(path, m));
         if !(0.0..1.0).contains(&file.test_fraction) {
             return bad(format!(
@@ -287,6 +276,18 @@ impl Manifest {
     }
 }
 
+/// A YAML error without the quoted source: the location and what is wrong, on
+/// one line (a manifest path that names someone else's file must not print it).
+fn yaml_error(e: &serde_saphyr::Error) -> String {
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    first.chars().take(200).collect()
+}
+
+/// The most memory a synthetic set may take (its features as f32): COCO's size
+/// is 2.5 GiB; the budget stops a typo from allocating terabytes.
+pub const MAX_SYNTHETIC_BYTES: u64 = 32 << 30;
+
 fn check_synthetic(s: &SyntheticParams) -> Result<(), String> {
     let positive = [
         ("images", s.images),
@@ -309,6 +310,16 @@ fn check_synthetic(s: &SyntheticParams) -> Result<(), String> {
         || s.latent_dim > 4096
     {
         return Err("synthetic sizes are beyond what lethe generates (at most 10M images, 100 captions each, 65536-d)".into());
+    }
+    let bytes = (s.images as u128)
+        * (s.image_dim as u128 + s.captions_per_image as u128 * s.text_dim as u128)
+        * 4;
+    if bytes > MAX_SYNTHETIC_BYTES as u128 {
+        return Err(format!(
+            "the synthetic set would take {} of features; at most {} are generated",
+            crate::files::bytes(bytes.min(u64::MAX as u128) as u64),
+            crate::files::bytes(MAX_SYNTHETIC_BYTES)
+        ));
     }
     if s.images < s.domains {
         return Err(format!(

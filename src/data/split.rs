@@ -180,13 +180,26 @@ pub fn load_split(manifest: &Manifest, split: &str) -> Result<LoadedSplit, DataE
             *slot = Some(t);
         }
     }
-    let explicit = images.columns.get("split");
-    let test: Vec<bool> = (0..images.rows())
-        .map(|row| match explicit {
-            Some(column) => column[row] == "test",
-            None => is_test(&images.ids[row], manifest.test_fraction),
-        })
-        .collect();
+    let test: Vec<bool> = match images.columns.get("split") {
+        Some(column) => column
+            .iter()
+            .enumerate()
+            .map(|(row, value)| match value.as_str() {
+                "train" => Ok(false),
+                "test" => Ok(true),
+                other => Err(DataError::invalid(
+                    &images_path,
+                    format!(
+                        "column `split` holds `{}` at row {row}; it must be `train` or `test`",
+                        other.chars().take(40).collect::<String>()
+                    ),
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        None => (0..images.rows())
+            .map(|row| is_test(&images.ids[row], manifest.test_fraction))
+            .collect(),
+    };
     let mut tasks: Vec<TaskRows> = selectors
         .keys()
         .map(|name| TaskRows {

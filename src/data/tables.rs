@@ -3,16 +3,19 @@
 //! reported with the file, the row or column, and what was expected.
 
 use super::error::DataError;
-use arrow_array::{
-    Array, FixedSizeListArray, Float16Array, Float32Array, LargeStringArray, RecordBatch,
-    StringArray,
+use crate::files::{read_ipc, FileError, IpcFile};
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
 };
-use arrow_ipc::reader::FileReader;
+use arrow_array::{Array, FixedSizeListArray, Float16Array, Float32Array};
 use arrow_schema::{DataType, Schema};
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::BufReader;
 use std::path::Path;
+
+/// The largest feature table read: far above COCO's (113k images x 2048 f32 is
+/// 0.9 GiB), far below what would make a typo'd path hang the machine.
+pub const MAX_TABLE_BYTES: u64 = 256 << 30;
 
 /// A table read into memory: features row-major as f32, string columns by name.
 #[derive(Debug, Clone, Default)]
@@ -29,21 +32,19 @@ impl Table {
     }
 }
 
-fn open(path: &Path) -> Result<FileReader<BufReader<File>>, DataError> {
-    let file = File::open(path)
-        .map_err(|e| DataError::invalid(path, format!("cannot read the table: {e}")))?;
-    FileReader::try_new(BufReader::new(file), None).map_err(|e| {
-        DataError::invalid(
-            path,
-            format!("not an Arrow IPC file (the `.arrow` file format): {e}"),
-        )
-    })
+impl From<FileError> for DataError {
+    fn from(e: FileError) -> Self {
+        DataError::invalid(&e.path, e.message)
+    }
+}
+
+fn open(path: &Path) -> Result<IpcFile, DataError> {
+    Ok(read_ipc(path, MAX_TABLE_BYTES)?)
 }
 
 /// The width of the `feature` column, from the schema alone.
 pub fn feature_width(path: &Path) -> Result<usize, DataError> {
-    let reader = open(path)?;
-    feature_type(path, &reader.schema()).map(|(w, _)| w)
+    feature_type(path, &open(path)?.schema).map(|(w, _)| w)
 }
 
 fn feature_type(path: &Path, schema: &Schema) -> Result<(usize, DataType), DataError> {
@@ -66,111 +67,186 @@ fn feature_type(path: &Path, schema: &Schema) -> Result<(usize, DataType), DataE
     }
 }
 
+/// Whether a column can be read as text: strings, dictionary-encoded strings
+/// (pandas and polars categoricals) and integers (written as decimals).
+fn textual(t: &DataType) -> bool {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+        DataType::Dictionary(key, value) => key.is_integer() && textual(value),
+        t => t.is_integer(),
+    }
+}
+
+/// Appends a column's values as text; a null is an error naming the row.
 fn strings(
     path: &Path,
     column: &dyn Array,
     name: &str,
+    first_row: usize,
     out: &mut Vec<String>,
 ) -> Result<(), DataError> {
-    let start = out.len();
-    let null = |row: usize| {
-        DataError::invalid(
-            path,
-            format!("column `{name}` is empty (null) at row {}", start + row),
-        )
-    };
-    if let Some(a) = column.as_any().downcast_ref::<StringArray>() {
-        for i in 0..a.len() {
-            if a.is_null(i) {
-                return Err(null(i));
-            }
-            out.push(a.value(i).to_string());
-        }
-    } else if let Some(a) = column.as_any().downcast_ref::<LargeStringArray>() {
-        for i in 0..a.len() {
-            if a.is_null(i) {
-                return Err(null(i));
-            }
-            out.push(a.value(i).to_string());
-        }
-    } else {
+    if let Some(row) = (0..column.len()).find(|&i| column.is_null(i)) {
         return Err(DataError::invalid(
             path,
-            format!(
-                "column `{name}` must hold strings, found {}",
-                column.data_type()
-            ),
+            format!("column `{name}` is empty (null) at row {}", first_row + row),
         ));
+    }
+    macro_rules! ints {
+        ($t:ty) => {
+            out.extend(
+                column
+                    .as_primitive::<$t>()
+                    .values()
+                    .iter()
+                    .map(|v| v.to_string()),
+            )
+        };
+    }
+    match column.data_type() {
+        DataType::Utf8 => out.extend(
+            column
+                .as_string::<i32>()
+                .iter()
+                .flatten()
+                .map(str::to_string),
+        ),
+        DataType::LargeUtf8 => out.extend(
+            column
+                .as_string::<i64>()
+                .iter()
+                .flatten()
+                .map(str::to_string),
+        ),
+        DataType::Utf8View => {
+            out.extend(column.as_string_view().iter().flatten().map(str::to_string))
+        }
+        DataType::Dictionary(_, _) => {
+            let dictionary = column.as_any_dictionary();
+            let mut values = Vec::new();
+            strings(path, dictionary.values().as_ref(), name, 0, &mut values)?;
+            for key in dictionary.normalized_keys() {
+                let value = values.get(key).ok_or_else(|| {
+                    DataError::invalid(
+                        path,
+                        format!("column `{name}` has a key outside its dictionary"),
+                    )
+                })?;
+                out.push(value.clone());
+            }
+        }
+        DataType::Int8 => ints!(Int8Type),
+        DataType::Int16 => ints!(Int16Type),
+        DataType::Int32 => ints!(Int32Type),
+        DataType::Int64 => ints!(Int64Type),
+        DataType::UInt8 => ints!(UInt8Type),
+        DataType::UInt16 => ints!(UInt16Type),
+        DataType::UInt32 => ints!(UInt32Type),
+        DataType::UInt64 => ints!(UInt64Type),
+        other => {
+            return Err(DataError::invalid(
+                path,
+                format!("column `{name}` must hold strings, found {other}"),
+            ))
+        }
     }
     Ok(())
 }
 
-/// Reads a table, requiring `id`, `feature` and the `required` string columns;
-/// every other string column is kept as metadata.
+/// Reads a table, requiring `id`, `feature` and the `required` columns; every
+/// other text column (strings, categoricals, integers) is kept as metadata.
 pub fn read_table(path: &Path, required: &[&str]) -> Result<Table, DataError> {
-    let reader = open(path)?;
-    let schema = reader.schema();
-    let (dim, _) = feature_type(path, &schema)?;
+    let file = open(path)?;
+    let schema = &file.schema;
+    let (dim, _) = feature_type(path, schema)?;
     for name in std::iter::once("id").chain(required.iter().copied()) {
         if schema.field_with_name(name).is_err() {
             return Err(DataError::invalid(path, format!("missing column `{name}`")));
         }
     }
-    let string_columns: Vec<String> = schema
-        .fields()
-        .iter()
-        .filter(|f| f.name() != "id" && f.name() != "feature")
-        .filter(|f| {
-            matches!(f.data_type(), DataType::Utf8 | DataType::LargeUtf8)
-                || required.contains(&f.name().as_str())
-        })
-        .map(|f| f.name().clone())
-        .collect();
+    let id_type = schema.field_with_name("id").map(|f| f.data_type().clone());
+    if let Ok(t) = &id_type {
+        if !matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
+            return Err(DataError::invalid(
+                path,
+                format!("column `id` must hold strings, found {t}"),
+            ));
+        }
+    }
+    let mut string_columns = Vec::new();
+    for f in schema.fields() {
+        if f.name() == "id" || f.name() == "feature" {
+            continue;
+        }
+        if textual(f.data_type()) {
+            string_columns.push(f.name().clone());
+        } else if required.contains(&f.name().as_str()) || f.name() == "split" {
+            return Err(DataError::invalid(
+                path,
+                format!(
+                    "column `{}` must hold strings, found {}",
+                    f.name(),
+                    f.data_type()
+                ),
+            ));
+        }
+    }
+    if file.rows() == 0 {
+        return Err(DataError::invalid(path, "the table has no rows"));
+    }
     let mut table = Table {
         dim,
+        columns: string_columns
+            .iter()
+            .map(|n| (n.clone(), Vec::new()))
+            .collect(),
         ..Table::default()
     };
-    for batch in reader {
-        let batch: RecordBatch =
-            batch.map_err(|e| DataError::invalid(path, format!("unreadable record batch: {e}")))?;
+    table.features.reserve_exact(file.rows() * dim);
+    for batch in &file.batches {
         let first_row = table.ids.len();
+        let column = |name: &str| {
+            batch.column_by_name(name).ok_or_else(|| {
+                DataError::invalid(path, format!("a record batch lacks column `{name}`"))
+            })
+        };
         strings(
             path,
-            batch.column_by_name("id").expect("checked above"),
+            column("id")?.as_ref(),
             "id",
+            first_row,
             &mut table.ids,
         )?;
         for name in &string_columns {
-            let column = batch.column_by_name(name).expect("from the schema");
-            strings(
-                path,
-                column,
-                name,
-                table.columns.entry(name.clone()).or_default(),
-            )?;
+            let out = table.columns.entry(name.clone()).or_default();
+            strings(path, column(name)?.as_ref(), name, first_row, out)?;
         }
-        let list = batch
-            .column_by_name("feature")
-            .and_then(|c| c.as_any().downcast_ref::<FixedSizeListArray>())
+        let list = column("feature")?
+            .as_any()
+            .downcast_ref::<FixedSizeListArray>()
             .ok_or_else(|| DataError::invalid(path, "column `feature` is not a FixedSizeList"))?;
-        if list.null_count() > 0 {
-            let row = (0..list.len()).find(|&i| list.is_null(i)).unwrap_or(0);
+        if let Some(row) = (0..list.len()).find(|&i| list.is_null(i)) {
             return Err(DataError::invalid(
                 path,
                 format!("`feature` is empty (null) at row {}", first_row + row),
             ));
         }
-        let values = list.values();
         let start = list.value_offset_at(0);
         let count = list.len() * dim;
+        let values = list.values().slice(start, count);
+        if let Some(i) = (0..values.len()).find(|&i| values.is_null(i)) {
+            return Err(DataError::invalid(
+                path,
+                format!(
+                    "`feature` of row {} holds a null value at position {}",
+                    first_row + i / dim,
+                    i % dim
+                ),
+            ));
+        }
         if let Some(f) = values.as_any().downcast_ref::<Float32Array>() {
-            table
-                .features
-                .extend_from_slice(&f.values()[start..start + count]);
+            table.features.extend_from_slice(f.values());
         } else if let Some(f) = values.as_any().downcast_ref::<Float16Array>() {
-            table
-                .features
-                .extend(f.values()[start..start + count].iter().map(|h| h.to_f32()));
+            table.features.extend(f.values().iter().map(|h| h.to_f32()));
         }
         if let Some(bad) = table.features[first_row * dim..]
             .iter()
