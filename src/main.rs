@@ -400,6 +400,10 @@ fn run_cmd(options: RunOptions) -> ExitCode {
             eprintln!("error: {message}");
             return ExitCode::from(1);
         }
+        Err(RunError::Interrupted(message)) => {
+            eprintln!("{message}");
+            return ExitCode::from(130);
+        }
     };
     for (node, variants, message) in &summary.failures {
         eprintln!(

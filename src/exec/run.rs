@@ -52,6 +52,8 @@ pub enum RunError {
     Invalid(Vec<Diagnostic>, SourceMap),
     /// The run could not start or finish writing (exit 1).
     Failed(String),
+    /// Ctrl-C: what was finished (exit 130).
+    Interrupted(String),
 }
 
 /// Plans the pipeline, computes what is not cached, writes the run directory.
@@ -123,6 +125,7 @@ pub fn run(options: &RunOptions) -> Result<RunSummary, RunError> {
                 .map_err(|e| RunError::Invalid(vec![Diagnostic::error(e)], SourceMap::new()))?;
         }
     }
+    crate::interrupt::install();
     let outcomes = execute(
         &plan,
         &cache,
@@ -133,6 +136,15 @@ pub fn run(options: &RunOptions) -> Result<RunSummary, RunError> {
             keep_going: options.keep_going,
         },
     );
+    if crate::interrupt::requested() {
+        let done = outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Executed(_)))
+            .count();
+        return Err(RunError::Interrupted(format!(
+            "interrupted: {done} of {to_run} nodes were computed and are cached; run the same command again to resume"
+        )));
+    }
     let failures: Vec<(String, Vec<String>, String)> = outcomes
         .iter()
         .enumerate()

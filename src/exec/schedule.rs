@@ -171,7 +171,7 @@ fn worker(
         let node = {
             let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
             loop {
-                if !s.stop {
+                if !s.stop && !crate::interrupt::requested() {
                     if let Some(node) = s.ready.pop_front() {
                         s.running += 1;
                         break node;
