@@ -7,7 +7,9 @@ use lethe::lang::*;
 use lethe::model::{load_checkpoint, save_checkpoint, CheckpointMeta, Modality, Model};
 use lethe::rng::Rng;
 use lethe::train::importance::{self, Importance};
-use lethe::train::{train_stage, PairData, Previous, Stage, TrainError};
+use lethe::data::PairData;
+use lethe::train::tensors::GatherRows;
+use lethe::train::{train_stage, Previous, Stage, TrainError};
 
 /// A small cross-modal set: per image a latent vector; image and caption features
 /// are different random non-linear maps of it plus noise; two captions per image.

@@ -5,10 +5,12 @@
 
 pub mod inspect;
 pub mod manifest;
+pub mod pairs;
 pub mod split;
 pub mod synthetic;
 pub mod tables;
 
 pub use inspect::inspect;
 pub use manifest::{DataError, FeatureDims, Manifest};
+pub use pairs::PairData;
 pub use split::{load_split, LoadedSplit, TaskRows};

@@ -9,8 +9,8 @@
 //! same items in the same order.
 
 use super::manifest::{DataError, Kind, Manifest};
+use super::pairs::PairData;
 use super::tables::{read_table, Table};
-use crate::train::PairData;
 use std::collections::HashMap;
 
 /// The rows of one task.
