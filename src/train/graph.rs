@@ -4,7 +4,7 @@
 use super::importance::{self, Importance};
 use super::steps::{StepLosses, Stepper};
 use super::tensors::{batch_tensors, task_loss};
-use super::terms::{required, LossKind, LossTerm, LossTerms};
+use super::terms::{required, DistillTerm, LossKind, LossTerm, LossTerms, ModxTerm};
 use super::{loss, optim, TrainError};
 use crate::data::PairData;
 use crate::lang::LossSpec;
@@ -79,18 +79,18 @@ impl Stepper for GraphStep<'_> {
                         required(&self.anchors, term.name, "the previous model's parameters")?;
                     importance::penalty(model, importance, anchors, *on, *coefficient)?
                 }
-                LossKind::Modx {
+                LossKind::Modx(ModxTerm {
                     alpha,
                     temperature,
                     correct,
-                } => {
+                }) => {
                     let old = required(&old_s, term.name, "the previous model's similarities")?;
                     loss::modx(&s, old, &positives, *temperature, *correct)?.affine(*alpha, 0.0)?
                 }
-                LossKind::Distill {
+                LossKind::Distill(DistillTerm {
                     lambda,
                     temperature,
-                } => {
+                }) => {
                     let old = required(&old_s, term.name, "the previous model's similarities")?;
                     loss::distill(&s, old, *temperature)?.affine(*lambda, 0.0)?
                 }

@@ -7,33 +7,33 @@ use crate::lang::{LrSchedule, OptimizerSpec};
 use candle_core::{backprop::GradStore, Result, Tensor, Var};
 
 /// The coefficients of one AdamW update, computed once per step in
-/// [`UpdateRule::at`] for both engines: the fused step applies them element by
-/// element ([`AdamwElementwise`]), the graph step with tensor ops.
+/// [`UpdateRule::at`] for both engines: the graph step applies them with tensor
+/// ops, the fused step element by element in f32 ([`AdamwStep::apply`]).
 ///
 /// AdamW as in PyTorch: `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`, then
 /// `θ ← θ·decay − lr · (m/c₁) / (√(v/c₂) + ε)` with the bias corrections
 /// `cᵢ = 1 − βᵢᵗ` and the decoupled weight decay `decay = 1 − lr·wd`.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AdamwStep {
-    pub beta1: f64,
-    pub beta2: f64,
-    pub one_minus_beta1: f64,
-    pub one_minus_beta2: f64,
-    pub bias_correction1: f64,
-    pub bias_correction2: f64,
-    pub decay: f64,
-    pub lr: f64,
-    pub eps: f64,
+pub struct AdamwStep<F = f64> {
+    pub beta1: F,
+    pub beta2: F,
+    pub one_minus_beta1: F,
+    pub one_minus_beta2: F,
+    pub bias_correction1: F,
+    pub bias_correction2: F,
+    pub decay: F,
+    pub lr: F,
+    pub eps: F,
 }
 
 /// The coefficients of one SGD update, as in PyTorch: `g ← g + wd·θ`, the
 /// velocity `b ← μb + g` (`b ← g` at a parameter's first update, or without
 /// momentum), then `θ ← θ − lr·b`.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SgdStep {
-    pub momentum: f64,
-    pub weight_decay: f64,
-    pub lr: f64,
+pub struct SgdStep<F = f64> {
+    pub momentum: F,
+    pub weight_decay: F,
+    pub lr: F,
 }
 
 /// The update rule of one optimizer step.
@@ -80,37 +80,25 @@ impl UpdateRule {
     }
 }
 
-/// [`AdamwStep`] in f32, for in-place loops over parameter buffers.
-#[derive(Debug, Clone, Copy)]
-pub struct AdamwElementwise {
-    beta1: f32,
-    beta2: f32,
-    one_minus_beta1: f32,
-    one_minus_beta2: f32,
-    bias_correction1: f32,
-    bias_correction2: f32,
-    decay: f32,
-    lr: f32,
-    eps: f32,
-}
-
 impl AdamwStep {
-    pub fn elementwise(&self) -> AdamwElementwise {
-        AdamwElementwise {
-            beta1: self.beta1 as f32,
-            beta2: self.beta2 as f32,
-            one_minus_beta1: self.one_minus_beta1 as f32,
-            one_minus_beta2: self.one_minus_beta2 as f32,
-            bias_correction1: self.bias_correction1 as f32,
-            bias_correction2: self.bias_correction2 as f32,
-            decay: self.decay as f32,
-            lr: self.lr as f32,
-            eps: self.eps as f32,
+    /// The coefficients rounded to f32, for in-place loops over parameter buffers.
+    pub fn in_f32(&self) -> AdamwStep<f32> {
+        let f = |x: f64| x as f32;
+        AdamwStep {
+            beta1: f(self.beta1),
+            beta2: f(self.beta2),
+            one_minus_beta1: f(self.one_minus_beta1),
+            one_minus_beta2: f(self.one_minus_beta2),
+            bias_correction1: f(self.bias_correction1),
+            bias_correction2: f(self.bias_correction2),
+            decay: f(self.decay),
+            lr: f(self.lr),
+            eps: f(self.eps),
         }
     }
 }
 
-impl AdamwElementwise {
+impl AdamwStep<f32> {
     /// Updates one parameter `theta` and its moments `m`, `v` with gradient `g`.
     #[inline(always)]
     pub fn apply(&self, theta: &mut f32, m: &mut f32, v: &mut f32, g: f32) {
@@ -122,17 +110,10 @@ impl AdamwElementwise {
     }
 }
 
-/// [`SgdStep`] in f32, for in-place loops over parameter buffers.
-#[derive(Debug, Clone, Copy)]
-pub struct SgdElementwise {
-    momentum: f32,
-    weight_decay: f32,
-    lr: f32,
-}
-
 impl SgdStep {
-    pub fn elementwise(&self) -> SgdElementwise {
-        SgdElementwise {
+    /// The coefficients rounded to f32, for in-place loops over parameter buffers.
+    pub fn in_f32(&self) -> SgdStep<f32> {
+        SgdStep {
             momentum: self.momentum as f32,
             weight_decay: self.weight_decay as f32,
             lr: self.lr as f32,
@@ -140,7 +121,7 @@ impl SgdStep {
     }
 }
 
-impl SgdElementwise {
+impl SgdStep<f32> {
     /// Updates one parameter `theta` and its `velocity` with gradient `g`;
     /// `first_update`: the parameter has no velocity yet.
     #[inline(always)]

@@ -33,16 +33,25 @@ pub enum LossKind<I> {
         on: Coverage,
         importance: I,
     },
-    /// Mod-X: `alpha` times the (optionally corrected) row and column KL to the
-    /// previous model's similarities.
-    Modx {
-        alpha: f64,
-        temperature: f64,
-        correct: bool,
-    },
-    /// Multimodal knowledge distillation: `lambda` times the mean row and column
-    /// KL to the previous model's similarities.
-    Distill { lambda: f64, temperature: f64 },
+    Modx(ModxTerm),
+    Distill(DistillTerm),
+}
+
+/// Mod-X: `alpha` times the (with `correct`: only where the previous model ranks
+/// a positive first) row and column KL to the previous model's similarities.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModxTerm {
+    pub alpha: f64,
+    pub temperature: f64,
+    pub correct: bool,
+}
+
+/// Multimodal knowledge distillation: `lambda` times the mean row and column KL
+/// to the previous model's similarities.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DistillTerm {
+    pub lambda: f64,
+    pub temperature: f64,
 }
 
 /// What a loss term reads besides the batch and the model being trained.
@@ -61,7 +70,7 @@ impl<I> LossKind<I> {
                 anchors: true,
                 old_similarities: false,
             },
-            LossKind::Modx { .. } | LossKind::Distill { .. } => Needs {
+            LossKind::Modx(_) | LossKind::Distill(_) => Needs {
                 anchors: false,
                 old_similarities: true,
             },
@@ -85,22 +94,8 @@ impl<I> LossTerm<I> {
                 on: *on,
                 importance: convert(importance, *on)?,
             },
-            LossKind::Modx {
-                alpha,
-                temperature,
-                correct,
-            } => LossKind::Modx {
-                alpha: *alpha,
-                temperature: *temperature,
-                correct: *correct,
-            },
-            LossKind::Distill {
-                lambda,
-                temperature,
-            } => LossKind::Distill {
-                lambda: *lambda,
-                temperature: *temperature,
-            },
+            LossKind::Modx(term) => LossKind::Modx(*term),
+            LossKind::Distill(term) => LossKind::Distill(*term),
         };
         Ok(LossTerm {
             name: self.name,
@@ -180,18 +175,18 @@ pub fn resolve<'a>(
                 alpha,
                 temperature,
                 correct,
-            } => LossKind::Modx {
+            } => LossKind::Modx(ModxTerm {
                 alpha: *alpha,
                 temperature: *temperature,
                 correct: *correct,
-            },
+            }),
             RegularizerSpec::Distill {
                 lambda,
                 temperature,
-            } => LossKind::Distill {
+            } => LossKind::Distill(DistillTerm {
                 lambda: *lambda,
                 temperature: *temperature,
-            },
+            }),
             RegularizerSpec::Replay {
                 memory,
                 per_batch,

@@ -12,7 +12,7 @@ mod update;
 
 use super::importance::{self, Importance};
 use super::steps::{StepLosses, Stepper};
-use super::terms::{required, LossKind, LossTerm, LossTerms};
+use super::terms::{required, DistillTerm, LossKind, LossTerm, LossTerms, ModxTerm};
 use super::{optim, TrainError};
 use crate::data::PairData;
 use crate::lang::{Coverage, LossSpec};
@@ -214,11 +214,11 @@ impl Stepper for FusedStep<'_> {
         for term in &self.terms {
             let value = match term.kind {
                 LossKind::WeightPenalty { .. } => 0.0, // after the backward pass, below
-                LossKind::Modx {
+                LossKind::Modx(ModxTerm {
                     alpha,
                     temperature,
                     correct,
-                } => {
+                }) => {
                     required(&self.old, term.name, "the previous model's similarities")?;
                     losses::modx(
                         &self.similarity,
@@ -230,10 +230,10 @@ impl Stepper for FusedStep<'_> {
                         &mut self.d_similarity,
                     )
                 }
-                LossKind::Distill {
+                LossKind::Distill(DistillTerm {
                     lambda,
                     temperature,
-                } => {
+                }) => {
                     required(&self.old, term.name, "the previous model's similarities")?;
                     losses::distill(
                         &self.similarity,
@@ -288,7 +288,7 @@ impl Stepper for FusedStep<'_> {
                         );
                     }
                 }
-                LossKind::Modx { .. } | LossKind::Distill { .. } => {} // before the backward pass
+                LossKind::Modx(_) | LossKind::Distill(_) => {} // before the backward pass
             }
         }
         let total = task + values.iter().map(|(_, v)| v).sum::<f64>();

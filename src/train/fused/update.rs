@@ -100,7 +100,7 @@ impl OptimizerState {
             self.started[i] = true;
             match rule {
                 UpdateRule::Adamw(c) => {
-                    let rule = c.elementwise();
+                    let rule = c.in_f32();
                     theta
                         .par_chunks_mut(CHUNK)
                         .zip(self.first[i].par_chunks_mut(CHUNK))
@@ -113,7 +113,7 @@ impl OptimizerState {
                         });
                 }
                 UpdateRule::Sgd(c) => {
-                    let rule = c.elementwise();
+                    let rule = c.in_f32();
                     theta
                         .par_chunks_mut(CHUNK)
                         .zip(self.first[i].par_chunks_mut(CHUNK))
