@@ -99,15 +99,12 @@ impl<'a> FusedStep<'a> {
         let b = captions.len();
         let images = self.tapes[0].features(b, d.image_dim);
         for (k, &c) in captions.iter().enumerate() {
-            let r = d.caption_image[c as usize] as usize;
             images[k * d.image_dim..(k + 1) * d.image_dim]
-                .copy_from_slice(&d.image_features[r * d.image_dim..(r + 1) * d.image_dim]);
+                .copy_from_slice(d.image(d.caption_image[c as usize]));
         }
         let texts = self.tapes[1].features(b, d.text_dim);
         for (k, &c) in captions.iter().enumerate() {
-            let r = c as usize;
-            texts[k * d.text_dim..(k + 1) * d.text_dim]
-                .copy_from_slice(&d.caption_features[r * d.text_dim..(r + 1) * d.text_dim]);
+            texts[k * d.text_dim..(k + 1) * d.text_dim].copy_from_slice(d.caption(c));
         }
         self.positives.clear();
         for &i in captions {
