@@ -10,11 +10,12 @@
 //! PyTorch on the same GPU (`bench/gpu`).
 
 use candle_core::{Device, Tensor};
+use lethe::data::PairData;
 use lethe::lang::*;
 use lethe::model::Model;
 use lethe::rng::Rng;
 use lethe::train::importance::{self, Importance};
-use lethe::train::{train_stage_with, Engine, PairData, Previous, Stage};
+use lethe::train::{train_stage_with, Engine, Previous, Stage};
 use std::path::Path;
 use std::time::Instant;
 

@@ -3,11 +3,13 @@
 //! checkpoints round-trip with their metadata.
 
 use candle_core::Device;
+use lethe::data::PairData;
 use lethe::lang::*;
 use lethe::model::{load_checkpoint, save_checkpoint, CheckpointMeta, Modality, Model};
 use lethe::rng::Rng;
 use lethe::train::importance::{self, Importance};
-use lethe::train::{train_stage, PairData, Previous, Stage, TrainError};
+use lethe::train::tensors::GatherRows;
+use lethe::train::{train_stage, train_stage_with, Engine, Previous, Stage, TrainError};
 
 /// A small cross-modal set: per image a latent vector; image and caption features
 /// are different random non-linear maps of it plus noise; two captions per image.
@@ -418,6 +420,62 @@ fn divergence_names_task_epoch_step_and_term() {
     assert!(
         text.contains("task loss") || text.contains("gradient norm") || text.contains("total loss"),
         "{text}"
+    );
+}
+
+/// The error each engine gives when `stage` is trained from `previous`.
+fn failure_of_both_engines(stage: &Stage, previous: Option<&Previous>) -> [String; 2] {
+    [Engine::Fused, Engine::Graph].map(|engine| {
+        match train_stage_with(stage, previous, &Device::Cpu, engine) {
+            Err(TrainError::MissingInput { term, input }) => format!("{term}: {input}"),
+            Err(e) => panic!("{engine:?}: another error than a missing input: {e}"),
+            Ok(_) => panic!("{engine:?}: trained without its regularizer's input"),
+        }
+    })
+}
+
+#[test]
+fn a_regularizer_without_its_input_fails_the_stage_instead_of_being_dropped() {
+    let toy = toy();
+    let (m, mut first_spec) = specs(vec![], 0);
+    first_spec.epochs = 1;
+    let first = train_stage(&stage(&toy, &m, &first_spec, 0, 1), None, &Device::Cpu)
+        .unwrap()
+        .model;
+    let omega = importance::omega(&first, &toy.data(), &toy.train[0], None).unwrap();
+    let (_, ewc) = specs(
+        vec![RegularizerSpec::Ewc {
+            lambda: 1.0,
+            accumulate: Accumulate::Sum,
+            on: Coverage::Both,
+        }],
+        0,
+    );
+    // No importance at all, and only another method's (MAS's omega).
+    for importance in [vec![], vec![&omega]] {
+        let previous = Previous {
+            model: &first,
+            importance,
+        };
+        let errors = failure_of_both_engines(&stage(&toy, &m, &ewc, 1, 1), Some(&previous));
+        assert_eq!(
+            errors,
+            ["ewc: a fisher importance estimate"; 2].map(String::from)
+        );
+    }
+    // A distillation term with no previous model to distil from.
+    let (_, modx) = specs(
+        vec![RegularizerSpec::Modx {
+            alpha: 1.0,
+            temperature: 1.0,
+            correct: false,
+        }],
+        0,
+    );
+    let errors = failure_of_both_engines(&stage(&toy, &m, &modx, 1, 1), None);
+    assert_eq!(
+        errors,
+        ["modx: the previous stage's model"; 2].map(String::from)
     );
 }
 

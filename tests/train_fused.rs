@@ -4,11 +4,12 @@
 //! whose gradients `tests/train_grad.rs` checks against finite differences.
 
 use candle_core::Device;
+use lethe::data::PairData;
 use lethe::lang::*;
 use lethe::model::Model;
 use lethe::rng::Rng;
 use lethe::train::importance;
-use lethe::train::{train_stage_with, Engine, PairData, Previous, Stage, Trained};
+use lethe::train::{train_stage_with, Engine, Previous, Stage, Trained};
 
 const IMAGES: usize = 96;
 const IMAGE_DIM: usize = 20;

@@ -3,11 +3,13 @@
 //! row correction). Loss checks run in f64 so differences are meaningful.
 
 use candle_core::{DType, Device, Tensor, Var};
+use lethe::data::PairData;
 use lethe::lang::{Activation, BranchSpec, Coverage, ModelSpec, TripletNegatives};
 use lethe::model::{Group, Modality, Model};
 use lethe::rng::Rng;
 use lethe::train::importance::{self, Importance, Method};
-use lethe::train::{loss, PairData};
+use lethe::train::loss;
+use lethe::train::tensors::GatherRows;
 
 fn random(rows: usize, cols: usize, seed: u64) -> Vec<f64> {
     let mut r = Rng::derive(seed, &["test"]);

@@ -6,6 +6,7 @@
 mod error;
 pub mod inspect;
 pub mod manifest;
+pub mod pairs;
 pub mod split;
 pub mod synthetic;
 pub mod tables;
@@ -13,4 +14,5 @@ pub mod tables;
 pub use error::DataError;
 pub use inspect::inspect;
 pub use manifest::{FeatureDims, Manifest};
+pub use pairs::PairData;
 pub use split::{load_split, LoadedSplit, TaskRows};

@@ -10,8 +10,8 @@
 
 use super::error::DataError;
 use super::manifest::{Kind, Manifest};
+use super::pairs::PairData;
 use super::tables::{read_table, Table};
-use crate::train::PairData;
 use std::collections::HashMap;
 
 /// The rows of one task.

@@ -1,20 +1,24 @@
 //! The training step through candle's autograd: runs on any candle device (the
 //! CUDA path) and is the reference the fused CPU step is tested against.
 
-use super::{
-    batch_tensors, importance, loss, optim, task_loss, PairData, Previous, StepLosses, Stepper,
-    TrainError,
-};
-use crate::lang::{LossSpec, RegularizerSpec};
+use super::importance::{self, Importance};
+use super::steps::{StepLosses, Stepper};
+use super::tensors::{batch_tensors, task_loss};
+use super::terms::{required, DistillTerm, LossKind, LossTerm, LossTerms, ModxTerm};
+use super::{loss, optim, TrainError};
+use crate::data::PairData;
+use crate::lang::LossSpec;
 use crate::model::{Modality, Model};
 use crate::rng::Rng;
 use candle_core::{backprop::GradStore, Tensor, Var};
 
 pub struct GraphStep<'a> {
     model: Model,
-    previous: Option<&'a Previous<'a>>,
+    terms: Vec<LossTerm<&'a Importance>>,
+    /// The previous model, when a term reads its similarities.
+    old_model: Option<&'a Model>,
+    /// The previous model's parameters, when a term penalises moving from them.
     anchors: Option<Vec<Tensor>>,
-    regularizer: &'a [RegularizerSpec],
     loss: LossSpec,
     data: PairData<'a>,
     vars: Vec<Var>,
@@ -26,16 +30,16 @@ impl<'a> GraphStep<'a> {
     pub fn new(
         model: Model,
         stage: &super::Stage<'a>,
-        previous: Option<&'a Previous<'a>>,
+        terms: LossTerms<'a>,
     ) -> Result<GraphStep<'a>, TrainError> {
-        let anchors = previous.map(|p| p.model.snapshot()).transpose()?;
+        let anchors = terms.anchor_model.map(Model::snapshot).transpose()?;
         let vars: Vec<_> = model.params().iter().map(|p| p.var.clone()).collect();
         let optimizer = optim::Optimizer::new(&stage.train.optimizer, vars.clone());
         Ok(GraphStep {
             model,
-            previous,
+            terms: terms.terms,
+            old_model: terms.old_model,
             anchors,
-            regularizer: stage.regularizer,
             loss: stage.train.loss.clone(),
             data: stage.data,
             vars,
@@ -54,56 +58,44 @@ impl Stepper for GraphStep<'_> {
         let et = model.forward(Modality::Text, &texts, Some(dropout), false)?;
         let s = ei.matmul(&et.t()?)?;
         let base = task_loss(model, &self.loss, &s, &positives)?;
-        let mut terms: Vec<(String, Tensor)> = Vec::new();
         // The old model's similarities, for the distillation terms (no gradient).
-        let old_s = match self.previous {
-            Some(p)
-                if self.regularizer.iter().any(|r| {
-                    matches!(
-                        r,
-                        RegularizerSpec::Modx { .. } | RegularizerSpec::Distill { .. }
-                    )
-                }) =>
-            {
-                let oi = p.model.forward(Modality::Image, &images, None, true)?;
-                let ot = p.model.forward(Modality::Text, &texts, None, true)?;
+        let old_s = match self.old_model {
+            Some(old) => {
+                let oi = old.forward(Modality::Image, &images, None, true)?;
+                let ot = old.forward(Modality::Text, &texts, None, true)?;
                 Some(oi.matmul(&ot.t()?)?)
             }
-            _ => None,
+            None => None,
         };
-        for r in self.regularizer {
-            let term = match r {
-                RegularizerSpec::Ewc { lambda, on, .. } | RegularizerSpec::Mas { lambda, on } => {
-                    let (method, coefficient) = match r {
-                        RegularizerSpec::Ewc { .. } => (importance::Method::Fisher, lambda / 2.0),
-                        _ => (importance::Method::Omega, *lambda),
-                    };
-                    let (Some(p), Some(anchors)) = (self.previous, &self.anchors) else {
-                        continue;
-                    };
-                    let Some(imp) = p.importance.iter().find(|i| i.method == method) else {
-                        continue;
-                    };
-                    importance::penalty(model, imp, anchors, *on, coefficient)?
+        let mut terms: Vec<(String, Tensor)> = Vec::with_capacity(self.terms.len());
+        for term in &self.terms {
+            let value = match &term.kind {
+                LossKind::WeightPenalty {
+                    coefficient,
+                    on,
+                    importance,
+                } => {
+                    let anchors =
+                        required(&self.anchors, term.name, "the previous model's parameters")?;
+                    importance::penalty(model, importance, anchors, *on, *coefficient)?
                 }
-                RegularizerSpec::Modx {
+                LossKind::Modx(ModxTerm {
                     alpha,
                     temperature,
                     correct,
-                } => {
-                    let Some(old) = &old_s else { continue };
+                }) => {
+                    let old = required(&old_s, term.name, "the previous model's similarities")?;
                     loss::modx(&s, old, &positives, *temperature, *correct)?.affine(*alpha, 0.0)?
                 }
-                RegularizerSpec::Distill {
+                LossKind::Distill(DistillTerm {
                     lambda,
                     temperature,
-                } => {
-                    let Some(old) = &old_s else { continue };
+                }) => {
+                    let old = required(&old_s, term.name, "the previous model's similarities")?;
                     loss::distill(&s, old, *temperature)?.affine(*lambda, 0.0)?
                 }
-                RegularizerSpec::Replay { .. } => continue,
             };
-            terms.push((r.name().to_string(), term));
+            terms.push((term.name.to_string(), value));
         }
         let mut total = base.clone();
         for (_, term) in &terms {
@@ -126,19 +118,25 @@ impl Stepper for GraphStep<'_> {
         let grads = self
             .grads
             .as_ref()
-            .expect("losses() runs before gradient_norm()");
+            .ok_or(TrainError::NoGradients("gradient norm"))?;
         Ok(optim::gradient_norm(grads, &self.vars)?)
     }
 
     fn update(&mut self, lr: f64, grad_scale: f64) -> Result<(), TrainError> {
-        let mut grads = self.grads.take().expect("losses() runs before update()");
+        let mut grads = self.grads.take().ok_or(TrainError::NoGradients("update"))?;
         if grad_scale != 1.0 {
             optim::scale_gradients(&mut grads, &self.vars, grad_scale)?;
         }
         self.optimizer.step(&grads, lr)?;
         if let Some(scale) = self.model.logit_scale() {
-            // CLIP clamps the learnable scale to at most 100.
-            scale.set(&scale.as_detached_tensor().clamp(f32::MIN, 100f32.ln())?)?;
+            let value = scale.as_detached_tensor();
+            let clamped: Vec<f32> = value
+                .flatten_all()?
+                .to_vec1::<f32>()?
+                .into_iter()
+                .map(optim::clamp_logit_scale)
+                .collect();
+            scale.set(&Tensor::from_vec(clamped, value.shape(), value.device())?)?;
         }
         Ok(())
     }

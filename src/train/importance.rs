@@ -2,7 +2,8 @@
 //! penalties that use it. Formulas: `docs/methods.md`.
 
 use super::batches::epoch_batches;
-use super::{batch_tensors, task_loss, PairData};
+use super::tensors::{batch_tensors, task_loss, GatherRows};
+use crate::data::PairData;
 use crate::lang::{Accumulate, Coverage, LossSpec, Negatives};
 use crate::model::{Group, Modality, Model};
 use candle_core::{Result, Tensor};

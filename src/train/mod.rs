@@ -1,6 +1,11 @@
 //! The `train` and `importance` nodes: learn one stage of a chain, estimate
 //! parameter importance after it. Everything runs on a candle `Device` (CPU, or
-//! CUDA with the `cuda` feature) through the same code.
+//! CUDA with the `cuda` feature).
+//!
+//! [`train_stage`] resolves the stage's regularizers once into terms
+//! (`terms.rs`) and runs the epoch loop (`steps.rs`) around one of two engines
+//! computing the same step: `fused/` on the CPU, `graph.rs` (candle autograd)
+//! elsewhere and as the reference the fused step is tested against.
 
 pub mod batches;
 mod fused;
@@ -8,93 +13,16 @@ mod graph;
 pub mod importance;
 pub mod loss;
 pub mod optim;
+mod steps;
+pub mod tensors;
+pub mod terms;
 
+use crate::data::PairData;
 use crate::lang::{DeviceSpec, LossSpec, ModelSpec, RegularizerSpec, Schedule, TrainSpec};
-use crate::model::{Modality, Model};
-use crate::rng::Rng;
-use batches::{epoch_batches, ReplayMemory};
-use candle_core::{Device, Tensor};
+use crate::model::Model;
+use candle_core::Device;
 use importance::Importance;
-use std::time::Instant;
-
-/// The features of a dataset, borrowed: enough to train and to embed.
-#[derive(Debug, Clone, Copy)]
-pub struct PairData<'a> {
-    /// Row-major, `image_dim` floats per image.
-    pub image_features: &'a [f32],
-    pub image_dim: usize,
-    /// Row-major, `text_dim` floats per caption.
-    pub caption_features: &'a [f32],
-    pub text_dim: usize,
-    /// The image row of every caption row.
-    pub caption_image: &'a [u32],
-}
-
-impl PairData<'_> {
-    /// Rows of one modality as a (n x dim) tensor.
-    pub fn gather(
-        &self,
-        m: Modality,
-        rows: &[u32],
-        device: &Device,
-    ) -> candle_core::Result<Tensor> {
-        let (features, dim) = match m {
-            Modality::Image => (self.image_features, self.image_dim),
-            Modality::Text => (self.caption_features, self.text_dim),
-        };
-        let mut out = Vec::with_capacity(rows.len() * dim);
-        for &r in rows {
-            let r = r as usize;
-            out.extend_from_slice(&features[r * dim..(r + 1) * dim]);
-        }
-        Tensor::from_vec(out, (rows.len(), dim), device)
-    }
-}
-
-/// Images, captions and the positives mask of a batch of caption rows.
-pub fn batch_tensors(
-    data: &PairData,
-    captions: &[u32],
-    device: &Device,
-) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
-    let images: Vec<u32> = captions
-        .iter()
-        .map(|&c| data.caption_image[c as usize])
-        .collect();
-    let n = captions.len();
-    let mut positives = vec![0f32; n * n];
-    for b in 0..n {
-        for j in 0..n {
-            if images[b] == images[j] {
-                positives[b * n + j] = 1.0;
-            }
-        }
-    }
-    Ok((
-        data.gather(Modality::Image, &images, device)?,
-        data.gather(Modality::Text, captions, device)?,
-        Tensor::from_vec(positives, (n, n), device)?,
-    ))
-}
-
-/// The task loss on a batch similarity matrix.
-pub fn task_loss(
-    model: &Model,
-    loss: &LossSpec,
-    s: &Tensor,
-    positives: &Tensor,
-) -> candle_core::Result<Tensor> {
-    match loss {
-        LossSpec::Triplet { margin, negatives } => loss::triplet(s, positives, *margin, *negatives),
-        LossSpec::Infonce { temperature, .. } => {
-            let scale = match model.logit_scale() {
-                Some(v) => v.as_tensor().exp()?.reshape(())?,
-                None => Tensor::new(1.0 / *temperature as f32, s.device())?,
-            };
-            loss::infonce(s, positives, &scale)
-        }
-    }
-}
+use steps::Stepper;
 
 /// The device a pipeline asks for, or why it cannot be had.
 pub fn device(spec: DeviceSpec) -> Result<Device, String> {
@@ -169,32 +97,18 @@ pub enum TrainError {
     /// two must agree (else a GPU stage would silently train on the CPU).
     #[error("the previous model is on {found} but the stage asks for {wanted}")]
     DeviceMismatch { found: String, wanted: String },
+    /// A regularizer whose input is missing fails its stage: training without
+    /// the term would silently be another method.
+    #[error("the {term} regularizer needs {input}, which this stage was not given")]
+    MissingInput { term: &'static str, input: String },
+    /// A stepper was asked for gradients before computing any.
+    #[error("the training step's {0} ran before its losses")]
+    NoGradients(&'static str),
 }
 
 pub struct Trained {
     pub model: Model,
     pub log: Vec<LogRow>,
-}
-
-/// The loss values of one step: the task loss, each regularizer term weighted as
-/// it enters the loss, and their sum.
-pub struct StepLosses {
-    pub task: f64,
-    pub terms: Vec<(String, f64)>,
-    pub total: f64,
-}
-
-/// One way of computing a training step. Gradients stay inside the stepper
-/// between `losses` and `update`.
-pub trait Stepper {
-    /// Forward and backward pass on a batch of caption rows (and their images).
-    fn losses(&mut self, captions: &[u32], dropout: &mut Rng) -> Result<StepLosses, TrainError>;
-    /// The global L2 norm of the gradients of the last `losses` call.
-    fn gradient_norm(&mut self) -> Result<f64, TrainError>;
-    /// One optimizer update with the gradients multiplied by `grad_scale`.
-    fn update(&mut self, lr: f64, grad_scale: f64) -> Result<(), TrainError>;
-    /// The trained model.
-    fn finish(self: Box<Self>) -> Result<Model, TrainError>;
 }
 
 /// Which step implementation trains: candle's autograd (any device) or the
@@ -235,6 +149,8 @@ pub fn train_stage_with(
             });
         }
     }
+    // Before any model is built, so a missing input fails at once.
+    let terms = terms::resolve(stage, previous)?;
     let model = match previous {
         Some(p) => p.model.deep_clone()?,
         None => {
@@ -257,104 +173,9 @@ pub fn train_stage_with(
     };
     let stepper: Box<dyn Stepper + '_> = match engine {
         Engine::Fused if device.is_cpu() => {
-            Box::new(fused::FusedStep::new(model, stage, previous)?)
+            Box::new(fused::FusedStep::new(model, stage, terms.loss)?)
         }
-        _ => Box::new(graph::GraphStep::new(model, stage, previous)?),
+        _ => Box::new(graph::GraphStep::new(model, stage, terms.loss)?),
     };
-    run_steps(stage, stepper)
-}
-
-/// The epochs of a stage: batches (plus replay), learning rate, clipping, logging
-/// and the finiteness checks, around whichever stepper computes the steps.
-fn run_steps(stage: &Stage, mut stepper: Box<dyn Stepper + '_>) -> Result<Trained, TrainError> {
-    let t = stage.train;
-    let replay = stage.regularizer.iter().find_map(|r| match r {
-        RegularizerSpec::Replay {
-            memory,
-            per_batch,
-            sampler,
-        } => Some((
-            ReplayMemory::after_tasks(*memory, *sampler, &stage.past, stage.seed),
-            *per_batch,
-        )),
-        _ => None,
-    });
-    let steps_per_epoch = epoch_batches(
-        &stage.tasks,
-        t.batch,
-        t.negatives,
-        stage.seed,
-        stage.stage,
-        0,
-    )
-    .len();
-    let total_steps = steps_per_epoch * t.epochs as usize;
-    let mut dropout_rng = Rng::derive(stage.seed, &["dropout", &stage.stage.to_string()]);
-    let mut replay_rng = Rng::derive(stage.seed, &["replay", "draw", &stage.stage.to_string()]);
-    let started = Instant::now();
-    let mut log = Vec::with_capacity(total_steps);
-    let mut step = 0;
-    for epoch in 0..t.epochs as usize {
-        for mut batch in epoch_batches(
-            &stage.tasks,
-            t.batch,
-            t.negatives,
-            stage.seed,
-            stage.stage,
-            epoch,
-        ) {
-            if let Some((memory, per_batch)) = &replay {
-                batch.extend(memory.sample(*per_batch, &mut replay_rng));
-            }
-            let losses = stepper.losses(&batch, &mut dropout_rng)?;
-            // Every term is checked so the message can name the one that went bad.
-            let finite = |name: &str, value: f64| -> Result<f64, TrainError> {
-                if value.is_finite() {
-                    Ok(value)
-                } else {
-                    Err(TrainError::NonFinite {
-                        task: stage.label.clone(),
-                        epoch: epoch + 1,
-                        step: step + 1,
-                        term: name.to_string(),
-                        value,
-                    })
-                }
-            };
-            finite("task loss", losses.task)?;
-            for (name, value) in &losses.terms {
-                finite(&format!("{name} term"), *value)?;
-            }
-            finite("total loss", losses.total)?;
-            let grad_norm = finite("gradient norm", stepper.gradient_norm()?)?;
-            let lr = optim::learning_rate(
-                &t.schedule_lr,
-                optim::base_lr(&t.optimizer),
-                step,
-                total_steps,
-                steps_per_epoch,
-            );
-            stepper.update(lr, optim::clip_factor(grad_norm, t.grad_clip))?;
-            log.push(LogRow {
-                stage: stage.stage,
-                task: stage.label.clone(),
-                epoch: epoch + 1,
-                step: step + 1,
-                loss: losses.total,
-                task_loss: losses.task,
-                terms: losses.terms,
-                lr,
-                grad_norm,
-                seconds: started.elapsed().as_secs_f64(),
-            });
-            step += 1;
-            if let Some(f) = stage.on_step {
-                f(step, total_steps);
-            }
-        }
-    }
-    Ok(Trained {
-        model: stepper.finish()?,
-        log,
-    })
+    steps::run_steps(stage, &terms.batch, stepper)
 }

@@ -1,11 +1,149 @@
 //! Optimizers (AdamW as in PyTorch, SGD with momentum), learning-rate schedules
-//! and gradient clipping by global norm. Written here rather than taken from
+//! and gradient clipping by global norm. The update rule is defined once here
+//! ([`UpdateRule`]) for both engines. Written here rather than taken from
 //! candle-nn: its SGD has no momentum, and its AdamW hides its moments.
 
 use crate::lang::{LrSchedule, OptimizerSpec};
 use candle_core::{backprop::GradStore, Result, Tensor, Var};
 
-/// Per-parameter optimizer state, updated in place.
+/// The coefficients of one AdamW update, computed once per step in
+/// [`UpdateRule::at`] for both engines: the graph step applies them with tensor
+/// ops, the fused step element by element in f32 ([`AdamwStep::apply`]).
+///
+/// AdamW as in PyTorch: `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`, then
+/// `θ ← θ·decay − lr · (m/c₁) / (√(v/c₂) + ε)` with the bias corrections
+/// `cᵢ = 1 − βᵢᵗ` and the decoupled weight decay `decay = 1 − lr·wd`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamwStep<F = f64> {
+    pub beta1: F,
+    pub beta2: F,
+    pub one_minus_beta1: F,
+    pub one_minus_beta2: F,
+    pub bias_correction1: F,
+    pub bias_correction2: F,
+    pub decay: F,
+    pub lr: F,
+    pub eps: F,
+}
+
+/// The coefficients of one SGD update, as in PyTorch: `g ← g + wd·θ`, the
+/// velocity `b ← μb + g` (`b ← g` at a parameter's first update, or without
+/// momentum), then `θ ← θ − lr·b`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SgdStep<F = f64> {
+    pub momentum: F,
+    pub weight_decay: F,
+    pub lr: F,
+}
+
+/// The update rule of one optimizer step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum UpdateRule {
+    Adamw(AdamwStep),
+    Sgd(SgdStep),
+}
+
+impl UpdateRule {
+    /// The rule of update number `step` (1-based) at learning rate `lr`.
+    pub fn at(spec: &OptimizerSpec, step: u64, lr: f64) -> UpdateRule {
+        match *spec {
+            OptimizerSpec::Adamw {
+                weight_decay,
+                beta1,
+                beta2,
+                eps,
+                ..
+            } => {
+                let t = step as i32;
+                UpdateRule::Adamw(AdamwStep {
+                    beta1,
+                    beta2,
+                    one_minus_beta1: 1.0 - beta1,
+                    one_minus_beta2: 1.0 - beta2,
+                    bias_correction1: 1.0 - beta1.powi(t),
+                    bias_correction2: 1.0 - beta2.powi(t),
+                    decay: 1.0 - lr * weight_decay,
+                    lr,
+                    eps,
+                })
+            }
+            OptimizerSpec::Sgd {
+                momentum,
+                weight_decay,
+                ..
+            } => UpdateRule::Sgd(SgdStep {
+                momentum,
+                weight_decay,
+                lr,
+            }),
+        }
+    }
+}
+
+impl AdamwStep {
+    /// The coefficients rounded to f32, for in-place loops over parameter buffers.
+    pub fn in_f32(&self) -> AdamwStep<f32> {
+        let f = |x: f64| x as f32;
+        AdamwStep {
+            beta1: f(self.beta1),
+            beta2: f(self.beta2),
+            one_minus_beta1: f(self.one_minus_beta1),
+            one_minus_beta2: f(self.one_minus_beta2),
+            bias_correction1: f(self.bias_correction1),
+            bias_correction2: f(self.bias_correction2),
+            decay: f(self.decay),
+            lr: f(self.lr),
+            eps: f(self.eps),
+        }
+    }
+}
+
+impl AdamwStep<f32> {
+    /// Updates one parameter `theta` and its moments `m`, `v` with gradient `g`.
+    #[inline(always)]
+    pub fn apply(&self, theta: &mut f32, m: &mut f32, v: &mut f32, g: f32) {
+        *m = self.beta1 * *m + self.one_minus_beta1 * g;
+        *v = self.beta2 * *v + self.one_minus_beta2 * g * g;
+        let m_hat = *m / self.bias_correction1;
+        let v_hat = *v / self.bias_correction2;
+        *theta = *theta * self.decay - self.lr * (m_hat / (v_hat.sqrt() + self.eps));
+    }
+}
+
+impl SgdStep {
+    /// The coefficients rounded to f32, for in-place loops over parameter buffers.
+    pub fn in_f32(&self) -> SgdStep<f32> {
+        SgdStep {
+            momentum: self.momentum as f32,
+            weight_decay: self.weight_decay as f32,
+            lr: self.lr as f32,
+        }
+    }
+}
+
+impl SgdStep<f32> {
+    /// Updates one parameter `theta` and its `velocity` with gradient `g`;
+    /// `first_update`: the parameter has no velocity yet.
+    #[inline(always)]
+    pub fn apply(&self, theta: &mut f32, velocity: &mut f32, g: f32, first_update: bool) {
+        let g = g + self.weight_decay * *theta;
+        *velocity = if self.momentum > 0.0 && !first_update {
+            self.momentum * *velocity + g
+        } else {
+            g
+        };
+        *theta -= self.lr * *velocity;
+    }
+}
+
+/// CLIP clamps the learnable logit scale (the log of the inverse temperature)
+/// to at most ln 100; both engines apply this after every update.
+pub fn clamp_logit_scale(value: f32) -> f32 {
+    value.min(100f32.ln())
+}
+
+/// The graph step's optimizer: [`UpdateRule`] as tensor ops on candle
+/// variables, with per-parameter state (SGD: the velocity in `first`).
 pub struct Optimizer {
     spec: OptimizerSpec,
     vars: Vec<Var>,
@@ -29,52 +167,40 @@ impl Optimizer {
     /// One update with learning rate `lr`. Variables without a gradient are skipped.
     pub fn step(&mut self, grads: &GradStore, lr: f64) -> Result<()> {
         self.steps += 1;
-        let t = self.steps as i32;
+        let rule = UpdateRule::at(&self.spec, self.steps, lr);
         for (i, var) in self.vars.iter().enumerate() {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
             let theta = var.as_detached_tensor();
-            match self.spec {
-                OptimizerSpec::Adamw {
-                    weight_decay,
-                    beta1,
-                    beta2,
-                    eps,
-                    ..
-                } => {
+            match rule {
+                UpdateRule::Adamw(c) => {
                     let m = match &self.first[i] {
-                        Some(m) => ((m * beta1)? + (g * (1.0 - beta1))?)?,
-                        None => (g * (1.0 - beta1))?,
+                        Some(m) => ((m * c.beta1)? + (g * c.one_minus_beta1)?)?,
+                        None => (g * c.one_minus_beta1)?,
                     };
                     let v = match &self.second[i] {
-                        Some(v) => ((v * beta2)? + (g.sqr()? * (1.0 - beta2))?)?,
-                        None => (g.sqr()? * (1.0 - beta2))?,
+                        Some(v) => ((v * c.beta2)? + (g.sqr()? * c.one_minus_beta2)?)?,
+                        None => (g.sqr()? * c.one_minus_beta2)?,
                     };
-                    let m_hat = (&m / (1.0 - beta1.powi(t)))?;
-                    let v_hat = (&v / (1.0 - beta2.powi(t)))?;
-                    // Decoupled weight decay: θ ← θ(1 − lr·wd) − lr·m̂/(√v̂ + ε).
-                    let update = (m_hat / (v_hat.sqrt()? + eps)?)?;
-                    let next = ((&theta * (1.0 - lr * weight_decay))? - (update * lr)?)?;
-                    var.set(&next)?;
+                    let m_hat = (&m / c.bias_correction1)?;
+                    let v_hat = (&v / c.bias_correction2)?;
+                    let update = (m_hat / (v_hat.sqrt()? + c.eps)?)?;
+                    var.set(&((&theta * c.decay)? - (update * c.lr)?)?)?;
                     self.first[i] = Some(m);
                     self.second[i] = Some(v);
                 }
-                OptimizerSpec::Sgd {
-                    momentum,
-                    weight_decay,
-                    ..
-                } => {
-                    let g = if weight_decay > 0.0 {
-                        (g + (&theta * weight_decay)?)?
+                UpdateRule::Sgd(c) => {
+                    let g = if c.weight_decay > 0.0 {
+                        (g + (&theta * c.weight_decay)?)?
                     } else {
                         g.clone()
                     };
                     let velocity = match &self.first[i] {
-                        Some(b) if momentum > 0.0 => ((b * momentum)? + &g)?,
+                        Some(b) if c.momentum > 0.0 => ((b * c.momentum)? + &g)?,
                         _ => g,
                     };
-                    var.set(&(&theta - (&velocity * lr)?)?)?;
+                    var.set(&(&theta - (&velocity * c.lr)?)?)?;
                     self.first[i] = Some(velocity);
                 }
             }

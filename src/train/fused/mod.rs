@@ -10,8 +10,12 @@ mod losses;
 mod net;
 mod update;
 
-use super::{PairData, Previous, StepLosses, Stepper, TrainError};
-use crate::lang::{Coverage, LossSpec, RegularizerSpec};
+use super::importance::{self, Importance};
+use super::steps::{StepLosses, Stepper};
+use super::terms::{required, DistillTerm, LossKind, LossTerm, LossTerms, ModxTerm};
+use super::{optim, TrainError};
+use crate::data::PairData;
+use crate::lang::{Coverage, LossSpec};
 use crate::model::{Modality, Model};
 use crate::rng::Rng;
 use kernels::View;
@@ -19,38 +23,18 @@ use losses::Positives;
 use net::{Grads, Net, Tape};
 use update::OptimizerState;
 
-/// A weight penalty with its importance and anchors laid out like the net's
-/// parameters (None: the parameter is not penalised).
-struct Penalty {
-    name: String,
-    coefficient: f64,
-    omega: Vec<Option<Vec<f32>>>,
-}
-
-/// A distillation term (needs the previous model's similarities).
-enum Distillation {
-    Modx {
-        alpha: f64,
-        temperature: f64,
-        correct: bool,
-    },
-    Distill {
-        lambda: f64,
-        temperature: f64,
-    },
-}
-
-enum Term {
-    Penalty(Penalty),
-    Distillation(String, Distillation),
-}
+/// A weight penalty's importance laid out like the net's parameters (None: the
+/// parameter is not penalised).
+type PenaltyWeights = Vec<Option<Vec<f32>>>;
 
 pub struct FusedStep<'a> {
     model: Model,
     net: Net,
+    /// The previous model, when a term reads its similarities.
     old: Option<Net>,
-    anchors: Vec<Vec<f32>>,
-    terms: Vec<Term>,
+    /// The previous model's parameters, when a term penalises moving from them.
+    anchors: Option<Vec<Vec<f32>>>,
+    terms: Vec<LossTerm<PenaltyWeights>>,
     loss: LossSpec,
     data: PairData<'a>,
     grads: Grads,
@@ -71,71 +55,19 @@ impl<'a> FusedStep<'a> {
     pub fn new(
         model: Model,
         stage: &super::Stage<'a>,
-        previous: Option<&Previous>,
+        terms: LossTerms,
     ) -> Result<FusedStep<'a>, TrainError> {
         let net = Net::from_model(&model)?;
-        let mut terms = Vec::new();
-        let mut anchors = Vec::new();
-        let mut old = None;
-        if let Some(p) = previous {
-            let old_net = Net::from_model(p.model)?;
-            for r in stage.regularizer {
-                let term = match r {
-                    RegularizerSpec::Ewc { lambda, on, .. }
-                    | RegularizerSpec::Mas { lambda, on } => {
-                        let (method, coefficient) = match r {
-                            RegularizerSpec::Ewc { .. } => {
-                                (super::importance::Method::Fisher, lambda / 2.0)
-                            }
-                            _ => (super::importance::Method::Omega, *lambda),
-                        };
-                        let Some(imp) = p.importance.iter().find(|i| i.method == method) else {
-                            continue;
-                        };
-                        Term::Penalty(Penalty {
-                            name: r.name().to_string(),
-                            coefficient,
-                            omega: penalised(&net, imp, *on)?,
-                        })
-                    }
-                    RegularizerSpec::Modx {
-                        alpha,
-                        temperature,
-                        correct,
-                    } => Term::Distillation(
-                        r.name().to_string(),
-                        Distillation::Modx {
-                            alpha: *alpha,
-                            temperature: *temperature,
-                            correct: *correct,
-                        },
-                    ),
-                    RegularizerSpec::Distill {
-                        lambda,
-                        temperature,
-                    } => Term::Distillation(
-                        r.name().to_string(),
-                        Distillation::Distill {
-                            lambda: *lambda,
-                            temperature: *temperature,
-                        },
-                    ),
-                    RegularizerSpec::Replay { .. } => continue,
-                };
-                terms.push(term);
-            }
-            let needs_old = terms.iter().any(|t| matches!(t, Term::Distillation(..)));
-            let needs_anchors = terms.iter().any(|t| matches!(t, Term::Penalty(_)));
-            match (needs_anchors, needs_old) {
-                (true, true) => {
-                    anchors = old_net.values.clone();
-                    old = Some(old_net);
-                }
-                (true, false) => anchors = old_net.values,
-                (false, true) => old = Some(old_net),
-                (false, false) => {}
-            }
-        }
+        let old = terms.old_model.map(Net::from_model).transpose()?;
+        let anchors = match terms.anchor_model {
+            Some(m) => Some(Net::from_model(m)?.values),
+            None => None,
+        };
+        let fused_terms = terms
+            .terms
+            .iter()
+            .map(|t| t.try_map_importance(|importance, on| penalised(&net, importance, on)))
+            .collect::<candle_core::Result<Vec<_>>>()?;
         let grads = Grads::for_net(&net);
         let optimizer =
             OptimizerState::new(&stage.train.optimizer, net.values.iter().map(Vec::len));
@@ -144,7 +76,7 @@ impl<'a> FusedStep<'a> {
             net,
             old,
             anchors,
-            terms,
+            terms: fused_terms,
             loss: stage.train.loss.clone(),
             data: stage.data,
             grads,
@@ -167,15 +99,12 @@ impl<'a> FusedStep<'a> {
         let b = captions.len();
         let images = self.tapes[0].features(b, d.image_dim);
         for (k, &c) in captions.iter().enumerate() {
-            let r = d.caption_image[c as usize] as usize;
             images[k * d.image_dim..(k + 1) * d.image_dim]
-                .copy_from_slice(&d.image_features[r * d.image_dim..(r + 1) * d.image_dim]);
+                .copy_from_slice(d.image(d.caption_image[c as usize]));
         }
         let texts = self.tapes[1].features(b, d.text_dim);
         for (k, &c) in captions.iter().enumerate() {
-            let r = c as usize;
-            texts[k * d.text_dim..(k + 1) * d.text_dim]
-                .copy_from_slice(&d.caption_features[r * d.text_dim..(r + 1) * d.text_dim]);
+            texts[k * d.text_dim..(k + 1) * d.text_dim].copy_from_slice(d.caption(c));
         }
         self.positives.clear();
         for &i in captions {
@@ -191,16 +120,12 @@ impl<'a> FusedStep<'a> {
 
 /// The importance of `imp` laid out like `net`'s parameters, for the parameters
 /// coverage `on` penalises (by name: a checkpoint comes back in file order).
-fn penalised(
-    net: &Net,
-    imp: &super::importance::Importance,
-    on: Coverage,
-) -> candle_core::Result<Vec<Option<Vec<f32>>>> {
+fn penalised(net: &Net, imp: &Importance, on: Coverage) -> candle_core::Result<PenaltyWeights> {
     net.names()
         .iter()
         .zip(&net.groups)
         .map(|(name, &group)| {
-            if !super::importance::covers(on, group) {
+            if !importance::covers(on, group) {
                 return Ok(None);
             }
             match imp.tensors.iter().find(|(n, _)| n == name) {
@@ -280,15 +205,19 @@ impl Stepper for FusedStep<'_> {
             let [oi, ot] = &self.old_tapes;
             similarity(&mut self.old_similarity, &oi.embeddings, &ot.embeddings, b);
         }
+        // Distillation terms add their gradient to ∂/∂S before the backward
+        // pass; weight penalties add theirs to the parameters' after it.
         let mut values = Vec::with_capacity(self.terms.len());
         for term in &self.terms {
-            if let Term::Distillation(name, d) = term {
-                let value = match *d {
-                    Distillation::Modx {
-                        alpha,
-                        temperature,
-                        correct,
-                    } => losses::modx(
+            let value = match term.kind {
+                LossKind::WeightPenalty { .. } => 0.0, // after the backward pass, below
+                LossKind::Modx(ModxTerm {
+                    alpha,
+                    temperature,
+                    correct,
+                }) => {
+                    required(&self.old, term.name, "the previous model's similarities")?;
+                    losses::modx(
                         &self.similarity,
                         &self.old_similarity,
                         &pos,
@@ -296,23 +225,24 @@ impl Stepper for FusedStep<'_> {
                         correct,
                         alpha,
                         &mut self.d_similarity,
-                    ),
-                    Distillation::Distill {
-                        lambda,
-                        temperature,
-                    } => losses::distill(
+                    )
+                }
+                LossKind::Distill(DistillTerm {
+                    lambda,
+                    temperature,
+                }) => {
+                    required(&self.old, term.name, "the previous model's similarities")?;
+                    losses::distill(
                         &self.similarity,
                         &self.old_similarity,
                         b,
                         temperature,
                         lambda,
                         &mut self.d_similarity,
-                    ),
-                };
-                values.push((name.clone(), value));
-            } else {
-                values.push((String::new(), 0.0)); // filled below, after the backward pass
-            }
+                    )
+                }
+            };
+            values.push((term.name.to_string(), value));
         }
         // Backward through S = Eᵢ Eₜᵀ, then through each branch.
         let [image_tape, text_tape] = &mut self.tapes;
@@ -335,20 +265,28 @@ impl Stepper for FusedStep<'_> {
             .backward(Modality::Image, image_tape, &self.d_image, &mut self.grads);
         self.net
             .backward(Modality::Text, text_tape, &self.d_text, &mut self.grads);
-        for (term, slot) in self.terms.iter().zip(values.iter_mut()) {
-            let Term::Penalty(p) = term else { continue };
-            let mut value = 0.0;
-            for (i, omega) in p.omega.iter().enumerate() {
-                let Some(omega) = omega else { continue };
-                value += update::penalty(
-                    &self.net.values[i],
-                    &self.anchors[i],
-                    omega,
-                    p.coefficient,
-                    self.grads.buffer(i),
-                );
+        for (term, (_, value)) in self.terms.iter().zip(values.iter_mut()) {
+            match &term.kind {
+                LossKind::WeightPenalty {
+                    coefficient,
+                    importance,
+                    ..
+                } => {
+                    let anchors =
+                        required(&self.anchors, term.name, "the previous model's parameters")?;
+                    for (i, omega) in importance.iter().enumerate() {
+                        let Some(omega) = omega else { continue };
+                        *value += update::penalty(
+                            &self.net.values[i],
+                            &anchors[i],
+                            omega,
+                            *coefficient,
+                            self.grads.buffer(i),
+                        );
+                    }
+                }
+                LossKind::Modx(_) | LossKind::Distill(_) => {} // before the backward pass
             }
-            *slot = (p.name.clone(), value);
         }
         let total = task + values.iter().map(|(_, v)| v).sum::<f64>();
         Ok(StepLosses {
@@ -366,9 +304,8 @@ impl Stepper for FusedStep<'_> {
         self.optimizer
             .step(&mut self.net.values, &self.grads, lr, grad_scale);
         if let Some(i) = self.net.logit_scale {
-            // CLIP clamps the learnable scale to at most 100.
             let v = &mut self.net.values[i][0];
-            *v = v.min(100f32.ln());
+            *v = optim::clamp_logit_scale(*v);
         }
         Ok(())
     }

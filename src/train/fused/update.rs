@@ -5,6 +5,7 @@
 
 use super::net::Grads;
 use crate::lang::OptimizerSpec;
+use crate::train::optim::UpdateRule;
 use rayon::prelude::*;
 
 /// Elements per parallel chunk: large enough to amortise scheduling, small
@@ -57,6 +58,7 @@ pub fn gradient_norm(grads: &Grads) -> f64 {
 }
 
 /// Optimizer state: first and second moments (SGD: the velocity in `first`).
+/// The update rule is `optim`'s, applied in place.
 pub struct OptimizerState {
     spec: OptimizerSpec,
     first: Vec<Vec<f32>>,
@@ -87,29 +89,18 @@ impl OptimizerState {
     /// step are left alone, as candle's optimizers do.
     pub fn step(&mut self, values: &mut [Vec<f32>], grads: &Grads, lr: f64, grad_scale: f64) {
         self.steps += 1;
+        let rule = UpdateRule::at(&self.spec, self.steps, lr);
         let scale = grad_scale as f32;
         for (i, theta) in values.iter_mut().enumerate() {
             if !grads.touched[i] {
                 continue;
             }
             let g = &grads.values[i];
-            let first_step = !self.started[i];
+            let first_update = !self.started[i];
             self.started[i] = true;
-            match self.spec {
-                OptimizerSpec::Adamw {
-                    weight_decay,
-                    beta1,
-                    beta2,
-                    eps,
-                    ..
-                } => {
-                    let t = self.steps as i32;
-                    let (b1, b2) = (beta1 as f32, beta2 as f32);
-                    let (c1, c2) = ((1.0 - beta1) as f32, (1.0 - beta2) as f32);
-                    let correction1 = (1.0 - beta1.powi(t)) as f32;
-                    let correction2 = (1.0 - beta2.powi(t)) as f32;
-                    let decay = (1.0 - lr * weight_decay) as f32;
-                    let (lr, eps) = (lr as f32, eps as f32);
+            match rule {
+                UpdateRule::Adamw(c) => {
+                    let rule = c.in_f32();
                     theta
                         .par_chunks_mut(CHUNK)
                         .zip(self.first[i].par_chunks_mut(CHUNK))
@@ -117,35 +108,19 @@ impl OptimizerState {
                         .zip(g.par_chunks(CHUNK))
                         .for_each(|(((th, m), v), g)| {
                             for k in 0..th.len() {
-                                let gk = g[k] * scale;
-                                m[k] = b1 * m[k] + c1 * gk;
-                                v[k] = b2 * v[k] + c2 * gk * gk;
-                                let m_hat = m[k] / correction1;
-                                let v_hat = v[k] / correction2;
-                                // Decoupled weight decay: θ ← θ(1 − lr·wd) − lr·m̂/(√v̂ + ε).
-                                th[k] = th[k] * decay - lr * (m_hat / (v_hat.sqrt() + eps));
+                                rule.apply(&mut th[k], &mut m[k], &mut v[k], g[k] * scale);
                             }
                         });
                 }
-                OptimizerSpec::Sgd {
-                    momentum,
-                    weight_decay,
-                    ..
-                } => {
-                    let (mu, wd, lr) = (momentum as f32, weight_decay as f32, lr as f32);
+                UpdateRule::Sgd(c) => {
+                    let rule = c.in_f32();
                     theta
                         .par_chunks_mut(CHUNK)
                         .zip(self.first[i].par_chunks_mut(CHUNK))
                         .zip(g.par_chunks(CHUNK))
                         .for_each(|((th, b), g)| {
                             for k in 0..th.len() {
-                                let gk = g[k] * scale + wd * th[k];
-                                b[k] = if mu > 0.0 && !first_step {
-                                    mu * b[k] + gk
-                                } else {
-                                    gk
-                                };
-                                th[k] -= lr * b[k];
+                                rule.apply(&mut th[k], &mut b[k], g[k] * scale, first_update);
                             }
                         });
                 }
