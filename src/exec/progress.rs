@@ -92,6 +92,12 @@ impl Events for Progress<'_> {
             }
         }
         let label = &self.plan.node(node).label;
+        // After Ctrl-C, a stage stopped mid-way and its dependents are not failures.
+        if crate::interrupt::requested()
+            && matches!(outcome, Outcome::Failed(_) | Outcome::Skipped { .. })
+        {
+            return;
+        }
         let n = match outcome {
             Outcome::Executed(_) | Outcome::Failed(_) => {
                 self.done.fetch_add(1, Ordering::Relaxed) + 1

@@ -102,6 +102,13 @@ pub enum TrainError {
     #[error("the {term} regularizer needs {input}, which this stage was not given")]
     MissingInput { term: &'static str, input: String },
     /// A stepper was asked for gradients before computing any.
+    /// Ctrl-C: the stage stopped between two steps (nothing is kept).
+    #[error("interrupted at {task}, epoch {epoch}, step {step}")]
+    Interrupted {
+        task: String,
+        epoch: usize,
+        step: usize,
+    },
     #[error("the training step's {0} ran before its losses")]
     NoGradients(&'static str),
 }

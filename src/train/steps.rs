@@ -68,6 +68,13 @@ pub fn run_steps(
                     }
                 }
             }
+            if crate::interrupt::requested() {
+                return Err(TrainError::Interrupted {
+                    task: stage.label.clone(),
+                    epoch: epoch + 1,
+                    step: step + 1,
+                });
+            }
             let losses = stepper.losses(&batch, &mut dropout_rng)?;
             // Every term is checked so the message can name the one that went bad.
             let finite = |name: &str, value: f64| -> Result<f64, TrainError> {
