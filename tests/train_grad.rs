@@ -118,9 +118,9 @@ fn distillation_gradients() {
     let old = (Tensor::from_vec(random(5, 5, 7), (5, 5), &Device::Cpu).unwrap()
         + (eye * 3.0).unwrap())
     .unwrap();
-    check_gradient("modx", |s| loss::modx(s, &old, &p, 0.5, true).unwrap());
+    check_gradient("modx", |s| loss::modx(s, &old, 0.5, true).unwrap());
     check_gradient("modx uncorrected", |s| {
-        loss::modx(s, &old, &p, 0.5, false).unwrap()
+        loss::modx(s, &old, 0.5, false).unwrap()
     });
     check_gradient("distill", |s| loss::distill(s, &old, 0.5).unwrap());
 }
@@ -151,9 +151,8 @@ fn triplet_ignores_other_captions_of_the_same_image() {
 
 #[test]
 fn modx_is_zero_for_the_same_model_and_skips_wrong_rows() {
-    let p = Tensor::eye(4, DType::F64, &Device::Cpu).unwrap();
     let s = Tensor::from_vec(random(4, 4, 3), (4, 4), &Device::Cpu).unwrap();
-    let same = loss::modx(&s, &s, &p, 1.0, true)
+    let same = loss::modx(&s, &s, 1.0, true)
         .unwrap()
         .to_scalar::<f64>()
         .unwrap();
@@ -167,11 +166,11 @@ fn modx_is_zero_for_the_same_model_and_skips_wrong_rows() {
         &Device::Cpu,
     )
     .unwrap();
-    let corrected = loss::modx(&s, &old, &p, 1.0, true)
+    let corrected = loss::modx(&s, &old, 1.0, true)
         .unwrap()
         .to_scalar::<f64>()
         .unwrap();
-    let full = loss::modx(&s, &old, &p, 1.0, false)
+    let full = loss::modx(&s, &old, 1.0, false)
         .unwrap()
         .to_scalar::<f64>()
         .unwrap();
@@ -402,4 +401,50 @@ fn each_branch_uses_its_own_activation() {
     );
     assert!(same(&ia, &ib), "the image branch keeps its activation");
     assert!(!same(&ta, &tb), "the text branch uses its own activation");
+}
+
+#[test]
+fn modx_correction_requires_the_own_pair_not_another_caption_of_the_image() {
+    // Pairs 1 and 2 are two captions of one image. The old model ranks caption 2
+    // first for image 1: a positive, but not row 1's own pair. Mod-X's official
+    // code (`cognition_align`) compares the argmax with the row index, so row 1 is
+    // left out; so is column 2 (its argmax, row 1, is not 2).
+    let s = Tensor::from_vec(random(3, 3, 11), (3, 3), &Device::Cpu).unwrap();
+    let old = Tensor::from_vec(
+        vec![0.9, 0.0, 0.0, 0.0, 0.5, 0.8, 0.0, 0.1, 0.4f64],
+        (3, 3),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let value = |correct| {
+        loss::modx(&s, &old, 1.0, correct)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    let sm = |v: &[f64]| {
+        let z: f64 = v.iter().map(|x| x.exp()).sum();
+        v.iter().map(|x| x.exp() / z).collect::<Vec<_>>()
+    };
+    let kl = |a: &[f64], b: &[f64]| {
+        let (pa, pb) = (sm(a), sm(b));
+        pa.iter()
+            .zip(&pb)
+            .map(|(x, y)| x * (x / y).ln())
+            .sum::<f64>()
+    };
+    let o = old.to_vec2::<f64>().unwrap();
+    let n = s.to_vec2::<f64>().unwrap();
+    let col = |m: &Vec<Vec<f64>>, j: usize| m.iter().map(|r| r[j]).collect::<Vec<_>>();
+    // Kept: rows 0 and 2, columns 0 and 1.
+    let kept = 0.5
+        * (kl(&o[0], &n[0])
+            + kl(&o[2], &n[2])
+            + kl(&col(&o, 0), &col(&n, 0))
+            + kl(&col(&o, 1), &col(&n, 1)));
+    assert!(
+        (value(true) - kept).abs() < 1e-9,
+        "{} != {kept}",
+        value(true)
+    );
 }

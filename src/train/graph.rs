@@ -85,7 +85,7 @@ impl Stepper for GraphStep<'_> {
                     correct,
                 }) => {
                     let old = required(&old_s, term.name, "the previous model's similarities")?;
-                    loss::modx(&s, old, &positives, *temperature, *correct)?.affine(*alpha, 0.0)?
+                    loss::modx(&s, old, *temperature, *correct)?.affine(*alpha, 0.0)?
                 }
                 LossKind::Distill(DistillTerm {
                     lambda,

@@ -72,28 +72,26 @@ fn row_kl(old: &Tensor, new: &Tensor, temperature: f64) -> Result<Tensor> {
     (log_p_old.exp()? * (log_p_old - log_p_new)?)?.sum(1)
 }
 
-/// Rows (of `old`) whose most similar entry is a positive: 1.0, else 0.0.
-fn correct_rows(old: &Tensor, positives: &Tensor) -> Result<Tensor> {
-    let best = old.contiguous()?.argmax_keepdim(1)?; // B x 1, first maximum on ties
-    positives.contiguous()?.gather(&best, 1)?.squeeze(1)
+/// Rows (of `old`) whose most similar entry is the row's own pair: 1.0, else
+/// 0.0. As the official Mod-X code: another caption of the same image ranked
+/// first does not count as correct.
+fn correct_rows(old: &Tensor) -> Result<Tensor> {
+    let b = old.dim(0)?;
+    let best = old.contiguous()?.argmax(1)?; // first maximum on ties
+    let own = Tensor::arange(0u32, b as u32, old.device())?;
+    best.eq(&own)?.to_dtype(old.dtype())
 }
 
 /// Mod-X: ½ Σ_rows [KL rows + KL columns] at temperature τ; with `correct`, rows
-/// (columns) where the old model ranks a negative first are left out. `old` is
-/// the old model's similarity matrix on the same batch (no gradient).
-pub fn modx(
-    new: &Tensor,
-    old: &Tensor,
-    positives: &Tensor,
-    temperature: f64,
-    correct: bool,
-) -> Result<Tensor> {
+/// (columns) where the old model does not rank the row's own pair first are left
+/// out. `old` is the old model's similarity matrix on the same batch (no gradient).
+pub fn modx(new: &Tensor, old: &Tensor, temperature: f64, correct: bool) -> Result<Tensor> {
     let old = old.detach();
     let mut rows = row_kl(&old, new, temperature)?;
     let mut cols = row_kl(&old.t()?, &new.t()?, temperature)?;
     if correct {
-        rows = (rows * correct_rows(&old, positives)?)?;
-        cols = (cols * correct_rows(&old.t()?, &positives.t()?)?)?;
+        rows = (rows * correct_rows(&old)?)?;
+        cols = (cols * correct_rows(&old.t()?)?)?;
     }
     (rows.sum_all()? + cols.sum_all()?)?.affine(0.5, 0.0)
 }

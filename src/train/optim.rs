@@ -136,10 +136,10 @@ impl SgdStep<f32> {
     }
 }
 
-/// CLIP clamps the learnable logit scale (the log of the inverse temperature)
-/// to at most ln 100; both engines apply this after every update.
+/// CLIP and Mod-X clamp the learnable logit scale (the log of the inverse
+/// temperature) to `[0, ln 100]`; both engines apply this after every update.
 pub fn clamp_logit_scale(value: f32) -> f32 {
-    value.min(100f32.ln())
+    value.clamp(0.0, 100f32.ln())
 }
 
 /// The graph step's optimizer: [`UpdateRule`] as tensor ops on candle
@@ -291,5 +291,18 @@ mod tests {
         assert_eq!(learning_rate(&s, 1.0, 19, 100, 10), 1.0);
         assert_eq!(learning_rate(&s, 1.0, 20, 100, 10), 0.5);
         assert_eq!(learning_rate(&s, 1.0, 45, 100, 10), 0.25);
+    }
+}
+
+#[cfg(test)]
+mod clamp_tests {
+    use super::clamp_logit_scale;
+
+    #[test]
+    fn the_logit_scale_stays_within_zero_and_ln_100() {
+        // Below 0 the temperature would exceed 1: CLIP and Mod-X clamp there too.
+        assert_eq!(clamp_logit_scale(-0.5), 0.0);
+        assert_eq!(clamp_logit_scale(9.0), 100f32.ln());
+        assert_eq!(clamp_logit_scale(2.0), 2.0);
     }
 }

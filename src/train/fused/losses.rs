@@ -173,9 +173,10 @@ fn directed_kl(
     total
 }
 
-/// Whether the old model ranks a positive first in row r (first maximum on ties).
-fn old_ranks_positive_first(old: &[f32], pos: &Positives, r: usize, transpose: bool) -> bool {
-    let b = pos.b;
+/// Whether the old model ranks row r's own pair first (first maximum on ties).
+/// As the official Mod-X code (`cognition_align`): the argmax must be `r`
+/// itself, not another caption of the same image.
+fn old_ranks_own_pair_first(old: &[f32], b: usize, r: usize, transpose: bool) -> bool {
     let index = |c: usize| if transpose { c * b + r } else { r * b + c };
     let mut best = 0;
     for c in 1..b {
@@ -183,11 +184,7 @@ fn old_ranks_positive_first(old: &[f32], pos: &Positives, r: usize, transpose: b
             best = c;
         }
     }
-    if transpose {
-        pos.at(best, r)
-    } else {
-        pos.at(r, best)
-    }
+    best == r
 }
 
 /// Mod-X: α · ½ Σ_rows [KL rows + KL columns]; with `correct`, only rows the
@@ -204,7 +201,7 @@ pub fn modx(
     let mut total = 0.0;
     for transpose in [false, true] {
         let weight = |r: usize| {
-            if !correct || old_ranks_positive_first(old, pos, r, transpose) {
+            if !correct || old_ranks_own_pair_first(old, pos.b, r, transpose) {
                 0.5 * alpha
             } else {
                 0.0
