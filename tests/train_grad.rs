@@ -112,7 +112,6 @@ fn infonce_gradients() {
 
 #[test]
 fn distillation_gradients() {
-    let p = positives(5);
     // An old model that ranks the right caption first (else every row is left out).
     let eye = Tensor::eye(5, DType::F64, &Device::Cpu).unwrap();
     let old = (Tensor::from_vec(random(5, 5, 7), (5, 5), &Device::Cpu).unwrap()
