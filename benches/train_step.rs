@@ -132,6 +132,7 @@ fn main() {
     let triplet = LossSpec::Triplet {
         margin: 0.2,
         negatives: TripletNegatives::Hardest,
+        reduction: Reduction::Sum,
     };
     let infonce = LossSpec::Infonce {
         temperature: 0.07,

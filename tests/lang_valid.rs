@@ -56,7 +56,8 @@ fn quickstart_takes_the_documented_defaults() {
         e.train.loss,
         LossSpec::Triplet {
             margin: 0.2,
-            negatives: TripletNegatives::Hardest
+            negatives: TripletNegatives::Hardest,
+            reduction: Reduction::Sum,
         }
     );
     assert_eq!(e.evaluate.recall, [1, 5, 10]);

@@ -161,6 +161,7 @@ fn specs(regularizer: Vec<RegularizerSpec>, share: usize) -> (ModelSpec, TrainSp
             loss: LossSpec::Triplet {
                 margin: 0.2,
                 negatives: TripletNegatives::Hardest,
+                reduction: Reduction::Mean,
             },
             optimizer: OptimizerSpec::Adamw {
                 lr: 2e-3,

@@ -107,10 +107,12 @@ fn cases() -> Vec<Case> {
     let hardest = LossSpec::Triplet {
         margin: 0.2,
         negatives: TripletNegatives::Hardest,
+        reduction: Reduction::Sum,
     };
     let all = LossSpec::Triplet {
         margin: 0.3,
         negatives: TripletNegatives::All,
+        reduction: Reduction::Mean,
     };
     let infonce = |learnable| LossSpec::Infonce {
         temperature: 0.1,

@@ -2,9 +2,12 @@
 //! properties the methods promise (zero at the anchor, exact per-sample MAS, Mod-X
 //! row correction). Loss checks run in f64 so differences are meaningful.
 
+mod common;
 use candle_core::{DType, Device, Tensor, Var};
 use lethe::data::PairData;
-use lethe::lang::{Activation, BranchSpec, Coverage, ModelSpec, TripletNegatives};
+use lethe::lang::{
+    Activation, BranchSpec, Coverage, LossSpec, ModelSpec, Reduction, TripletNegatives,
+};
 use lethe::model::{Group, Modality, Model};
 use lethe::rng::Rng;
 use lethe::train::importance::{self, Importance, Method};
@@ -64,12 +67,43 @@ fn check_gradient(name: &str, f: impl Fn(&Tensor) -> Tensor) {
 #[test]
 fn triplet_gradients() {
     let p = positives(5);
-    check_gradient("triplet hardest", |s| {
-        loss::triplet(s, &p, 0.2, TripletNegatives::Hardest).unwrap()
-    });
-    check_gradient("triplet all", |s| {
-        loss::triplet(s, &p, 0.2, TripletNegatives::All).unwrap()
-    });
+    for reduction in [Reduction::Sum, Reduction::Mean] {
+        check_gradient("triplet hardest", |s| {
+            loss::triplet(s, &p, 0.2, TripletNegatives::Hardest, reduction).unwrap()
+        });
+        check_gradient("triplet all", |s| {
+            loss::triplet(s, &p, 0.2, TripletNegatives::All, reduction).unwrap()
+        });
+    }
+}
+
+/// VSE++ sums the hinge terms over the batch (`cost_s.sum() + cost_im.sum()`):
+/// the default is B times the mean, so lr, clipping and λ keep VSE++'s meaning.
+#[test]
+fn triplet_sums_over_the_batch_by_default() {
+    let p = positives(5);
+    let s = Tensor::from_vec(random(5, 5, 13), (5, 5), &Device::Cpu).unwrap();
+    let value = |r| {
+        loss::triplet(&s, &p, 0.2, TripletNegatives::Hardest, r)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    assert!(value(Reduction::Sum) > 0.0);
+    assert!((value(Reduction::Sum) - 5.0 * value(Reduction::Mean)).abs() < 1e-12);
+    let checked = lethe::lang::load(
+        &common::repo().join("pipelines/quickstart.pipe"),
+        &mut lethe::diagnostics::SourceMap::new(),
+        &mut lethe::lang::ManifestCache::default(),
+    )
+    .unwrap();
+    assert!(matches!(
+        checked.experiments[0].train.loss,
+        LossSpec::Triplet {
+            reduction: Reduction::Sum,
+            ..
+        }
+    ));
 }
 
 /// An image drawn twice in a batch (two of its captions) gives two identical
@@ -90,7 +124,14 @@ fn triplet_hardest_counts_a_tied_duplicate_image_once() {
         p[i * 3 + j] = 1.0;
     }
     let p = Tensor::from_vec(p, (3, 3), &Device::Cpu).unwrap();
-    let loss = loss::triplet(s.as_tensor(), &p, 0.2, TripletNegatives::Hardest).unwrap();
+    let loss = loss::triplet(
+        s.as_tensor(),
+        &p,
+        0.2,
+        TripletNegatives::Hardest,
+        Reduction::Mean,
+    )
+    .unwrap();
     let g: Vec<Vec<f64>> = loss
         .backward()
         .unwrap()
@@ -131,7 +172,7 @@ fn triplet_ignores_other_captions_of_the_same_image() {
     let mut s = vec![0.9, 0.0, 0.0, 0.0, 0.9, 0.95, 0.0, 0.95, 0.9];
     let base = Tensor::from_vec(s.clone(), (3, 3), &Device::Cpu).unwrap();
     assert_eq!(
-        loss::triplet(&base, &p, 0.2, TripletNegatives::All)
+        loss::triplet(&base, &p, 0.2, TripletNegatives::All, Reduction::Sum)
             .unwrap()
             .to_scalar::<f64>()
             .unwrap(),
@@ -140,7 +181,7 @@ fn triplet_ignores_other_captions_of_the_same_image() {
     s[1] = 0.85; // a real negative above the margin: S[0,1]
     let hurt = Tensor::from_vec(s, (3, 3), &Device::Cpu).unwrap();
     assert!(
-        loss::triplet(&hurt, &p, 0.2, TripletNegatives::All)
+        loss::triplet(&hurt, &p, 0.2, TripletNegatives::All, Reduction::Sum)
             .unwrap()
             .to_scalar::<f64>()
             .unwrap()

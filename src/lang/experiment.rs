@@ -102,11 +102,22 @@ pub enum LossSpec {
     Triplet {
         margin: f64,
         negatives: TripletNegatives,
+        /// `sum` over the batch as VSE++'s code does (the default: lr, clipping
+        /// and λ keep their VSE++ meaning), or `mean`.
+        reduction: Reduction,
     },
     Infonce {
         temperature: f64,
         learnable: bool,
     },
+}
+
+/// How a per-pair loss is reduced over the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reduction {
+    Sum,
+    Mean,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

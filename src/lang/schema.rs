@@ -53,7 +53,7 @@ pub const SETTINGS: &[SettingDoc] = &[
     s(
         "train.loss",
         true,
-        "triplet(margin, negatives) | infonce(temperature, learnable)",
+        "triplet(margin, negatives, reduction) | infonce(temperature, learnable)",
     ),
     s(
         "train.optimizer",

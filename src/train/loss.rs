@@ -6,7 +6,7 @@
 //! image (the diagonal, and two captions of one image in the same batch). Such
 //! entries are never negatives.
 
-use crate::lang::TripletNegatives;
+use crate::lang::{Reduction, TripletNegatives};
 use candle_core::{Result, Tensor, D};
 
 /// The diagonal of a square matrix as a column (B x 1).
@@ -25,12 +25,14 @@ fn hardest(cost: &Tensor, dim: usize) -> Result<Tensor> {
     cost.contiguous()?.gather(&first, dim)?.sum_all()
 }
 
-/// VSE++ bidirectional hinge ranking loss, averaged over the B pairs.
+/// VSE++ bidirectional hinge ranking loss, summed over the B pairs as VSE++'s
+/// code does (`cost_s.sum() + cost_im.sum()`), or averaged.
 pub fn triplet(
     s: &Tensor,
     positives: &Tensor,
     margin: f64,
     negatives: TripletNegatives,
+    reduction: Reduction,
 ) -> Result<Tensor> {
     let b = s.dim(0)? as f64;
     let negative = positives.affine(-1.0, 1.0)?; // 1 - positives
@@ -45,7 +47,10 @@ pub fn triplet(
         TripletNegatives::Hardest => (hardest(&cost_caption, 1)? + hardest(&cost_image, 0)?)?,
         TripletNegatives::All => (cost_caption.sum_all()? + cost_image.sum_all()?)?,
     };
-    total.affine(1.0 / b, 0.0)
+    match reduction {
+        Reduction::Sum => Ok(total),
+        Reduction::Mean => total.affine(1.0 / b, 0.0),
+    }
 }
 
 /// Added to logits that must not act as negatives: exp() of it is exactly 0.

@@ -63,7 +63,11 @@ pub fn task_loss(
     positives: &Tensor,
 ) -> candle_core::Result<Tensor> {
     match loss {
-        LossSpec::Triplet { margin, negatives } => loss::triplet(s, positives, *margin, *negatives),
+        LossSpec::Triplet {
+            margin,
+            negatives,
+            reduction,
+        } => loss::triplet(s, positives, *margin, *negatives, *reduction),
         LossSpec::Infonce { temperature, .. } => {
             let scale = match model.logit_scale() {
                 Some(v) => v.as_tensor().exp()?.reshape(())?,

@@ -110,7 +110,7 @@ impl VariantChecker<'_> {
         let call = self.call(
             "train.loss",
             &[
-                ("triplet", &["margin", "negatives"]),
+                ("triplet", &["margin", "negatives", "reduction"]),
                 ("infonce", &["temperature", "learnable"]),
             ],
         )?;
@@ -132,9 +132,20 @@ impl VariantChecker<'_> {
                                     }
                                 })
                         });
+                let reduction = call.arg("reduction").map_or(Some(Reduction::Sum), |v| {
+                    r.word(v, "`reduction` of `triplet`", &["sum", "mean"])
+                        .map(|w| {
+                            if w == "mean" {
+                                Reduction::Mean
+                            } else {
+                                Reduction::Sum
+                            }
+                        })
+                });
                 Some(LossSpec::Triplet {
                     margin: margin?,
                     negatives: negatives?,
+                    reduction: reduction?,
                 })
             }
             _ => {

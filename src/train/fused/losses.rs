@@ -4,7 +4,7 @@
 //! in f64 since B x B is small. Each function adds `weight · ∂loss/∂S` to `grad`
 //! and returns `weight · loss`.
 
-use crate::lang::TripletNegatives;
+use crate::lang::{Reduction, TripletNegatives};
 
 /// Which entries of S pair an image with one of its own captions.
 pub struct Positives<'a> {
@@ -18,18 +18,22 @@ impl Positives<'_> {
     }
 }
 
-/// VSE++ bidirectional hinge loss, averaged over the B pairs. Hardest negatives
-/// take the first maximum on ties.
+/// VSE++ bidirectional hinge loss, summed over the B pairs (VSE++) or averaged.
+/// Hardest negatives take the first maximum on ties.
 pub fn triplet(
     s: &[f32],
     pos: &Positives,
     margin: f64,
     negatives: TripletNegatives,
+    reduction: Reduction,
     weight: f64,
     grad: &mut [f32],
 ) -> f64 {
     let b = pos.b;
-    let scale = weight / b as f64;
+    let scale = match reduction {
+        Reduction::Sum => weight,
+        Reduction::Mean => weight / b as f64,
+    };
     let at = |r: usize, c: usize| s[r * b + c] as f64;
     let mut total = 0.0;
     // Direction 0: image r against captions c (cost m + S[r,c] − S[r,r]);

@@ -171,11 +171,16 @@ impl Stepper for FusedStep<'_> {
             mask: &self.positives,
         };
         let task = match &self.loss {
-            LossSpec::Triplet { margin, negatives } => losses::triplet(
+            LossSpec::Triplet {
+                margin,
+                negatives,
+                reduction,
+            } => losses::triplet(
                 &self.similarity,
                 &pos,
                 *margin,
                 *negatives,
+                *reduction,
                 1.0,
                 &mut self.d_similarity,
             ),
