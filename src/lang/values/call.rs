@@ -121,7 +121,7 @@ impl Reader {
                         let what = format!("`{}` of `{owner}`", param.name);
                         self.param(value, &what, param.accepts)
                     }
-                    None => self.default(form.name, param.name, param.default, v.span),
+                    None => self.unwritten(form.name, param.name, param.default, v.span),
                 };
                 ParamValue {
                     written,
@@ -178,7 +178,8 @@ impl Reader {
         checked.into_iter().collect()
     }
 
-    fn default(&mut self, call: &str, param: &str, default: ParamDefault, at: Span) -> State {
+    /// The state of a parameter the call does not write.
+    fn unwritten(&mut self, call: &str, param: &str, default: ParamDefault, at: Span) -> State {
         let value = match default {
             ParamDefault::Number(x) => Checked::Number(x),
             ParamDefault::Whole(n) => Checked::Whole(n),
@@ -364,6 +365,107 @@ impl<K: Copy> Args<'_, '_, K> {
             Diagnostic::error(format!("internal error: {message}"))
                 .at(self.span, "while checking this call")
                 .note("this is a bug in lethe (src/lang/schema.rs and the checker disagree), not in the pipeline"),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lang::ast::Statement;
+    use crate::lang::parse;
+    use crate::lang::schema::Param;
+
+    // No shipped form has a required parameter or leaves one unread, so these
+    // paths are tested on a form of their own: `f(need, count)`.
+    const PARAMS: &[Param] = &[
+        Param {
+            name: "need",
+            accepts: ParamType::Whole { min: 0, max: 10 },
+            default: ParamDefault::Required,
+        },
+        Param {
+            name: "count",
+            accepts: ParamType::Whole { min: 0, max: 10 },
+            default: ParamDefault::Computed("twice `need`"),
+        },
+    ];
+    const TABLE: CallTable<()> = CallTable {
+        settings: &["x"],
+        forms: &[Signature {
+            name: "f",
+            kind: (),
+            params: PARAMS,
+        }],
+    };
+
+    fn value(written: &str) -> Value {
+        let text = format!("pipeline \"t\" {{\n x = {written}\n}}");
+        let ast = parse::parse(&text, 0).expect("the case parses");
+        match ast.body.into_iter().next() {
+            Some(Statement::Assign(a)) => a.value,
+            other => panic!("not an assignment: {other:?}"),
+        }
+    }
+
+    /// Builds `f` as (need, count), count defaulting to twice `need`.
+    fn build(reader: &mut Reader, v: &Value) -> Option<(u64, u64)> {
+        reader.call(v, "x", &TABLE, &[])?.build(|call| {
+            let need = call.whole("need")?;
+            Some((need, call.whole_or("count", 2 * need)?))
+        })
+    }
+
+    fn messages(reader: &Reader) -> Vec<&str> {
+        reader.errors.iter().map(|d| d.message.as_str()).collect()
+    }
+
+    #[test]
+    fn required_parameter_missing_is_an_error_at_the_call() {
+        let mut reader = Reader::default();
+        let v = value("f");
+        assert_eq!(build(&mut reader, &v), None);
+        assert_eq!(messages(&reader), ["missing parameter `need` of `f`"]);
+        assert_eq!(reader.errors[0].primary.as_ref().unwrap().0, v.span);
+    }
+
+    #[test]
+    fn computed_default_comes_from_the_builder() {
+        let mut reader = Reader::default();
+        assert_eq!(build(&mut reader, &value("f(need = 3)")), Some((3, 6)));
+        assert_eq!(
+            build(&mut reader, &value("f(need = 3, count = 1)")),
+            Some((3, 1))
+        );
+        assert!(reader.errors.is_empty(), "{:?}", messages(&reader));
+    }
+
+    #[test]
+    fn a_builder_that_ignores_a_parameter_is_an_internal_error() {
+        let mut reader = Reader::default();
+        let v = value("f(need = 3)");
+        let built = reader
+            .call(&v, "x", &TABLE, &[])
+            .and_then(|args| args.build(|call| call.whole("need")));
+        assert_eq!(built, None);
+        assert_eq!(
+            messages(&reader),
+            ["internal error: the checker ignores `count` of `f`"]
+        );
+    }
+
+    #[test]
+    fn reading_a_computed_default_as_given_is_an_internal_error() {
+        let mut reader = Reader::default();
+        let v = value("f(need = 3)");
+        let built = reader
+            .call(&v, "x", &TABLE, &[])
+            .and_then(|args| args.build(|call| call.whole("need").zip(call.whole("count"))));
+        assert_eq!(built, None);
+        assert!(
+            messages(&reader)[0].starts_with("internal error: the default of `count` of `f`"),
+            "{:?}",
+            messages(&reader)
         );
     }
 }
