@@ -7,7 +7,7 @@
 use super::ast::{Spanned, Value, ValueKind};
 use super::experiment::*;
 use super::resolve::{Setting, Settings, Variant};
-use super::schema::{self, BranchCall, CallTable, MAX_LAYERS};
+use super::schema::{self, BranchCall, CallTable, Choice, MAX_LAYERS};
 use super::values::{Args, Reader};
 use crate::data::Manifest;
 use crate::diagnostics::{did_you_mean, Diagnostic, SourceMap, Span};
@@ -303,6 +303,7 @@ impl<'a> VariantChecker<'a> {
         Some(out)
     }
 
+    /// `cpu`, `cuda`, or `"cuda:N"`: the words through their table, then an ordinal.
     fn device(&mut self) -> Option<DeviceSpec> {
         let v = self.value("device")?;
         let v = self.reader.plain(v);
@@ -310,24 +311,23 @@ impl<'a> VariantChecker<'a> {
             ValueKind::Word(w) | ValueKind::Str(w) => w.as_str(),
             _ => "",
         };
-        match text {
-            "cpu" => Some(DeviceSpec::Cpu),
-            "cuda" => Some(DeviceSpec::Cuda(0)),
-            t => match t
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse::<usize>().ok())
-            {
-                Some(n) if n < 64 => Some(DeviceSpec::Cuda(n)),
-                _ => {
-                    let mut d = Diagnostic::error(format!("unknown device {}", v.describe()))
-                        .at(v.span, "expected cpu, cuda or \"cuda:N\"");
-                    if let Some(s) = did_you_mean(t, ["cpu", "cuda"]) {
-                        d = d.hint(format!("did you mean `{s}`?"));
-                    }
-                    self.reader.error(d);
-                    None
+        if let Some(device) = DeviceSpec::from_word(text) {
+            return Some(device);
+        }
+        match text
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            Some(n) if n < 64 => Some(DeviceSpec::Cuda(n)),
+            _ => {
+                let mut d = Diagnostic::error(format!("unknown device {}", v.describe()))
+                    .at(v.span, "expected cpu, cuda or \"cuda:N\"");
+                if let Some(s) = did_you_mean(text, DeviceSpec::WORDS.iter().copied()) {
+                    d = d.hint(format!("did you mean `{s}`?"));
                 }
-            },
+                self.reader.error(d);
+                None
+            }
         }
     }
 

@@ -12,8 +12,8 @@ pub use signature::{CallForm, Param, ParamDefault, ParamType, Range};
 pub(crate) use signature::{CallTable, Choice, Signature};
 
 use super::experiment::{
-    Accumulate, Activation, Coverage, Direction, GalleryScope, IndexPolicy, LogEvery, Negatives,
-    Sampler, Schedule, TripletNegatives,
+    Accumulate, Activation, Coverage, DeviceSpec, Direction, GalleryScope, IndexPolicy, LogEvery,
+    Negatives, Sampler, Schedule, TripletNegatives,
 };
 use signature::{call, choices, flag, number, whole, whole_computed, word};
 
@@ -142,6 +142,8 @@ pub fn call_forms() -> impl Iterator<Item = CallForm> {
 choices! {
     bool { "true" => true, "false" => false }
     Schedule { "sequential" => Schedule::Sequential, "joint" => Schedule::Joint }
+    // `"cuda:N"` is read after these words, by the checker.
+    DeviceSpec { "cpu" => DeviceSpec::Cpu, "cuda" => DeviceSpec::Cuda(0) }
     IndexPolicy { "frozen" => IndexPolicy::Frozen, "reindex" => IndexPolicy::Reindex }
     Activation { "relu" => Activation::Relu, "gelu" => Activation::Gelu, "tanh" => Activation::Tanh }
     TripletNegatives { "hardest" => TripletNegatives::Hardest, "all" => TripletNegatives::All }
