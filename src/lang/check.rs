@@ -7,28 +7,31 @@
 use super::ast::{Spanned, Value, ValueKind};
 use super::experiment::*;
 use super::resolve::{Setting, Settings, Variant};
-use super::schema;
-use super::values::{Call, Range, Reader};
+use super::schema::{self, BranchCall, CallTable, Choice, MAX_LAYERS};
+use super::values::{Args, Reader};
 use crate::data::Manifest;
 use crate::diagnostics::{did_you_mean, Diagnostic, SourceMap, Span};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-const MAX_WIDTH: u64 = 65_536;
-const MAX_LAYERS: u64 = 16;
-
 /// Manifests read so far, by path: a 1,000-variant sweep reads each once.
 #[derive(Default)]
 pub struct ManifestCache {
-    loaded: HashMap<PathBuf, Result<Rc<Manifest>, String>>,
+    loaded: HashMap<PathBuf, Result<Rc<Manifest>, Diagnostic>>,
 }
 
 impl ManifestCache {
-    pub fn get(&mut self, path: &Path) -> Result<Rc<Manifest>, String> {
+    /// The manifest at `path`, or why it cannot be read: a diagnostic without a
+    /// place, which the caller gives the span that named the manifest.
+    pub fn get(&mut self, path: &Path) -> Result<Rc<Manifest>, Diagnostic> {
         self.loaded
             .entry(path.to_path_buf())
-            .or_insert_with(|| Manifest::load(path).map(Rc::new).map_err(|e| e.to_string()))
+            .or_insert_with(|| {
+                Manifest::load(path)
+                    .map(Rc::new)
+                    .map_err(|e| Diagnostic::error(format!("invalid dataset manifest: {e}")))
+            })
             .clone()
     }
 }
@@ -51,7 +54,16 @@ pub fn check(
             manifests,
             pipeline,
         };
-        match cx.experiment(pipeline, variant) {
+        let experiment = cx.experiment(pipeline, variant);
+        if experiment.is_none() && cx.reader.errors.is_empty() {
+            // A variant dropped without a message would silently vanish from the grid.
+            cx.reader.error(
+                Diagnostic::error("internal error: a variant failed to check without a message")
+                    .at(pipeline.span, "this pipeline")
+                    .note("this is a bug in lethe, not in the pipeline"),
+            );
+        }
+        match experiment {
             Some(e) if cx.reader.errors.is_empty() => experiments.push(e),
             _ => {
                 for d in cx.reader.errors {
@@ -128,11 +140,11 @@ impl<'a> VariantChecker<'a> {
             .collect()
     }
 
-    fn call(&mut self, key: &str, signatures: &[(&str, &[&str])]) -> Option<Call<'a>> {
+    /// A call-valued setting read against its table, parameter overrides included.
+    fn call<K>(&mut self, key: &str, table: &CallTable<K>) -> Option<Args<'_, 'a, K>> {
         let v = self.value(key)?;
         let overrides = self.overrides(key);
-        self.reader
-            .call(v, &format!("`{key}`"), signatures, &overrides)
+        self.reader.call(v, key, table, &overrides)
     }
 
     fn experiment(&mut self, pipeline: &Spanned<String>, variant: &Variant) -> Option<Experiment> {
@@ -146,29 +158,13 @@ impl<'a> VariantChecker<'a> {
         let seed = self
             .value("seed")
             .and_then(|v| self.reader.int(v, "`seed`", 0, i64::MAX as u64));
-        let schedule = self.value("schedule").and_then(|v| {
-            self.reader
-                .word(v, "`schedule`", &["sequential", "joint"])
-                .map(|w| {
-                    if w == "joint" {
-                        Schedule::Joint
-                    } else {
-                        Schedule::Sequential
-                    }
-                })
-        });
+        let schedule = self
+            .value("schedule")
+            .and_then(|v| self.reader.choice(v, "`schedule`"));
         let device = self.device();
-        let index = self.value("index").and_then(|v| {
-            self.reader
-                .word(v, "`index`", &["frozen", "reindex"])
-                .map(|w| {
-                    if w == "reindex" {
-                        IndexPolicy::Reindex
-                    } else {
-                        IndexPolicy::Frozen
-                    }
-                })
-        });
+        let index = self
+            .value("index")
+            .and_then(|v| self.reader.choice(v, "`index`"));
         let model = self.model(manifest.as_deref());
         let train = self.train(schedule);
         let evaluate = self.evaluate();
@@ -238,11 +234,8 @@ impl<'a> VariantChecker<'a> {
         }
         match self.manifests.get(&path) {
             Ok(m) => Some((path, Some(m))),
-            Err(message) => {
-                self.reader.error(
-                    Diagnostic::error(format!("invalid dataset manifest: {message}"))
-                        .at(v.span, "this manifest"),
-                );
+            Err(d) => {
+                self.reader.error(d.at(v.span, "this manifest"));
                 None
             }
         }
@@ -310,6 +303,7 @@ impl<'a> VariantChecker<'a> {
         Some(out)
     }
 
+    /// `cpu`, `cuda`, or `"cuda:N"`: the words through their table, then an ordinal.
     fn device(&mut self) -> Option<DeviceSpec> {
         let v = self.value("device")?;
         let v = self.reader.plain(v);
@@ -317,77 +311,44 @@ impl<'a> VariantChecker<'a> {
             ValueKind::Word(w) | ValueKind::Str(w) => w.as_str(),
             _ => "",
         };
-        match text {
-            "cpu" => Some(DeviceSpec::Cpu),
-            "cuda" => Some(DeviceSpec::Cuda(0)),
-            t => match t
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse::<usize>().ok())
-            {
-                Some(n) if n < 64 => Some(DeviceSpec::Cuda(n)),
-                _ => {
-                    let mut d = Diagnostic::error(format!("unknown device {}", v.describe()))
-                        .at(v.span, "expected cpu, cuda or \"cuda:N\"");
-                    if let Some(s) = did_you_mean(t, ["cpu", "cuda"]) {
-                        d = d.hint(format!("did you mean `{s}`?"));
-                    }
-                    self.reader.error(d);
-                    None
+        if let Some(device) = DeviceSpec::from_word(text) {
+            return Some(device);
+        }
+        match text
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            Some(n) if n < 64 => Some(DeviceSpec::Cuda(n)),
+            _ => {
+                let mut d = Diagnostic::error(format!("unknown device {}", v.describe()))
+                    .at(v.span, "expected cpu, cuda or \"cuda:N\"");
+                if let Some(s) = did_you_mean(text, DeviceSpec::WORDS.iter().copied()) {
+                    d = d.hint(format!("did you mean `{s}`?"));
                 }
-            },
+                self.reader.error(d);
+                None
+            }
         }
     }
 
+    /// A model branch and the span of its call.
     fn branch(&mut self, key: &str) -> Option<(BranchSpec, Span)> {
-        let call = self.call(
-            key,
-            &[("mlp", &["hidden", "embed", "activation", "dropout"])],
-        )?;
-        let what = |p: &str| format!("`{p}` of `{key}`");
-        let r = &mut self.reader;
-        let hidden = match call.arg("hidden") {
-            None => Some(vec![1024]),
-            Some(v) => r.list(v, &what("hidden")).and_then(|items| {
-                if items.len() as u64 > MAX_LAYERS {
-                    r.error(
-                        Diagnostic::error(format!(
-                            "{} has more than {MAX_LAYERS} layers",
-                            what("hidden")
-                        ))
-                        .at(v.span, "too deep"),
-                    );
-                    return None;
-                }
-                let sizes: Vec<Option<u64>> = items
-                    .iter()
-                    .map(|i| r.int(i, "a hidden size", 1, MAX_WIDTH))
-                    .collect();
-                sizes.into_iter().map(|s| s.map(|s| s as usize)).collect()
-            }),
-        };
-        let embed = call
-            .arg("embed")
-            .map_or(Some(512), |v| r.int(v, &what("embed"), 1, MAX_WIDTH));
-        let activation = call.arg("activation").map_or(Some(Activation::Relu), |v| {
-            r.word(v, &what("activation"), &["relu", "gelu", "tanh"])
-                .map(|w| match w {
-                    "gelu" => Activation::Gelu,
-                    "tanh" => Activation::Tanh,
-                    _ => Activation::Relu,
-                })
-        });
-        let dropout = call
-            .arg("dropout")
-            .map_or(Some(0.0), |v| r.float(v, &what("dropout"), Range::UnitOpen));
-        Some((
-            BranchSpec {
-                hidden: hidden?,
-                embed: embed? as usize,
-                activation: activation?,
-                dropout: dropout?,
-            },
-            call.span,
-        ))
+        self.call(key, &schema::BRANCH_CALLS)?.build(|call| {
+            let span = call.span();
+            let spec = match call.kind() {
+                BranchCall::Mlp => BranchSpec {
+                    hidden: call
+                        .whole_list("hidden")?
+                        .into_iter()
+                        .map(|width| width as usize)
+                        .collect(),
+                    embed: call.whole("embed")? as usize,
+                    activation: call.choice("activation")?,
+                    dropout: call.number("dropout")?,
+                },
+            };
+            Some((spec, span))
+        })
     }
 
     fn model(&mut self, manifest: Option<&Manifest>) -> Option<ModelSpec> {

@@ -19,12 +19,38 @@ pub const MAX_FILE_BYTES: usize = 1 << 20;
 /// Brackets, parentheses and braces nested deeper than this are rejected.
 pub const MAX_NESTING: usize = 32;
 
+/// Bytes that cannot be a pipeline: the text to quote (decoded lossily) and what
+/// is wrong where. It becomes a [`Diagnostic`] once that text is in the source map.
+#[derive(Debug)]
+pub struct Undecodable {
+    /// The text to add to the source map, so the diagnostic can quote it.
+    pub shown: String,
+    span: (usize, usize),
+    message: String,
+}
+
+impl Undecodable {
+    fn new(shown: String, at: usize, message: String) -> Self {
+        let end = (at + 1).min(shown.len()).max(at);
+        Undecodable {
+            shown,
+            span: (at, end),
+            message,
+        }
+    }
+
+    /// The located diagnostic, with `file` the id under which `shown` was added.
+    pub fn diagnostic(&self, file: FileId) -> Diagnostic {
+        Diagnostic::error(self.message.clone())
+            .at(Span::new(file, self.span.0, self.span.1), "here")
+    }
+}
+
 /// Decodes raw file bytes, rejecting what the language cannot contain.
-/// On error, returns the text to show (lossy) and the diagnostic's byte offset.
-pub fn decode(bytes: &[u8]) -> Result<String, (String, usize, String)> {
+pub fn decode(bytes: &[u8]) -> Result<String, Undecodable> {
     if bytes.len() > MAX_FILE_BYTES {
         let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(256)]).into_owned();
-        return Err((
+        return Err(Undecodable::new(
             shown,
             0,
             format!(
@@ -35,14 +61,11 @@ pub fn decode(bytes: &[u8]) -> Result<String, (String, usize, String)> {
     }
     match String::from_utf8(bytes.to_vec()) {
         Ok(text) => Ok(text),
-        Err(e) => {
-            let at = e.utf8_error().valid_up_to();
-            Err((
-                String::from_utf8_lossy(bytes).into_owned(),
-                at,
-                "the file is not valid UTF-8".to_string(),
-            ))
-        }
+        Err(e) => Err(Undecodable::new(
+            String::from_utf8_lossy(bytes).into_owned(),
+            e.utf8_error().valid_up_to(),
+            "the file is not valid UTF-8".to_string(),
+        )),
     }
 }
 

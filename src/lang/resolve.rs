@@ -131,10 +131,9 @@ fn read_source(
     })?;
     match parse::decode(&bytes) {
         Ok(text) => Ok(sources.add(path, text)),
-        Err((shown, at, message)) => {
-            let id = sources.add(path, shown);
-            let end = (at + 1).min(sources.get(id).text().len());
-            Err(Diagnostic::error(message).at(Span::new(id, at, end.max(at)), "here"))
+        Err(mut bad) => {
+            let id = sources.add(path, std::mem::take(&mut bad.shown));
+            Err(bad.diagnostic(id))
         }
     }
 }

@@ -2,13 +2,13 @@
 
 use super::VariantChecker;
 use crate::diagnostics::{Diagnostic, Span};
-use crate::lang::ast::ValueKind;
+use crate::lang::ast::{Value, ValueKind};
 use crate::lang::experiment::*;
-use crate::lang::values::Range;
+use crate::lang::schema::{
+    self, LossCall, LrScheduleCall, OptimizerCall, Range, RegularizerCall, MAX_BATCH, MAX_EPOCHS,
+};
+use crate::lang::values::Args;
 
-const MAX_EPOCHS: u64 = 100_000;
-const MAX_BATCH: u64 = 1 << 20;
-const MAX_MEMORY: u64 = 100_000_000;
 const MAX_K: u64 = 1_000_000;
 
 impl VariantChecker<'_> {
@@ -23,24 +23,11 @@ impl VariantChecker<'_> {
             .value("train.batch")
             .and_then(|v| self.reader.int(v, "`train.batch`", 2, MAX_BATCH));
         let negatives_setting = self.setting("train.negatives");
-        let negatives = negatives_setting.and_then(|s| {
-            self.reader
-                .word(
-                    &s.value,
-                    "`train.negatives`",
-                    &["within_task", "cross_task"],
-                )
-                .map(|w| {
-                    if w == "cross_task" {
-                        Negatives::CrossTask
-                    } else {
-                        Negatives::WithinTask
-                    }
-                })
-        });
-        let decouple_setting = self.setting("train.decouple");
-        let decouple =
-            decouple_setting.and_then(|s| self.reader.boolean(&s.value, "`train.decouple`"));
+        let negatives =
+            negatives_setting.and_then(|s| self.reader.choice(&s.value, "`train.negatives`"));
+        let decouple = self
+            .value("train.decouple")
+            .and_then(|v| self.reader.choice(v, "`train.decouple`"));
         let grad_clip = self.value("train.grad_clip").and_then(|v| match &v.kind {
             ValueKind::Word(w) if w == "none" => Some(None),
             _ => self
@@ -48,17 +35,9 @@ impl VariantChecker<'_> {
                 .float(v, "`train.grad_clip`", Range::Positive)
                 .map(Some),
         });
-        let log = self.value("train.log").and_then(|v| {
-            self.reader
-                .word(v, "`train.log`", &["step", "epoch"])
-                .map(|w| {
-                    if w == "step" {
-                        LogEvery::Step
-                    } else {
-                        LogEvery::Epoch
-                    }
-                })
-        });
+        let log = self
+            .value("train.log")
+            .and_then(|v| self.reader.choice(v, "`train.log`"));
         let regularizer = self.regularizer(decouple);
 
         // Combinations that cannot mean anything.
@@ -107,143 +86,62 @@ impl VariantChecker<'_> {
     }
 
     fn loss(&mut self) -> Option<LossSpec> {
-        let call = self.call(
-            "train.loss",
-            &[
-                ("triplet", &["margin", "negatives", "reduction"]),
-                ("infonce", &["temperature", "learnable"]),
-            ],
-        )?;
-        let r = &mut self.reader;
-        match call.name {
-            "triplet" => {
-                let margin = call.arg("margin").map_or(Some(0.2), |v| {
-                    r.float(v, "`margin` of `triplet`", Range::NonNegative)
-                });
-                let negatives =
-                    call.arg("negatives")
-                        .map_or(Some(TripletNegatives::Hardest), |v| {
-                            r.word(v, "`negatives` of `triplet`", &["hardest", "all"])
-                                .map(|w| {
-                                    if w == "all" {
-                                        TripletNegatives::All
-                                    } else {
-                                        TripletNegatives::Hardest
-                                    }
-                                })
-                        });
-                let reduction = call.arg("reduction").map_or(Some(Reduction::Sum), |v| {
-                    r.word(v, "`reduction` of `triplet`", &["sum", "mean"])
-                        .map(|w| {
-                            if w == "mean" {
-                                Reduction::Mean
-                            } else {
-                                Reduction::Sum
-                            }
-                        })
-                });
-                Some(LossSpec::Triplet {
-                    margin: margin?,
-                    negatives: negatives?,
-                    reduction: reduction?,
-                })
-            }
-            _ => {
-                let temperature = call.arg("temperature").map_or(Some(0.07), |v| {
-                    r.float(v, "`temperature` of `infonce`", Range::Positive)
-                });
-                let learnable = call
-                    .arg("learnable")
-                    .map_or(Some(false), |v| r.boolean(v, "`learnable` of `infonce`"));
-                Some(LossSpec::Infonce {
-                    temperature: temperature?,
-                    learnable: learnable?,
-                })
-            }
-        }
+        self.call("train.loss", &schema::LOSS_CALLS)?.build(|call| {
+            Some(match call.kind() {
+                LossCall::Triplet => LossSpec::Triplet {
+                    margin: call.number("margin")?,
+                    negatives: call.choice("negatives")?,
+                    reduction: call.choice("reduction")?,
+                },
+                LossCall::Infonce => LossSpec::Infonce {
+                    temperature: call.number("temperature")?,
+                    learnable: call.choice("learnable")?,
+                },
+            })
+        })
     }
 
     fn optimizer(&mut self) -> Option<OptimizerSpec> {
-        let call = self.call(
-            "train.optimizer",
-            &[
-                ("adamw", &["lr", "weight_decay", "beta1", "beta2", "eps"]),
-                ("sgd", &["lr", "momentum", "weight_decay"]),
-            ],
-        )?;
-        let r = &mut self.reader;
-        let name = call.name;
-        let mut num = |key: &str, default: f64, range: Range| {
-            call.arg(key).map_or(Some(default), |v| {
-                r.float(v, &format!("`{key}` of `{name}`"), range)
+        self.call("train.optimizer", &schema::OPTIMIZER_CALLS)?
+            .build(|call| {
+                Some(match call.kind() {
+                    OptimizerCall::Adamw => OptimizerSpec::Adamw {
+                        lr: call.number("lr")?,
+                        weight_decay: call.number("weight_decay")?,
+                        beta1: call.number("beta1")?,
+                        beta2: call.number("beta2")?,
+                        eps: call.number("eps")?,
+                    },
+                    OptimizerCall::Sgd => OptimizerSpec::Sgd {
+                        lr: call.number("lr")?,
+                        momentum: call.number("momentum")?,
+                        weight_decay: call.number("weight_decay")?,
+                    },
+                })
             })
-        };
-        match name {
-            "adamw" => {
-                let lr = num("lr", 2e-4, Range::Positive);
-                let weight_decay = num("weight_decay", 1e-4, Range::NonNegative);
-                let beta1 = num("beta1", 0.9, Range::UnitOpen);
-                let beta2 = num("beta2", 0.999, Range::UnitOpen);
-                let eps = num("eps", 1e-8, Range::Positive);
-                Some(OptimizerSpec::Adamw {
-                    lr: lr?,
-                    weight_decay: weight_decay?,
-                    beta1: beta1?,
-                    beta2: beta2?,
-                    eps: eps?,
-                })
-            }
-            _ => {
-                let lr = num("lr", 0.1, Range::Positive);
-                let momentum = num("momentum", 0.9, Range::UnitOpen);
-                let weight_decay = num("weight_decay", 0.0, Range::NonNegative);
-                Some(OptimizerSpec::Sgd {
-                    lr: lr?,
-                    momentum: momentum?,
-                    weight_decay: weight_decay?,
-                })
-            }
-        }
     }
 
     fn schedule_lr(&mut self) -> Option<LrSchedule> {
-        let call = self.call(
-            "train.schedule_lr",
-            &[
-                ("constant", &[]),
-                ("step", &["every", "gamma"]),
-                ("cosine", &["warmup"]),
-            ],
-        )?;
-        let r = &mut self.reader;
-        match call.name {
-            "constant" => Some(LrSchedule::Constant),
-            "step" => {
-                let every = call
-                    .arg("every")
-                    .map_or(Some(10), |v| r.int(v, "`every` of `step`", 1, MAX_EPOCHS));
-                let gamma = call.arg("gamma").map_or(Some(0.1), |v| {
-                    r.float(v, "`gamma` of `step`", Range::UnitPositive)
-                });
-                Some(LrSchedule::Step {
-                    every: every? as u32,
-                    gamma: gamma?,
+        self.call("train.schedule_lr", &schema::LR_SCHEDULE_CALLS)?
+            .build(|call| {
+                Some(match call.kind() {
+                    LrScheduleCall::Constant => LrSchedule::Constant,
+                    LrScheduleCall::Step => LrSchedule::Step {
+                        every: call.whole("every")? as u32,
+                        gamma: call.number("gamma")?,
+                    },
+                    LrScheduleCall::Cosine => LrSchedule::Cosine {
+                        warmup: call.number("warmup")?,
+                    },
                 })
-            }
-            _ => {
-                let warmup = call.arg("warmup").map_or(Some(0.0), |v| {
-                    r.float(v, "`warmup` of `cosine`", Range::UnitOpen)
-                });
-                Some(LrSchedule::Cosine { warmup: warmup? })
-            }
-        }
+            })
     }
 
     /// The regularizer's terms and the span of the whole value.
     fn regularizer(&mut self, decouple: Option<bool>) -> Option<(Vec<RegularizerSpec>, Span)> {
         let setting = self.setting("train.regularizer")?;
         let value = self.reader.plain(&setting.value);
-        let terms: Vec<&crate::lang::ast::Value> = match &value.kind {
+        let terms: Vec<&Value> = match &value.kind {
             ValueKind::Sum(terms) => terms.iter().collect(),
             _ => vec![value],
         };
@@ -258,179 +156,47 @@ impl VariantChecker<'_> {
                 return None;
             }
         }
-        let signatures: &[(&str, &[&str])] = &[
-            ("none", &[]),
-            ("ewc", &["lambda", "accumulate", "on"]),
-            ("mas", &["lambda", "on"]),
-            ("modx", &["alpha", "temperature", "correct"]),
-            ("distill", &["lambda", "temperature"]),
-            ("replay", &["memory", "per_batch", "sampler"]),
-        ];
         let mut out: Vec<RegularizerSpec> = Vec::new();
         let mut names: Vec<(&str, Span)> = Vec::new();
         let mut ok = true;
         for term in &terms {
-            let Some(call) = self
-                .reader
-                .call(term, "`train.regularizer`", signatures, &overrides)
-            else {
+            let Some(mut call) = self.reader.call(
+                term,
+                "train.regularizer",
+                &schema::REGULARIZER_CALLS,
+                &overrides,
+            ) else {
                 ok = false;
                 continue;
             };
-            if let Some((_, first)) = names.iter().find(|(n, _)| *n == call.name) {
-                self.reader.error(
-                    Diagnostic::error(format!("`{}` appears twice in the regularizer", call.name))
-                        .at(call.span, "again here")
-                        .also(*first, "first here"),
+            if let Some((_, first)) = names.iter().find(|(n, _)| *n == call.name()) {
+                call.error(
+                    Diagnostic::error(format!(
+                        "`{}` appears twice in the regularizer",
+                        call.name()
+                    ))
+                    .at(call.span(), "again here")
+                    .also(*first, "first here"),
                 );
                 ok = false;
                 continue;
             }
-            names.push((call.name, call.span));
-            if call.name == "none" {
-                if terms.len() > 1 {
-                    self.reader.error(
-                        Diagnostic::error("`none` cannot be combined with other regularizers")
-                            .at(call.span, "remove this term"),
-                    );
-                    ok = false;
-                }
+            names.push((call.name(), call.span()));
+            if call.kind() == RegularizerCall::None && terms.len() > 1 {
+                call.error(
+                    Diagnostic::error("`none` cannot be combined with other regularizers")
+                        .at(call.span(), "remove this term"),
+                );
+                ok = false;
                 continue;
             }
-            match self.regularizer_term(&call, decouple) {
-                Some(r) => out.push(r),
+            match call.build(|call| regularizer_term(call, decouple)) {
+                Some(Some(term)) => out.push(term),
+                Some(None) => {}
                 None => ok = false,
             }
         }
         ok.then_some((out, value.span))
-    }
-
-    fn regularizer_term(
-        &mut self,
-        call: &crate::lang::values::Call<'_>,
-        decouple: Option<bool>,
-    ) -> Option<RegularizerSpec> {
-        let name = call.name;
-        let what = |p: &str| format!("`{p}` of `{name}`");
-        let r = &mut self.reader;
-        let coverage = |r: &mut crate::lang::values::Reader| {
-            let on = call.arg("on").map_or(Some(Coverage::Both), |v| {
-                r.word(v, &what("on"), &["both", "image", "text", "query"])
-                    .map(|w| match w {
-                        "image" => Coverage::Image,
-                        "text" => Coverage::Text,
-                        "query" => Coverage::Query,
-                        _ => Coverage::Both,
-                    })
-            });
-            if on == Some(Coverage::Query) && decouple == Some(false) {
-                r.error(
-                    Diagnostic::error("`on = query` needs `train.decouple = true`")
-                        .at(call.arg_span("on"), "query branch")
-                        .note("only a model trained for one direction has a single query branch"),
-                );
-                return None;
-            }
-            on
-        };
-        match name {
-            "ewc" => {
-                let lambda = call.arg("lambda").map_or(Some(1.0), |v| {
-                    r.float(v, &what("lambda"), Range::NonNegative)
-                });
-                let accumulate = call.arg("accumulate").map_or(Some(Accumulate::Sum), |v| {
-                    r.word(v, &what("accumulate"), &["sum", "mean"]).map(|w| {
-                        if w == "mean" {
-                            Accumulate::Mean
-                        } else {
-                            Accumulate::Sum
-                        }
-                    })
-                });
-                let on = coverage(r);
-                Some(RegularizerSpec::Ewc {
-                    lambda: lambda?,
-                    accumulate: accumulate?,
-                    on: on?,
-                })
-            }
-            "mas" => {
-                let lambda = call.arg("lambda").map_or(Some(1.0), |v| {
-                    r.float(v, &what("lambda"), Range::NonNegative)
-                });
-                let on = coverage(r);
-                Some(RegularizerSpec::Mas {
-                    lambda: lambda?,
-                    on: on?,
-                })
-            }
-            "modx" => {
-                let alpha = call.arg("alpha").map_or(Some(20.0), |v| {
-                    r.float(v, &what("alpha"), Range::NonNegative)
-                });
-                let temperature = call.arg("temperature").map_or(Some(1.0), |v| {
-                    r.float(v, &what("temperature"), Range::Positive)
-                });
-                let correct = call
-                    .arg("correct")
-                    .map_or(Some(true), |v| r.boolean(v, &what("correct")));
-                Some(RegularizerSpec::Modx {
-                    alpha: alpha?,
-                    temperature: temperature?,
-                    correct: correct?,
-                })
-            }
-            "distill" => {
-                let lambda = call.arg("lambda").map_or(Some(1.0), |v| {
-                    r.float(v, &what("lambda"), Range::NonNegative)
-                });
-                let temperature = call.arg("temperature").map_or(Some(1.0), |v| {
-                    r.float(v, &what("temperature"), Range::Positive)
-                });
-                Some(RegularizerSpec::Distill {
-                    lambda: lambda?,
-                    temperature: temperature?,
-                })
-            }
-            _ => {
-                let memory = call
-                    .arg("memory")
-                    .map_or(Some(200), |v| r.int(v, &what("memory"), 1, MAX_MEMORY));
-                let per_batch = call
-                    .arg("per_batch")
-                    .map_or(Some(16.min(memory.unwrap_or(16))), |v| {
-                        r.int(v, &what("per_batch"), 1, MAX_BATCH)
-                    });
-                let sampler = call.arg("sampler").map_or(Some(Sampler::Reservoir), |v| {
-                    r.word(v, &what("sampler"), &["reservoir", "balanced"])
-                        .map(|w| {
-                            if w == "balanced" {
-                                Sampler::Balanced
-                            } else {
-                                Sampler::Reservoir
-                            }
-                        })
-                });
-                if let (Some(m), Some(p)) = (memory, per_batch) {
-                    if p > m {
-                        r.error(
-                            Diagnostic::error(format!(
-                                "{} = {p} is more than the memory ({m} pairs)",
-                                what("per_batch")
-                            ))
-                            .at(call.arg_span("per_batch"), "too many")
-                            .hint("each batch draws at most `memory` replayed pairs"),
-                        );
-                        return None;
-                    }
-                }
-                Some(RegularizerSpec::Replay {
-                    memory: memory? as usize,
-                    per_batch: per_batch? as usize,
-                    sampler: sampler?,
-                })
-            }
-        }
     }
 
     pub(super) fn evaluate(&mut self) -> Option<EvaluateSpec> {
@@ -460,27 +226,91 @@ impl VariantChecker<'_> {
             }
             Some(ks)
         });
-        let directions = self.value("evaluate.directions").and_then(|v| {
-            self.reader.word_set(
-                v,
-                "`evaluate.directions`",
-                &[("im2txt", Direction::Im2txt), ("txt2im", Direction::Txt2im)],
-            )
-        });
-        let gallery = self.value("evaluate.gallery").and_then(|v| {
-            self.reader.word_set(
-                v,
-                "`evaluate.gallery`",
-                &[
-                    ("per_task", GalleryScope::PerTask),
-                    ("union", GalleryScope::Union),
-                ],
-            )
-        });
+        let directions = self
+            .value("evaluate.directions")
+            .and_then(|v| self.reader.word_set(v, "`evaluate.directions`"));
+        let gallery = self
+            .value("evaluate.gallery")
+            .and_then(|v| self.reader.word_set(v, "`evaluate.gallery`"));
         Some(EvaluateSpec {
             recall: recall?,
             directions: directions?,
             gallery: gallery?,
         })
     }
+}
+
+/// One term of the regularizer: `Some(None)` for `none`, which adds no term.
+fn regularizer_term(
+    call: &mut Args<'_, '_, RegularizerCall>,
+    decouple: Option<bool>,
+) -> Option<Option<RegularizerSpec>> {
+    let term = match call.kind() {
+        RegularizerCall::None => return Some(None),
+        RegularizerCall::Ewc => {
+            // Before any `?`, so that the rule is checked whatever else is wrong.
+            let on = coverage(call, decouple);
+            RegularizerSpec::Ewc {
+                lambda: call.number("lambda")?,
+                accumulate: call.choice("accumulate")?,
+                on: on?,
+            }
+        }
+        RegularizerCall::Mas => {
+            let on = coverage(call, decouple);
+            RegularizerSpec::Mas {
+                lambda: call.number("lambda")?,
+                on: on?,
+            }
+        }
+        RegularizerCall::Modx => RegularizerSpec::Modx {
+            alpha: call.number("alpha")?,
+            temperature: call.number("temperature")?,
+            correct: call.choice("correct")?,
+        },
+        RegularizerCall::Distill => RegularizerSpec::Distill {
+            lambda: call.number("lambda")?,
+            temperature: call.number("temperature")?,
+        },
+        RegularizerCall::Replay => {
+            let memory = call.whole("memory");
+            // 16 replayed pairs per batch, fewer when the memory is smaller.
+            let per_batch = call.whole_or("per_batch", memory.map_or(16, |m| m.min(16)));
+            if let (Some(m), Some(p)) = (memory, per_batch) {
+                if p > m {
+                    let what = call.what("per_batch");
+                    let at = call.param_span("per_batch");
+                    call.error(
+                        Diagnostic::error(format!(
+                            "{what} = {p} is more than the memory ({m} pairs)"
+                        ))
+                        .at(at, "too many")
+                        .hint("each batch draws at most `memory` replayed pairs"),
+                    );
+                    return None;
+                }
+            }
+            RegularizerSpec::Replay {
+                memory: memory? as usize,
+                per_batch: per_batch? as usize,
+                sampler: call.choice("sampler")?,
+            }
+        }
+    };
+    Some(Some(term))
+}
+
+/// `on` of a weight penalty; `query` needs one model per direction.
+fn coverage(call: &mut Args<'_, '_, RegularizerCall>, decouple: Option<bool>) -> Option<Coverage> {
+    let on = call.choice("on");
+    if on == Some(Coverage::Query) && decouple == Some(false) {
+        let at = call.param_span("on");
+        call.error(
+            Diagnostic::error("`on = query` needs `train.decouple = true`")
+                .at(at, "query branch")
+                .note("only a model trained for one direction has a single query branch"),
+        );
+        return None;
+    }
+    on
 }
