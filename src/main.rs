@@ -462,7 +462,11 @@ fn report(
     dir: &Path,
     options: &RunOptions,
 ) -> Result<(), String> {
-    lethe::exec::tables::write_report(plan, cache, dir, options)
+    lethe::exec::tables::write_report(plan, cache, dir, options)?;
+    // Rendered from the tables just written, by the code of `lethe report`.
+    let headline = lethe::report::headline(dir).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("headline.txt"), headline)
+        .map_err(|e| format!("cannot write headline.txt: {e}"))
 }
 
 fn print_headline(dir: &Path) {

@@ -15,28 +15,12 @@ use crate::data::LoadedSplit;
 use crate::exec::nodes::{read_embeddings, EvalContext};
 use crate::lang::{Direction, GalleryScope, Schedule};
 use crate::plan::NodeKind;
+use crate::results::{DriftRow, RecallRow};
 use search::{first_correct_rank, for_each_similarity_row, top_k, Matrix};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Mutex;
-
-/// One measurement: a task's queries after a stage, one direction, gallery and K.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RecallRow {
-    pub stage: usize,
-    pub stage_task: String,
-    /// A task, or `all` for the pooled queries of every task seen (union only).
-    pub eval_task: String,
-    pub gallery: String,
-    pub direction: String,
-    pub k: usize,
-    pub recall: f64,
-    pub median_rank: f64,
-    pub mean_rank: f64,
-    pub n_queries: usize,
-    pub gallery_size: usize,
-}
 
 /// Embeddings of one task by one model: modality → row-major floats.
 pub type Embedded = HashMap<String, (usize, Vec<f32>)>;
@@ -294,7 +278,7 @@ pub fn evaluate_node(cx: &EvalContext) -> Result<(), String> {
                         e.index,
                     )?
                     .into_iter()
-                    .map(|(metric, modality, value)| drift::DriftRow {
+                    .map(|(metric, modality, value)| DriftRow {
                         stage: k,
                         stage_task: stage_task.clone(),
                         task: e.tasks[j].clone(),
