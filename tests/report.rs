@@ -224,6 +224,50 @@ fn the_paper_table_holds_the_numbers_of_recall_arrow() {
     }
 }
 
+/// The headline `lethe run` printed holds the paper table's average and union rows.
+#[test]
+fn the_headline_agrees_with_the_report() {
+    let headline = std::fs::read_to_string(run_dir().join("headline.txt")).unwrap();
+    let split = |line: &str| -> Vec<String> {
+        line.split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let mut lines = headline.lines();
+    let header = split(lines.next().unwrap());
+    assert_eq!(
+        header,
+        [
+            "variant",
+            "im2txt avg R@10",
+            "im2txt union total R@10",
+            "txt2im avg R@10",
+            "txt2im union total R@10"
+        ]
+    );
+    let rows: Vec<Vec<String>> = lines.map(split).collect();
+    let labels: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(
+        labels,
+        ["joint", "reindex ft", "frozen ft"],
+        "pipeline order"
+    );
+    let doc = report("markdown", &[]);
+    for (d, direction) in ["im2txt", "txt2im"].iter().enumerate() {
+        let (columns, body) = markdown_table(&doc, &format!("## {direction}"));
+        let row = |label: &str| body.iter().find(|r| r[0] == label).unwrap().clone();
+        let average = row("average (task known)");
+        let union = row("union animals+vehicles+clothes (task unknown)");
+        for line in &rows {
+            let c = columns.iter().position(|h| *h == line[0]).unwrap();
+            assert_eq!(line[1 + 2 * d], average[c], "{direction} {}", line[0]);
+            assert_eq!(line[2 + 2 * d], union[c], "{direction} {}", line[0]);
+        }
+    }
+}
+
 #[test]
 fn recall_matrices_list_every_stage_and_task() {
     let doc = report("markdown", &["--k", "1"]);
