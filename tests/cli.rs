@@ -80,7 +80,7 @@ fn validate_checks_a_manifest_with_its_tables() {
     let out = lethe(&["validate", manifest.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out.stderr).contains("images.arrow: cannot read the table"),
+        text(&out.stderr).contains("images.arrow: no such file"),
         "{}",
         text(&out.stderr)
     );

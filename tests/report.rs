@@ -224,6 +224,50 @@ fn the_paper_table_holds_the_numbers_of_recall_arrow() {
     }
 }
 
+/// The headline `lethe run` printed holds the paper table's average and union rows.
+#[test]
+fn the_headline_agrees_with_the_report() {
+    let headline = std::fs::read_to_string(run_dir().join("headline.txt")).unwrap();
+    let split = |line: &str| -> Vec<String> {
+        line.split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let mut lines = headline.lines();
+    let header = split(lines.next().unwrap());
+    assert_eq!(
+        header,
+        [
+            "variant",
+            "im2txt avg R@10",
+            "im2txt union total R@10",
+            "txt2im avg R@10",
+            "txt2im union total R@10"
+        ]
+    );
+    let rows: Vec<Vec<String>> = lines.map(split).collect();
+    let labels: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(
+        labels,
+        ["joint", "reindex ft", "frozen ft"],
+        "pipeline order"
+    );
+    let doc = report("markdown", &[]);
+    for (d, direction) in ["im2txt", "txt2im"].iter().enumerate() {
+        let (columns, body) = markdown_table(&doc, &format!("## {direction}"));
+        let row = |label: &str| body.iter().find(|r| r[0] == label).unwrap().clone();
+        let average = row("average (task known)");
+        let union = row("union animals+vehicles+clothes (task unknown)");
+        for line in &rows {
+            let c = columns.iter().position(|h| *h == line[0]).unwrap();
+            assert_eq!(line[1 + 2 * d], average[c], "{direction} {}", line[0]);
+            assert_eq!(line[2 + 2 * d], union[c], "{direction} {}", line[0]);
+        }
+    }
+}
+
 #[test]
 fn recall_matrices_list_every_stage_and_task() {
     let doc = report("markdown", &["--k", "1"]);
@@ -232,7 +276,11 @@ fn recall_matrices_list_every_stage_and_task() {
     let (header, body) = markdown_table(&doc, "### reindex ft · txt2im");
     assert_eq!(header, ["after stage", "animals", "vehicles", "clothes"]);
     let stages: Vec<&str> = body.iter().map(|r| r[0].as_str()).collect();
-    assert_eq!(stages, ["1 (animals)", "2 (vehicles)", "3 (clothes)"]);
+    // Stage 0 is the untrained model (forward transfer).
+    assert_eq!(
+        stages,
+        ["0 (init)", "1 (animals)", "2 (vehicles)", "3 (clothes)"]
+    );
     for (s, row) in body.iter().enumerate() {
         for (t, task) in ["animals", "vehicles", "clothes"].iter().enumerate() {
             let at = |seed: u64| {
@@ -242,16 +290,11 @@ fn recall_matrices_list_every_stage_and_task() {
                     "per_task".to_string(),
                     1,
                     seed,
-                    s as u64 + 1,
+                    s as u64,
                     task.to_string(),
                 )]
             };
-            assert_eq!(
-                row[t + 1],
-                mean_std(&[at(1), at(2)]),
-                "stage {} {task}",
-                s + 1
-            );
+            assert_eq!(row[t + 1], mean_std(&[at(1), at(2)]), "stage {s} {task}");
         }
     }
     // The joint model has a single stage.

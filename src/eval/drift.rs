@@ -5,23 +5,7 @@
 use super::Embedded;
 use crate::data::LoadedSplit;
 use crate::lang::Direction;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-
-/// One diagnostic of an old task after a stage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DriftRow {
-    pub stage: usize,
-    pub stage_task: String,
-    pub task: String,
-    /// The stage that learned the task (whose model made the old embeddings).
-    pub task_stage: usize,
-    pub direction: String,
-    pub metric: String,
-    /// `image`, `text`, `cross` or `union`.
-    pub modality: String,
-    pub value: f64,
-}
 
 /// Pairs compared for the rotation figures (deterministic, bounded).
 const MAX_PAIRS: usize = 2000;

@@ -1,7 +1,7 @@
 //! Figures from the recall matrix `R[k][j]` (recall on task j after stage k, T
 //! stages), each naming its formula since continual-learning libraries disagree.
 
-use super::RecallRow;
+use crate::results::RecallRow;
 use std::collections::BTreeMap;
 
 pub const AVERAGE: &str = "mean_j R[T][j]";

@@ -13,27 +13,10 @@ pub mod search;
 
 use crate::data::LoadedSplit;
 use crate::lang::{Direction, GalleryScope};
+use crate::results::{DriftRow, RecallRow};
 use search::{first_correct_rank, for_each_similarity_row, top_k, Matrix};
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-
-/// One measurement: a task's queries after a stage, one direction, gallery and K.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RecallRow {
-    pub stage: usize,
-    pub stage_task: String,
-    /// A task, or `all` for the pooled queries of every task seen (union only).
-    pub eval_task: String,
-    pub gallery: String,
-    pub direction: String,
-    pub k: usize,
-    pub recall: f64,
-    pub median_rank: f64,
-    pub mean_rank: f64,
-    pub n_queries: usize,
-    pub gallery_size: usize,
-}
 
 /// Embeddings of one task by one model: modality → row-major floats.
 pub type Embedded = BTreeMap<String, (usize, Vec<f32>)>;
@@ -182,7 +165,7 @@ pub struct Evaluation<'a> {
 pub fn evaluate(
     split: &LoadedSplit,
     ev: &Evaluation,
-) -> Result<(Vec<RecallRow>, Vec<drift::DriftRow>), String> {
+) -> Result<(Vec<RecallRow>, Vec<DriftRow>), String> {
     let k = ev.stage;
     let t = ev.tasks.len();
     let task_index: Vec<usize> = ev
@@ -302,7 +285,7 @@ pub fn evaluate(
                     overlap[j],
                 )?
                 .into_iter()
-                .map(|(metric, modality, value)| drift::DriftRow {
+                .map(|(metric, modality, value)| DriftRow {
                     stage: k,
                     stage_task: ev.stage_task.to_string(),
                     task: ev.tasks[j].clone(),

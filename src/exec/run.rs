@@ -176,6 +176,12 @@ pub fn run(options: &RunOptions) -> Result<RunSummary, RunError> {
         // nothing, a kill at most a folder marked incomplete.
         let written = super::tables::write_report(&summary.plan, &cache, &incomplete, options)
             .and_then(|()| {
+                // Rendered from the tables just written, by the code of `lethe report`.
+                let headline = crate::report::headline(&incomplete).map_err(|e| e.to_string())?;
+                std::fs::write(incomplete.join("headline.txt"), headline)
+                    .map_err(|e| format!("cannot write headline.txt: {e}"))
+            })
+            .and_then(|()| {
                 write_provenance(
                     &incomplete,
                     &summary,
@@ -239,7 +245,9 @@ pub fn run_id_of(dir: &Path) -> String {
         .to_string()
 }
 
-/// `<out>/<pipeline>/`, created and checked writable (a probe file).
+/// `<out>/<pipeline>/`, checked writable before anything is computed: a probe
+/// file is written in its nearest existing ancestor (nothing is left behind,
+/// and no folder is created for a run that writes no results).
 fn check_output(out: &Path, pipeline: &str) -> Result<PathBuf, RunError> {
     let safe: String = pipeline
         .chars()
@@ -252,20 +260,32 @@ fn check_output(out: &Path, pipeline: &str) -> Result<PathBuf, RunError> {
         })
         .collect();
     let base = out.join(&safe);
-    let probe = base.join(format!(".probe-{}", std::process::id()));
-    std::fs::create_dir_all(&base)
-        .and_then(|()| std::fs::write(&probe, b""))
+    let absolute = std::path::absolute(&base).unwrap_or_else(|_| base.clone());
+    let existing = absolute
+        .ancestors()
+        .find(|a| a.exists())
+        .unwrap_or(Path::new("/"))
+        .to_path_buf();
+    let not_writable = |why: String| {
+        RunError::Invalid(
+            vec![Diagnostic::error(format!(
+                "the output folder {} is not writable: {why}",
+                base.display()
+            ))
+            .note("choose another with --out DIR")],
+            SourceMap::new(),
+        )
+    };
+    if !existing.is_dir() {
+        return Err(not_writable(format!(
+            "{} is not a folder",
+            existing.display()
+        )));
+    }
+    let probe = existing.join(format!(".lethe-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"")
         .and_then(|()| std::fs::remove_file(&probe))
-        .map_err(|e| {
-            RunError::Invalid(
-                vec![Diagnostic::error(format!(
-                    "the output folder {} is not writable: {e}",
-                    base.display()
-                ))
-                .note("choose another with --out DIR")],
-                SourceMap::new(),
-            )
-        })?;
+        .map_err(|e| not_writable(crate::files::io_message(&e)))?;
     Ok(base)
 }
 
@@ -284,6 +304,8 @@ fn run_directory(base: &Path, started: SystemTime) -> Result<(PathBuf, PathBuf),
         if dir.exists() {
             continue;
         }
+        std::fs::create_dir_all(base)
+            .map_err(|e| format!("cannot create {}: {e}", base.display()))?;
         match std::fs::create_dir(&incomplete) {
             Ok(()) => return Ok((incomplete, dir)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,

@@ -1,41 +1,43 @@
 //! The result-tables step: gathers every variant's evaluation rows, training logs and
-//! diagnostics from the cache into the run directory's Arrow tables, and the
-//! headline table printed at the end of a run.
+//! diagnostics from the cache into the run directory's Arrow tables, each built
+//! through its schema in [`crate::results`].
 
 use super::cache::Cache;
 use super::entries::{read_embeddings, read_jsonl};
 use super::run::RunOptions;
 use crate::data::Manifest;
-use crate::eval::drift::DriftRow;
 use crate::eval::metrics::{self, mean_std};
-use crate::eval::RecallRow;
 use crate::lang::{LogEvery, Schedule};
 use crate::plan::{NodeKind, NodeSpec, Plan};
-use crate::results::{Cell, Table, VectorTable};
+use crate::results::{
+    DriftRow, EmbeddingRow, Identity, RecallRow, SummaryRow, TableWriter, TrainLogRow,
+};
 use crate::train::LogRow;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-/// The column of a swept setting (`variant` lines become `variant_line`, since
-/// `variant` is the label column).
-fn axis_column(axis: &str) -> String {
-    if axis == "variant" {
-        "variant_line".to_string()
-    } else {
-        axis.to_string()
+/// The identifying columns of variant `v`'s rows.
+fn identify(run_id: &str, plan: &Plan, v: usize) -> Identity {
+    let e = &plan.experiments[v];
+    Identity {
+        run_id: run_id.to_string(),
+        pipeline: plan.pipeline.clone(),
+        variant: e.label.clone(),
+        seed: Some(e.seed),
+        axes: e.axes.clone(),
     }
 }
 
-/// Run-level columns every table starts with.
-fn identify(t: &mut Table, run_id: &str, plan: &Plan, v: usize) {
-    let e = &plan.experiments[v];
-    t.set("run_id", run_id)
-        .set("pipeline", plan.pipeline.as_str())
-        .set("variant", e.label.as_str())
-        .set("seed", e.seed);
-    for (axis, label) in &e.axes {
-        t.set(&axis_column(axis), label.as_str());
+/// Every swept setting of the plan, in axis order: each table has a column for each,
+/// rows or not.
+fn swept_settings(plan: &Plan) -> Vec<String> {
+    let mut axes: Vec<String> = Vec::new();
+    for (axis, _) in plan.experiments.iter().flat_map(|e| &e.axes) {
+        if !axes.contains(axis) {
+            axes.push(axis.clone());
+        }
     }
+    axes
 }
 
 /// Writes recall, summary, train_log and drift tables (and embeddings when asked).
@@ -54,9 +56,10 @@ pub fn write_report(
         env!("CARGO_PKG_VERSION").to_string(),
     );
     metadata.insert("lethe.file".to_string(), options.file.display().to_string());
-    let mut recall = Table::new();
-    let mut drift = Table::new();
-    let mut log = Table::new();
+    let axes = swept_settings(plan);
+    let mut recall = TableWriter::<RecallRow>::new(&axes);
+    let mut drift = TableWriter::<DriftRow>::new(&axes);
+    let mut log = TableWriter::<TrainLogRow>::new(&axes);
     let mut per_seed: Vec<(usize, Vec<metrics::Figure>)> = Vec::new();
     for v in 0..plan.experiments.len() {
         let e = &plan.experiments[v];
@@ -68,39 +71,17 @@ pub fn write_report(
         {
             continue;
         }
+        let identity = identify(&run_id, plan, v);
         let mut rows: Vec<RecallRow> = Vec::new();
         for &i in evaluations {
             let entry = cache.entry(&plan.node(i).key);
             rows.extend(read_jsonl::<RecallRow>(&entry.join("recall.jsonl"))?);
             for d in read_jsonl::<DriftRow>(&entry.join("drift.jsonl"))? {
-                identify(&mut drift, &run_id, plan, v);
-                drift
-                    .set("stage", d.stage)
-                    .set("stage_task", d.stage_task)
-                    .set("task", d.task)
-                    .set("task_stage", d.task_stage)
-                    .set("direction", d.direction)
-                    .set("metric", d.metric)
-                    .set("modality", d.modality)
-                    .set("value", d.value);
-                drift.end_row();
+                drift.push(&identity, &d);
             }
         }
         for r in &rows {
-            identify(&mut recall, &run_id, plan, v);
-            recall
-                .set("stage", r.stage)
-                .set("stage_task", r.stage_task.as_str())
-                .set("eval_task", r.eval_task.as_str())
-                .set("gallery", r.gallery.as_str())
-                .set("direction", r.direction.as_str())
-                .set("k", r.k)
-                .set("recall", r.recall)
-                .set("median_rank", r.median_rank)
-                .set("mean_rank", r.mean_rank)
-                .set("n_queries", r.n_queries)
-                .set("gallery_size", r.gallery_size);
-            recall.end_row();
+            recall.push(&identity, r);
         }
         per_seed.push((
             v,
@@ -108,59 +89,41 @@ pub fn write_report(
         ));
         for &i in &plan.variant_nodes[v].trainings {
             let node = plan.node(i);
+            let model = node.direction.map_or("both", |d| d.name());
             let steps = read_jsonl::<LogRow>(&cache.entry(&node.key).join("log.jsonl"))?;
             for row in aggregate(&steps, e.train.log) {
-                identify(&mut log, &run_id, plan, v);
-                log.set("model", node.direction.map_or("both", |d| d.name()))
-                    .set("stage", row.stage)
-                    .set("task", row.task.as_str())
-                    .set("epoch", row.epoch)
-                    .set("step", row.step)
-                    .set("loss", row.loss)
-                    .set("task_loss", row.task_loss);
-                for (name, value) in &row.terms {
-                    log.set(&format!("term_{name}"), *value);
-                }
-                log.set("lr", row.lr)
-                    .set("grad_norm", row.grad_norm)
-                    .set("seconds", row.seconds);
-                log.end_row();
+                log.push(&identity, &log_row(model, row));
             }
         }
     }
-    if drift.rows() == 0 {
-        // Joint schedules have no old tasks to measure: keep the documented schema.
-        drift = empty_drift_table();
-    }
-    let summary = summary_table(plan, &run_id, &per_seed);
+    let summary = summary_table(plan, &run_id, &axes, &per_seed);
     recall.write(&dir.join("recall.arrow"), &metadata)?;
     summary.write(&dir.join("summary.arrow"), &metadata)?;
     log.write(&dir.join("train_log.arrow"), &metadata)?;
+    // Joint schedules have no old tasks to measure: the table keeps its columns.
     drift.write(&dir.join("drift.arrow"), &metadata)?;
     if options.keep_embeddings {
         write_embeddings(plan, cache, dir, &run_id, &metadata)?;
     }
-    std::fs::write(dir.join("headline.txt"), headline(plan, &per_seed)).map_err(|e| e.to_string())
+    Ok(())
 }
 
-fn empty_drift_table() -> Table {
-    let text = || Cell::Str(String::new());
-    Table::new().declare(&[
-        ("run_id", text()),
-        ("pipeline", text()),
-        ("variant", text()),
-        ("seed", Cell::U64(0)),
-        ("stage", Cell::U64(0)),
-        ("stage_task", text()),
-        ("task", text()),
-        ("task_stage", Cell::U64(0)),
-        ("direction", text()),
-        ("metric", text()),
-        ("modality", text()),
-        ("value", Cell::F64(0.0)),
-    ])
+/// A row of the training log of `model` (`both` or a decoupled model's direction).
+fn log_row(model: &str, row: LogRow) -> TrainLogRow {
+    TrainLogRow {
+        model: model.to_string(),
+        stage: row.stage,
+        task: row.task,
+        epoch: row.epoch,
+        step: row.step,
+        loss: row.loss,
+        task_loss: row.task_loss,
+        terms: row.terms,
+        lr: row.lr,
+        grad_norm: row.grad_norm,
+        seconds: row.seconds,
+    }
 }
-
 /// Per-epoch rows average the steps of the epoch (loss, terms, grad norm) and keep
 /// its last learning rate and time.
 fn aggregate(steps: &[LogRow], every: LogEvery) -> Vec<LogRow> {
@@ -196,21 +159,30 @@ fn aggregate(steps: &[LogRow], every: LogEvery) -> Vec<LogRow> {
 /// (variant label, direction, gallery, K, metric): one figure across seeds.
 type GroupKey = (String, String, String, usize, &'static str);
 
-fn summary_table(plan: &Plan, run_id: &str, per_seed: &[(usize, Vec<metrics::Figure>)]) -> Table {
-    let mut t = Table::new().declare(&[("seed", Cell::U64(0)), ("value", Cell::F64(0.0))]);
+/// Each figure per seed (`value`), then its mean and std over the seeds of its
+/// variant label.
+fn summary_table(
+    plan: &Plan,
+    run_id: &str,
+    axes: &[String],
+    per_seed: &[(usize, Vec<metrics::Figure>)],
+) -> TableWriter<SummaryRow> {
+    let mut t = TableWriter::new(axes);
     let mut groups: BTreeMap<GroupKey, (usize, &str, Vec<f64>)> = BTreeMap::new();
     for (v, figures) in per_seed {
+        let identity = identify(run_id, plan, *v);
         for f in figures {
-            identify(&mut t, run_id, plan, *v);
-            t.set("statistic", "value")
-                .set("n_seeds", 1usize)
-                .set("direction", f.direction.as_str())
-                .set("gallery", f.gallery.as_str())
-                .set("k", f.k)
-                .set("metric", f.metric)
-                .set("formula", f.formula)
-                .set("value", f.value);
-            t.end_row();
+            let row = SummaryRow {
+                statistic: "value".to_string(),
+                n_seeds: 1,
+                direction: f.direction.clone(),
+                gallery: f.gallery.clone(),
+                k: f.k,
+                metric: f.metric.to_string(),
+                formula: f.formula.to_string(),
+                value: Some(f.value),
+            };
+            t.push(&identity, &row);
             let key = (
                 plan.experiments[*v].label.clone(),
                 f.direction.clone(),
@@ -226,92 +198,27 @@ fn summary_table(plan: &Plan, run_id: &str, per_seed: &[(usize, Vec<metrics::Fig
         }
     }
     for ((_, direction, gallery, k, metric), (v, formula, values)) in groups {
+        // Figures over seeds belong to no one seed.
+        let identity = Identity {
+            seed: None,
+            ..identify(run_id, plan, v)
+        };
         let (mean, std) = mean_std(&values);
         for (statistic, value) in [("mean", Some(mean)), ("std", std)] {
-            identify(&mut t, run_id, plan, v);
-            t.set("seed", Cell::Null)
-                .set("statistic", statistic)
-                .set("n_seeds", values.len())
-                .set("direction", direction.as_str())
-                .set("gallery", gallery.as_str())
-                .set("k", k)
-                .set("metric", metric)
-                .set("formula", formula)
-                .set("value", value);
-            t.end_row();
+            let row = SummaryRow {
+                statistic: statistic.to_string(),
+                n_seeds: values.len(),
+                direction: direction.clone(),
+                gallery: gallery.clone(),
+                k,
+                metric: metric.to_string(),
+                formula: formula.to_string(),
+                value,
+            };
+            t.push(&identity, &row);
         }
     }
     t
-}
-
-/// One line per variant: the average recall at the largest K, per direction, with
-/// the task known (per_task), mean ± std over seeds.
-fn headline(plan: &Plan, per_seed: &[(usize, Vec<metrics::Figure>)]) -> String {
-    let mut by_label: BTreeMap<(usize, String), BTreeMap<String, Vec<f64>>> = BTreeMap::new();
-    for (v, figures) in per_seed {
-        let label = plan.experiments[*v].label.clone();
-        let first = plan
-            .experiments
-            .iter()
-            .position(|e| e.label == label)
-            .unwrap_or(*v);
-        let k = figures.iter().map(|f| f.k).max().unwrap_or(0);
-        for f in figures
-            .iter()
-            .filter(|f| f.k == k && (f.metric == "average" || f.metric == "total"))
-        {
-            let column = format!(
-                "{} {} R@{k}",
-                f.direction,
-                if f.metric == "total" {
-                    "union total"
-                } else {
-                    "avg"
-                }
-            );
-            if f.metric == "average" && f.gallery != "per_task" {
-                continue;
-            }
-            by_label
-                .entry((first, label.clone()))
-                .or_default()
-                .entry(column)
-                .or_default()
-                .push(f.value);
-        }
-    }
-    let columns: Vec<String> = by_label
-        .values()
-        .flat_map(|m| m.keys().cloned())
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let width = by_label
-        .keys()
-        .map(|(_, l)| l.len())
-        .max()
-        .unwrap_or(7)
-        .max(7);
-    let mut out = format!("{:<width$}", "variant");
-    for c in &columns {
-        out.push_str(&format!("  {c:>20}"));
-    }
-    out.push('\n');
-    for ((_, label), values) in &by_label {
-        out.push_str(&format!("{label:<width$}"));
-        for c in &columns {
-            let cell = match values.get(c) {
-                Some(v) => match mean_std(v) {
-                    (m, Some(s)) => format!("{m:.1} ± {s:.1}"),
-                    (m, None) => format!("{m:.1}"),
-                },
-                None => "-".to_string(),
-            };
-            out.push_str(&format!("  {cell:>20}"));
-        }
-        out.push('\n');
-    }
-    out
 }
 
 fn write_embeddings(
@@ -321,12 +228,13 @@ fn write_embeddings(
     run_id: &str,
     metadata: &HashMap<String, String>,
 ) -> Result<(), String> {
-    let mut table: Option<VectorTable> = None;
+    let mut table = TableWriter::<EmbeddingRow>::new(&swept_settings(plan));
     // Variants usually share one split: read (or generate) it once.
     let mut splits: HashMap<(std::path::PathBuf, String), crate::data::LoadedSplit> =
         HashMap::new();
     for v in 0..plan.experiments.len() {
         let e = &plan.experiments[v];
+        let identity = identify(run_id, plan, v);
         let key = (e.dataset.clone(), e.split.clone());
         if !splits.contains_key(&key) {
             let manifest = Manifest::load(&e.dataset).map_err(|e| e.to_string())?;
@@ -363,7 +271,6 @@ fn write_embeddings(
                 let task = split.task(&n.tasks[0])?;
                 for (modality, (rows, data)) in read_embeddings(cache, &n.key)? {
                     let dim = data.len() / rows.max(1);
-                    let t = table.get_or_insert_with(|| VectorTable::new(dim));
                     let items: Vec<(String, String)> = if modality == "image" {
                         task.test_images
                             .iter()
@@ -386,25 +293,26 @@ fn write_embeddings(
                             })
                             .collect()
                     };
-                    for (row, (item, image)) in items.into_iter().enumerate() {
-                        identify(&mut t.table, run_id, plan, v);
-                        t.table
-                            .set("stage", stage)
-                            .set("model_stage", n.stage.unwrap_or(stage))
-                            .set("model", n.direction.map_or("both", |d| d.name()))
-                            .set("task", n.tasks[0].as_str())
-                            .set("modality", modality.as_str())
-                            .set("role", role)
-                            .set("item_id", item)
-                            .set("image_id", image);
-                        t.push_vector(&data[row * dim..(row + 1) * dim]);
+                    for (row, (item_id, image_id)) in items.into_iter().enumerate() {
+                        let embedding = EmbeddingRow {
+                            stage,
+                            model_stage: n.stage.unwrap_or(stage),
+                            model: n.direction.map_or("both", |d| d.name()).to_string(),
+                            task: n.tasks[0].clone(),
+                            modality: modality.clone(),
+                            role: role.to_string(),
+                            item_id,
+                            image_id,
+                            vector: data[row * dim..(row + 1) * dim].to_vec(),
+                        };
+                        table.push(&identity, &embedding);
                     }
                 }
             }
         }
     }
-    match table {
-        Some(t) => t.write(&dir.join("embeddings.arrow"), metadata),
-        None => Ok(()),
+    if table.rows() == 0 {
+        return Ok(());
     }
+    table.write(&dir.join("embeddings.arrow"), metadata)
 }

@@ -1,13 +1,15 @@
 //! Stage 6: `lethe report RUN_DIR`. Reads a run directory's Arrow tables back
 //! ([`load`]), arranges them the way the seed paper prints its tables
 //! ([`model`]), and prints them as text, Markdown ([`text`]) or a self-contained
-//! HTML page with inline SVG plots ([`html`]).
+//! HTML page with inline SVG plots ([`html`]). The headline `lethe run` prints
+//! ([`headline`]) comes from the same code.
 
 pub mod html;
 pub mod load;
 pub mod model;
 pub mod text;
 
+use crate::results::ReadError;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -41,6 +43,15 @@ impl std::fmt::Display for ReportError {
 
 impl std::error::Error for ReportError {}
 
+impl From<ReadError> for ReportError {
+    fn from(e: ReadError) -> Self {
+        Self {
+            path: e.path,
+            message: e.message,
+        }
+    }
+}
+
 /// The report of the run in `dir` at Recall@`k` (the largest K measured when
 /// `None`), in `format`.
 pub fn report(dir: &Path, format: Format, k: Option<u64>) -> Result<String, ReportError> {
@@ -51,4 +62,13 @@ pub fn report(dir: &Path, format: Format, k: Option<u64>) -> Result<String, Repo
         Format::Markdown => Ok(text::render(&report, text::Style::Markdown)),
         Format::Html => html::render(&report).map_err(|e| ReportError::new(dir, e)),
     }
+}
+
+/// The table `lethe run` prints at its end and keeps as `headline.txt`: per
+/// variant, the average recall with the task known and the union total at the
+/// largest K. Read from the run's `summary.arrow` alone, so `lethe run` can print it
+/// before writing the rest of its provenance.
+pub fn headline(dir: &Path) -> Result<String, ReportError> {
+    let summary = load::read_summary(dir)?;
+    Ok(text::headline(&model::headline(&summary)))
 }

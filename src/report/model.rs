@@ -5,6 +5,7 @@
 use super::load::{RunResults, VariantInfo};
 use super::ReportError;
 use crate::eval::metrics::mean_std;
+use crate::results::{Identified, RecallRow, SummaryRow};
 use std::collections::BTreeMap;
 
 /// A figure over seeds.
@@ -157,7 +158,7 @@ pub struct Report {
 
 pub fn build(results: &RunResults, k: Option<u64>) -> Result<Report, ReportError> {
     let recall_path = results.dir.join("recall.arrow");
-    let mut ks: Vec<u64> = results.recall.iter().map(|r| r.k).collect();
+    let mut ks: Vec<u64> = results.recall.iter().map(|r| r.row.k as u64).collect();
     ks.sort_unstable();
     ks.dedup();
     let Some(&largest) = ks.last() else {
@@ -184,11 +185,11 @@ pub fn build(results: &RunResults, k: Option<u64>) -> Result<Report, ReportError
     let variants: Vec<&VariantInfo> = results
         .variants
         .iter()
-        .filter(|v| results.recall.iter().any(|r| r.variant == v.label))
+        .filter(|v| results.recall.iter().any(|r| r.identity.variant == v.label))
         .collect();
-    let directions = unique(results.recall.iter().map(|r| r.direction.clone()));
+    let directions = unique(results.recall.iter().map(|r| r.row.direction.clone()));
     let mut formulas: Vec<(String, String)> = Vec::new();
-    for s in &results.summary {
+    for s in results.summary.iter().map(|s| &s.row) {
         if !formulas.iter().any(|(m, _)| *m == s.metric) {
             formulas.push((s.metric.clone(), s.formula.clone()));
         }
@@ -283,19 +284,19 @@ impl Figures<'_> {
     /// A summary figure (mean and std over seeds, as `lethe run` computed them).
     fn summary(&self, variant: &str, direction: &str, gallery: &str, metric: &str) -> Option<Stat> {
         let find = |statistic: &str| {
-            self.results.summary.iter().find(|s| {
-                s.variant == variant
-                    && s.direction == direction
-                    && s.gallery == gallery
-                    && s.k == self.k
-                    && s.metric == metric
-                    && s.statistic == statistic
-            })
+            let s = self.results.summary.iter().find(|s| {
+                s.identity.variant == variant
+                    && s.row.direction == direction
+                    && s.row.gallery == gallery
+                    && s.row.k as u64 == self.k
+                    && s.row.metric == metric
+                    && s.row.statistic == statistic
+            })?;
+            s.row.value
         };
-        let mean = find("mean")?.value?;
         Some(Stat {
-            mean,
-            std: find("std").and_then(|s| s.value),
+            mean: find("mean")?,
+            std: find("std"),
         })
     }
 }
@@ -365,16 +366,16 @@ fn block(
 }
 
 fn matrix(results: &RunResults, v: &VariantInfo, direction: &str, k: u64) -> Option<Matrix> {
-    let rows: Vec<_> = results
+    let rows: Vec<&RecallRow> = results
         .recall
         .iter()
-        .filter(|r| {
-            r.variant == v.label && r.direction == direction && r.gallery == "per_task" && r.k == k
-        })
+        .filter(|r| r.identity.variant == v.label)
+        .map(|r| &r.row)
+        .filter(|r| r.direction == direction && r.gallery == "per_task" && r.k as u64 == k)
         .collect();
     let mut stages: Vec<(u64, String)> = rows
         .iter()
-        .map(|r| (r.stage, r.stage_task.clone()))
+        .map(|r| (r.stage as u64, r.stage_task.clone()))
         .collect();
     stages.sort();
     stages.dedup();
@@ -389,7 +390,7 @@ fn matrix(results: &RunResults, v: &VariantInfo, direction: &str, k: u64) -> Opt
                 .map(|task| {
                     let values: Vec<f64> = rows
                         .iter()
-                        .filter(|r| r.stage == *stage && r.eval_task == *task)
+                        .filter(|r| r.stage as u64 == *stage && r.eval_task == *task)
                         .map(|r| r.recall)
                         .collect();
                     Stat::of(&values)
@@ -411,7 +412,7 @@ fn drift_charts(results: &RunResults, variants: &[&VariantInfo]) -> Vec<DriftCha
         results
             .drift
             .iter()
-            .map(|d| (d.metric.clone(), d.modality.clone())),
+            .map(|d| (d.row.metric.clone(), d.row.modality.clone())),
     )
     .into_iter()
     .map(|(metric, modality)| {
@@ -419,10 +420,15 @@ fn drift_charts(results: &RunResults, variants: &[&VariantInfo]) -> Vec<DriftCha
             .iter()
             .filter_map(|v| {
                 let mut by_stage: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
-                for d in results.drift.iter().filter(|d| {
-                    d.variant == v.label && d.metric == metric && d.modality == modality
-                }) {
-                    by_stage.entry(d.stage).or_default().push(d.value);
+                for d in results
+                    .drift
+                    .iter()
+                    .filter(|d| d.identity.variant == v.label)
+                {
+                    let d = &d.row;
+                    if d.metric == metric && d.modality == modality {
+                        by_stage.entry(d.stage as u64).or_default().push(d.value);
+                    }
                 }
                 let points: Vec<(u64, f64)> = by_stage
                     .into_iter()
@@ -440,6 +446,62 @@ fn drift_charts(results: &RunResults, variants: &[&VariantInfo]) -> Vec<DriftCha
         }
     })
     .collect()
+}
+
+/// The table `lethe run` prints at its end: a row per variant label (pipeline order)
+/// and, per direction, the average recall with the task known and the union total
+/// at the variant's largest K, mean ± std over seeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Headline {
+    /// `im2txt avg R@10`, `im2txt union total R@10`, ..., sorted.
+    pub columns: Vec<String>,
+    /// (variant label, a cell per column).
+    pub rows: Vec<(String, Vec<Option<Stat>>)>,
+}
+
+/// The headline from every row of `summary.arrow`: its per-seed rows come in the
+/// pipeline's variant order.
+pub fn headline(summary: &[Identified<SummaryRow>]) -> Headline {
+    let per_seed: Vec<&Identified<SummaryRow>> = summary
+        .iter()
+        .filter(|s| s.row.statistic == "value")
+        .collect();
+    let variants = unique(per_seed.iter().map(|s| s.identity.variant.as_str()));
+    // (variant's index, column) -> the seeds' values.
+    let mut values: BTreeMap<(usize, String), Vec<f64>> = BTreeMap::new();
+    for (i, variant) in variants.iter().enumerate() {
+        let rows: Vec<&SummaryRow> = per_seed
+            .iter()
+            .filter(|s| s.identity.variant == *variant)
+            .map(|s| &s.row)
+            .collect();
+        let k = rows.iter().map(|r| r.k).max().unwrap_or(0);
+        for r in rows.iter().filter(|r| r.k == k) {
+            let figure = match (r.metric.as_str(), r.gallery.as_str()) {
+                ("average", "per_task") => "avg",
+                ("total", _) => "union total",
+                _ => continue,
+            };
+            let column = format!("{} {figure} R@{k}", r.direction);
+            values.entry((i, column)).or_default().extend(r.value);
+        }
+    }
+    let mut columns = unique(values.keys().map(|(_, c)| c.clone()));
+    columns.sort();
+    let mut rows: Vec<(String, Vec<Option<Stat>>)> = variants
+        .iter()
+        .enumerate()
+        .map(|(i, variant)| {
+            let cells = columns
+                .iter()
+                .map(|c| values.get(&(i, c.clone())).and_then(|v| Stat::of(v)))
+                .collect();
+            (variant.to_string(), cells)
+        })
+        .collect();
+    // A variant without either figure has no line.
+    rows.retain(|(_, cells)| cells.iter().any(Option::is_some));
+    Headline { columns, rows }
 }
 
 /// The distinct items in order of first appearance.

@@ -1,6 +1,6 @@
 //! The report as aligned plain text or as Markdown (GitHub tables).
 
-use super::model::{Block, Matrix, Report, Stat};
+use super::model::{Block, Headline, Matrix, Report, Stat};
 
 /// A table to print: an optional group row (a title per column span), a header,
 /// body rows, and the body rows a rule goes above.
@@ -66,6 +66,32 @@ pub fn render(report: &Report, style: Style) -> String {
             "Drift at the last stage (mean over old tasks, directions and seeds)",
         ));
         out.push_str(&draw(&grid, style));
+    }
+    out
+}
+
+/// The headline `lethe run` prints: a line per variant, its label left-aligned and
+/// each figure right-aligned in a fixed 20-character column, so the lines of runs
+/// of one pipeline line up when compared.
+pub fn headline(headline: &Headline) -> String {
+    let label_width = headline
+        .rows
+        .iter()
+        .map(|(label, _)| width(label))
+        .max()
+        .unwrap_or(0)
+        .max(width("variant"));
+    let mut out = format!("{:<label_width$}", "variant");
+    for column in &headline.columns {
+        out.push_str(&format!("  {column:>20}"));
+    }
+    out.push('\n');
+    for (label, cells) in &headline.rows {
+        out.push_str(&format!("{label:<label_width$}"));
+        for stat in cells {
+            out.push_str(&format!("  {:>20}", cell(stat)));
+        }
+        out.push('\n');
     }
     out
 }
