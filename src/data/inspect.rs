@@ -64,16 +64,16 @@ pub fn inspect(manifest: &Manifest) -> Result<String, DataError> {
         let _ = writeln!(out, "\nsplit `{split}` ({})", options.join("; "));
         let _ = writeln!(
             out,
-            "  {:<16} {:>8} {:>9} {:>12} {:>14} {:>10} {:>12} {:>11} {:>13}",
+            "  {:<16} {:>12} {:>14} {:>11} {:>13} {:>10} {:>12} {:>8} {:>9}",
             "task",
-            "images",
-            "captions",
             "train images",
             "train captions",
+            "test images",
+            "test captions",
             "val images",
             "val captions",
-            "test images",
-            "test captions"
+            "images",
+            "captions"
         );
         for t in &cut.tasks {
             let mut train_images: Vec<u32> = t
@@ -104,16 +104,16 @@ pub fn inspect(manifest: &Manifest) -> Result<String, DataError> {
                 };
             let _ = writeln!(
                 out,
-                "  {:<16} {:>8} {:>9} {:>12} {:>14} {:>10} {:>12} {:>11} {:>13}",
+                "  {:<16} {:>12} {:>14} {:>11} {:>13} {:>10} {:>12} {:>8} {:>9}",
                 t.name,
-                train_images.len() + held_out_images,
-                t.train_captions.len() + held_out_captions,
                 train_images.len(),
                 t.train_captions.len(),
+                test_images,
+                test_captions,
                 t.val_images.len(),
                 t.val_captions.len(),
-                test_images,
-                test_captions
+                train_images.len() + held_out_images,
+                t.train_captions.len() + held_out_captions
             );
         }
         let _ = writeln!(out, "  rules:");

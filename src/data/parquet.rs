@@ -34,13 +34,18 @@ fn open(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>, DataError>
         .map_err(|e| DataError::invalid(path, format!("is not a readable Parquet file: {e}")))?;
     for group in builder.metadata().row_groups() {
         for chunk in group.columns() {
-            let codec = chunk.compression();
-            if !matches!(codec, Compression::UNCOMPRESSED | Compression::SNAPPY) {
+            // `ZSTD(ZstdLevel(1))` -> `ZSTD`: the codec, not its settings.
+            let codec = format!("{:?}", chunk.compression());
+            let codec = codec.split('(').next().unwrap_or_default().to_string();
+            if !matches!(
+                chunk.compression(),
+                Compression::UNCOMPRESSED | Compression::SNAPPY
+            ) {
                 return Err(DataError::invalid(
                     path,
                     format!(
                         "column `{}` is compressed with {codec}; lethe reads Snappy or uncompressed Parquet (rewrite it with `pyarrow.parquet.write_table(table, path, compression=\"snappy\")`)",
-                        chunk.column_path()
+                        chunk.column_path().string()
                     ),
                 ));
             }

@@ -140,24 +140,25 @@ pub fn write_checked(
     let mut splits = Vec::new();
     let mut last_error = None;
     for split in std::mem::take(&mut spec.splits) {
+        // Tasks are added one by one, each kept when the split with it still
+        // cuts: a task may fail alone (no test image) or beside the earlier
+        // ones (`overlap: first` leaves it nothing).
         let mut kept = SplitSpec {
             tasks: Vec::new(),
             ..split.clone()
         };
         for task in &split.tasks {
-            let alone = SplitSpec {
-                tasks: vec![task.clone()],
-                ..split.clone()
-            };
+            let mut with = kept.clone();
+            with.tasks.push(task.clone());
             let trial = ManifestSpec {
-                splits: vec![alone],
+                splits: vec![with.clone()],
                 ..spec.clone()
             };
             write(&trial.render())?;
             let outcome = Manifest::load(&path)
                 .and_then(|m| cut(&m, &split.name, &images, &captions).map(|_| ()));
             match outcome {
-                Ok(()) => kept.tasks.push(task.clone()),
+                Ok(()) => kept.tasks = with.tasks,
                 Err(e) => {
                     let why = e.to_string();
                     let why = why
@@ -184,14 +185,16 @@ pub fn write_checked(
         }
     }
     if splits.is_empty() {
-        return Err(match last_error {
-            Some(e) => ImportError::Invalid(e),
-            None => ImportError::invalid(&path, "no default split fits the data"),
-        });
+        let why = last_error.map(|e| e.to_string()).unwrap_or_default();
+        let why = why.split_once(": ").map_or(why.as_str(), |(_, m)| m);
+        return Err(ImportError::invalid(
+            &path,
+            format!("no default split fits the data (the last task tried: {why}); the raw lists are fine, but too few images have a part to train and to test on"),
+        ));
     }
     spec.splits = splits;
     write(&spec.render())?;
-    // The manifest as written, whole: a task that passed alone may still overlap.
+    // The manifest as written, whole.
     let manifest = Manifest::load(&path)?;
     for split in manifest.split_names() {
         cut(&manifest, split, &images, &captions)?;

@@ -76,11 +76,6 @@ pub fn import(args: &PrecompArgs) -> Result<Summary, ImportError> {
     for (p, (images, captions)) in args.images.iter().zip(&args.captions).enumerate() {
         pairs.push(read_pair(args, p, images, captions)?);
     }
-    let known = pairs.iter().filter(|p| p.part.is_some()).count();
-    if known != 0 && known != pairs.len() {
-        let unknown = pairs.iter().position(|p| p.part.is_none()).unwrap_or(0);
-        return Err(ImportError::invalid(&args.images[unknown], "the file name says no part (train, dev/val or test) while others do: give every pair a --part"));
-    }
     let dim = pairs[0].images.dim;
     for (p, pair) in pairs.iter().enumerate() {
         if pair.images.dim != dim {
@@ -122,6 +117,25 @@ pub fn import(args: &PrecompArgs) -> Result<Summary, ImportError> {
         Some(path) => labels::read(path, ids.len())?,
         None => Vec::new(),
     };
+    // A `split` label decides the parts; otherwise --part or the file names do.
+    if label_columns.iter().any(|(n, _)| n == "split") {
+        if let (Some(path), false) = (&args.tasks, args.parts.is_empty()) {
+            return Err(ImportError::invalid(
+                path,
+                "has a `split` column, and --part gives parts too: keep one",
+            ));
+        }
+        for pair in &mut pairs {
+            pair.part = None;
+        }
+    } else {
+        let known = pairs.iter().filter(|p| p.part.is_some()).count();
+        if known != 0 && known != pairs.len() {
+            let unknown = pairs.iter().position(|p| p.part.is_none()).unwrap_or(0);
+            return Err(ImportError::invalid(&args.images[unknown], "the file name says no part (train, dev/val or test) while others do: give every pair a --part"));
+        }
+    }
+    let known = pairs.iter().filter(|p| p.part.is_some()).count();
     let mut out = Output::begin(&args.out)?;
     write_images(&mut out, &pairs, &ids, &label_columns, dim)?;
     let caption_records = caption_records(&pairs, args.captions_per_image);
