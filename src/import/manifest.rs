@@ -185,6 +185,26 @@ pub fn write_checked(
         }
     }
     if splits.is_empty() {
+        // No rule fits (captions without the topic words, say): one task of
+        // every image still makes a valid dataset to run joint training on.
+        let whole = whole_split();
+        let trial = ManifestSpec {
+            splits: vec![whole.clone()],
+            ..spec.clone()
+        };
+        write(&trial.render())?;
+        if Manifest::load(&path)
+            .and_then(|m| cut(&m, &whole.name, &images, &captions))
+            .is_ok()
+        {
+            notes.push(format!(
+                "no default split fits the data: split `{}` holds every image in one task",
+                whole.name
+            ));
+            splits.push(whole);
+        }
+    }
+    if splits.is_empty() {
         let why = last_error.map(|e| e.to_string()).unwrap_or_default();
         let why = why.split_once(": ").map_or(why.as_str(), |(_, m)| m);
         return Err(ImportError::invalid(
@@ -200,6 +220,16 @@ pub fn write_checked(
         cut(&manifest, split, &images, &captions)?;
     }
     Ok(notes)
+}
+
+/// One task of every image (an empty expression matches every caption).
+pub fn whole_split() -> SplitSpec {
+    SplitSpec {
+        name: "whole".to_string(),
+        comment: vec!["Every image in one task: no default rule fitted the data.".to_string()],
+        options: Vec::new(),
+        tasks: vec![TaskSpec::new("all", r#"{ caption: "" }"#)],
+    }
 }
 
 /// Caption rules for a rough default split when images carry no labels: images

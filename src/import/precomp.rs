@@ -137,11 +137,11 @@ pub fn import(args: &PrecompArgs) -> Result<Summary, ImportError> {
     }
     let known = pairs.iter().filter(|p| p.part.is_some()).count();
     let mut out = Output::begin(&args.out)?;
-    write_images(&mut out, &pairs, &ids, &label_columns, dim)?;
+    write_images(&mut out, &mut pairs, &ids, &label_columns, dim)?;
     let caption_records = caption_records(&pairs, args.captions_per_image);
     out.write_jsonl("raw/captions.jsonl", &caption_records)?;
     if text_dim.is_some() {
-        write_captions(&mut out, &pairs, &caption_records)?;
+        write_captions(&mut out, &mut pairs, &caption_records)?;
     }
     let parts_known = known > 0 || label_columns.iter().any(|(n, _)| n == "split");
     let spec = spec(
@@ -348,7 +348,7 @@ fn write_table(
 
 fn write_images(
     out: &mut Output,
-    pairs: &[Pair],
+    pairs: &mut [Pair],
     ids: &[String],
     labels: &[(String, LabelColumn)],
     dim: usize,
@@ -396,15 +396,34 @@ fn write_images(
         columns.push((name.clone(), array));
     }
     let f16 = pairs.iter().all(|p| p.images.dtype == Dtype::F16);
-    let mut values = Vec::with_capacity(ids.len() * dim);
-    for pair in pairs {
-        values.extend_from_slice(&pair.images.values);
-    }
+    let values = concat(
+        pairs
+            .iter_mut()
+            .map(|p| std::mem::take(&mut p.images.values)),
+    );
     columns.push(("feature".into(), feature_column(values, dim, f16)?));
     write_table(out, "images.arrow", columns)
 }
 
-fn write_captions(out: &mut Output, pairs: &[Pair], records: &[Record]) -> Result<(), ImportError> {
+/// The pairs' features in one vector, taken (not copied) when there is one pair,
+/// each freed as soon as it is copied otherwise: the features are held once.
+fn concat(parts: impl Iterator<Item = Vec<f32>>) -> Vec<f32> {
+    let mut parts: Vec<Vec<f32>> = parts.collect();
+    if parts.len() == 1 {
+        return parts.pop().unwrap_or_default();
+    }
+    let mut all = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+    for part in parts {
+        all.extend_from_slice(&part);
+    }
+    all
+}
+
+fn write_captions(
+    out: &mut Output,
+    pairs: &mut [Pair],
+    records: &[Record],
+) -> Result<(), ImportError> {
     let text = |key: &str| -> ArrayRef {
         Arc::new(
             records
@@ -419,12 +438,11 @@ fn write_captions(out: &mut Output, pairs: &[Pair], records: &[Record]) -> Resul
             .as_ref()
             .is_some_and(|m| m.dtype == Dtype::F16)
     });
-    let mut values = Vec::new();
-    for pair in pairs {
-        if let Some(m) = &pair.caption_features {
-            values.extend_from_slice(&m.values);
-        }
-    }
+    let values = concat(pairs.iter_mut().filter_map(|p| {
+        p.caption_features
+            .as_mut()
+            .map(|m| std::mem::take(&mut m.values))
+    }));
     let columns = vec![
         ("id".to_string(), text("id")),
         ("image_id".to_string(), text("image_id")),
