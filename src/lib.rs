@@ -18,6 +18,7 @@ pub mod encode;
 pub mod eval;
 pub mod exec;
 pub mod files;
+pub mod import;
 pub mod interrupt;
 pub mod lang;
 pub mod model;

@@ -11,6 +11,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod cli_import;
+
 // candle allocates a fresh buffer for every operation; mimalloc halves a CPU
 // training step's time against glibc's allocator (docs/PERFORMANCE.md, stack.md).
 #[global_allocator]
@@ -71,9 +73,10 @@ counts nodes by kind with and without sharing between variants."
     /// Compute a manifest's feature tables from its `raw:` images and captions.
     #[command(
         after_help = "Examples:\n  datasets/fetch-encoders.sh .lethe/encoders\n  lethe featurize datasets/emoji/emoji.yaml --encoders .lethe/encoders --raw-root /tmp/emoji/package\n\n\
-Images go through EfficientNet-Lite0 (1280-d), captions through all-MiniLM-L6-v2 (384-d); tables\n\
-are written as f16 where the manifest's `images:` and `captions:` say. A table already made from\n\
-the same raw list is kept, so an interrupted run resumes. Nothing is downloaded."
+Images go through EfficientNet-Lite0 (1280-d; photos centre-cropped when `raw.crop: center`),\n\
+captions through all-MiniLM-L6-v2 (384-d); tables are written as f16 where the manifest's `images:`\n\
+and `captions:` say. Work is saved in chunks as it goes: a killed run continues where it stopped,\n\
+and a table already made from the same raw list is kept. Nothing is downloaded."
     )]
     Featurize {
         /// The dataset manifest (.yaml) with a `raw:` section.
@@ -85,7 +88,14 @@ the same raw list is kept, so an interrupted run resumes. Nothing is downloaded.
         /// Where the image files are, instead of the manifest's `raw.root`.
         #[arg(long, value_name = "DIR")]
         raw_root: Option<PathBuf>,
+        /// Rows per saved chunk (default 1024 images, 8192 captions): a killed run
+        /// loses at most one chunk.
+        #[arg(long, value_name = "N")]
+        chunk: Option<usize>,
     },
+    /// Bring a dataset in: COCO annotation files, Karpathy split files, VSE++ precomputed features.
+    #[command(subcommand)]
+    Import(cli_import::ImportCommand),
     /// Datasets: inspect a manifest's splits and tasks.
     #[command(subcommand)]
     Data(DataCommand),
@@ -249,7 +259,9 @@ fn main() -> ExitCode {
             manifest,
             encoders,
             raw_root,
-        } => featurize_cmd(&manifest, &encoders, raw_root.as_deref()),
+            chunk,
+        } => cli_import::featurize_cmd(&manifest, &encoders, raw_root.as_deref(), chunk),
+        Command::Import(command) => cli_import::import_cmd(command),
         Command::Run {
             file,
             out,
@@ -292,19 +304,18 @@ fn validate(files: &[PathBuf]) -> ExitCode {
     for file in files {
         let mut sources = SourceMap::new();
         if is_manifest(file) {
-            // A manifest is checked whole: every split, with its tables.
+            // A manifest is checked whole: every split, with its tables (or,
+            // before featurization, its raw lists).
             let checked = lethe::data::Manifest::load(file).and_then(|m| {
-                let splits: Vec<String> = m.split_names().map(str::to_string).collect();
-                for split in &splits {
-                    lethe::data::load_split(&m, split)?;
-                }
-                Ok((m.name, splits.len()))
+                let note = lethe::data::inspect::check(&m)?;
+                Ok((m.name.clone(), m.split_names().count(), note))
             });
             match checked {
-                Ok((name, splits)) => println!(
-                    "{}: ok (dataset `{name}`, {splits} split{})",
+                Ok((name, splits, note)) => println!(
+                    "{}: ok (dataset `{name}`, {splits} split{}){}",
                     file.display(),
-                    if splits == 1 { "" } else { "s" }
+                    if splits == 1 { "" } else { "s" },
+                    note.map(|n| format!("; {n}")).unwrap_or_default()
                 ),
                 Err(e) => {
                     all_ok = false;
@@ -426,30 +437,6 @@ fn run_cmd(options: RunOptions) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
-    }
-}
-
-fn featurize_cmd(manifest: &Path, encoders: &Path, raw_root: Option<&Path>) -> ExitCode {
-    let bar = indicatif::ProgressBar::new(0);
-    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    let progress = |what: &str, done: usize, total: usize| {
-        bar.set_message(what.to_string());
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    };
-    let result = lethe::encode::featurize::featurize(manifest, encoders, raw_root, &progress);
-    bar.finish_and_clear();
-    match result {
-        Ok(report) => {
-            print!("{report}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            print_diagnostics(&[Diagnostic::error(e)], &SourceMap::new());
-            ExitCode::from(2)
-        }
     }
 }
 

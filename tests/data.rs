@@ -192,7 +192,7 @@ fn feature_of_the_wrong_type() {
     );
     assert_error(
         &f,
-        "column `feature` must be a FixedSizeList of f32 or f16, found Utf8",
+        "column `feature` must be a list (FixedSizeList, List or LargeList) of f32, f16 or f64, found Utf8",
     );
 }
 

@@ -4,6 +4,7 @@
 //! nothing else); [`super::load_split`] reads and checks the tables.
 
 use super::error::DataError;
+use super::rules::{parse_split, SplitRules};
 use indexmap::IndexMap;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -17,10 +18,6 @@ pub struct FeatureDims {
     pub image: usize,
     pub text: usize,
 }
-
-/// A task selects the images whose metadata column takes one of the listed values
-/// (`{ subgroup: [animal-mammal, animal-bird] }`); several columns must all match.
-pub type TaskSelector = IndexMap<String, Vec<String>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -92,14 +89,33 @@ mod defaults {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSection {
-    /// JSON lines: `id`, `file` (relative to `root`), string metadata.
-    pub images: String,
+    /// JSON lines: `id`, `file` (relative to `root`), metadata (strings or lists
+    /// of strings). Absent when the images table is given as it is (precomputed
+    /// features imported by `lethe import precomp`).
+    #[serde(default)]
+    pub images: Option<String>,
     /// JSON lines: `id`, `image_id`, `text`.
     pub captions: String,
     /// Folder of the image files, relative to the manifest (a build script may
     /// pass another with `--raw-root`).
     #[serde(default)]
     pub root: Option<String>,
+    /// How an image becomes the encoder's square input.
+    #[serde(default)]
+    pub crop: Crop,
+}
+
+/// How `lethe featurize` fits an image into the encoder's 224x224 input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Crop {
+    /// The whole image resized to the square (icons and drawings, already square
+    /// or meant to be seen whole).
+    #[default]
+    None,
+    /// ImageNet's evaluation crop, as EfficientNet was trained and evaluated:
+    /// the central square of 224/256 of the shorter side, resized to 224 (photos).
+    Center,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -119,10 +135,13 @@ struct ManifestFile {
     #[serde(default = "default_test_fraction")]
     test_fraction: f64,
     #[serde(default)]
+    val_fraction: f64,
+    #[serde(default)]
     synthetic: Option<SyntheticParams>,
     #[serde(default)]
     raw: Option<RawSection>,
-    splits: IndexMap<String, IndexMap<String, TaskSelector>>,
+    /// Parsed by [`parse_split`] (tasks and split options share the map).
+    splits: IndexMap<String, IndexMap<String, serde_json::Value>>,
 }
 
 fn default_test_fraction() -> f64 {
@@ -137,8 +156,12 @@ pub struct Manifest {
     pub description: Option<String>,
     pub kind: Kind,
     pub test_fraction: f64,
+    /// Images whose id hash falls in `[test_fraction, test_fraction + val_fraction)`
+    /// form the validation part (when the images table has no `split` column).
+    pub val_fraction: f64,
     pub synthetic: Option<SyntheticParams>,
     pub raw: Option<RawSection>,
+    splits: IndexMap<String, SplitRules>,
     text: String,
     file: ManifestFile,
 }
@@ -173,20 +196,22 @@ impl Manifest {
             }
             _ => {}
         }
+        if !(0.0..1.0).contains(&file.val_fraction) || file.test_fraction + file.val_fraction >= 1.0
+        {
+            return bad(format!(
+                "`val_fraction` must be at least 0 and leave room for training: test_fraction + val_fraction = {} must be below 1",
+                file.test_fraction + file.val_fraction
+            ));
+        }
         if file.splits.is_empty() {
             return bad("`splits` is empty: define at least one split".into());
         }
-        for (split, tasks) in &file.splits {
-            if tasks.is_empty() {
-                return bad(format!("split `{split}` has no tasks"));
-            }
-            for (task, selector) in tasks {
-                if selector.is_empty() || selector.values().any(Vec::is_empty) {
-                    return bad(format!(
-                        "task `{task}` of split `{split}` selects nothing: give `column: [values]`"
-                    ));
-                }
-            }
+        let mut splits = IndexMap::new();
+        for (split, entries) in &file.splits {
+            splits.insert(
+                split.clone(),
+                parse_split(split, entries).map_err(|m| DataError::invalid(path, m))?,
+            );
         }
         Ok(Manifest {
             path: path.to_path_buf(),
@@ -194,28 +219,29 @@ impl Manifest {
             description: file.description.clone(),
             kind: file.kind,
             test_fraction: file.test_fraction,
+            val_fraction: file.val_fraction,
             synthetic: file.synthetic.clone(),
             raw: file.raw.clone(),
+            splits,
             text,
             file,
         })
     }
 
     pub fn split_names(&self) -> impl Iterator<Item = &str> {
-        self.file.splits.keys().map(String::as_str)
+        self.splits.keys().map(String::as_str)
     }
 
     /// Task names of a split, in manifest order.
     pub fn split_tasks(&self, split: &str) -> Option<Vec<&str>> {
-        self.file
-            .splits
+        self.splits
             .get(split)
-            .map(|tasks| tasks.keys().map(String::as_str).collect())
+            .map(|rules| rules.tasks.keys().map(String::as_str).collect())
     }
 
-    /// The selectors of a split's tasks.
-    pub fn split(&self, split: &str) -> Option<&IndexMap<String, TaskSelector>> {
-        self.file.splits.get(split)
+    /// The rules of a split: its tasks' selectors and its options.
+    pub fn split(&self, split: &str) -> Option<&SplitRules> {
+        self.splits.get(split)
     }
 
     /// Feature dimensions when known without reading the tables' data: from the

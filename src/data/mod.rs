@@ -3,15 +3,22 @@
 //! [`Manifest::load`] reads a manifest alone (what the language checker needs);
 //! [`load_split`] reads or generates the tables and cuts them into tasks.
 
+mod columns;
 mod error;
+pub mod features;
 pub mod inspect;
 pub mod manifest;
 pub mod pairs;
+mod parquet;
+pub mod raw;
+pub mod rules;
+pub mod select;
 pub mod split;
 pub mod synthetic;
 pub mod tables;
 
 pub use error::DataError;
+pub use features::Features;
 pub use inspect::inspect;
 pub use manifest::{FeatureDims, Manifest};
 pub use pairs::PairData;

@@ -132,7 +132,7 @@ pub fn generate(p: &SyntheticParams) -> (Table, Table) {
         .collect();
     let mut images = Table {
         ids: image_ids.clone(),
-        features: image_features,
+        features: image_features.into(),
         dim: p.image_dim,
         ..Table::default()
     };
@@ -165,7 +165,7 @@ pub fn generate(p: &SyntheticParams) -> (Table, Table) {
                 )
             })
             .collect(),
-        features: caption_features,
+        features: caption_features.into(),
         dim: p.text_dim,
         ..Table::default()
     };

@@ -2,92 +2,379 @@
 //! captions into its feature tables, with the frozen encoders.
 //!
 //! `raw.images` is JSON lines, one object per image: `id`, `file` (relative to the
-//! raw root) and any string metadata (`group`, `subgroup`, ...); `raw.captions` one
-//! object per caption: `id`, `image_id`, `text`. Features are stored as f16. A
-//! table whose schema records the same raw-list hash is not computed again, so an
-//! interrupted featurization resumes with the table it had not finished.
+//! raw root) and metadata, strings or lists of strings (`data::raw`);
+//! `raw.captions` one object per caption: `id`, `image_id`, `text`. Features are
+//! stored as f16. Work is saved in chunks of rows as it goes (`chunks.rs`), so a
+//! killed run continues where it stopped; a table whose schema records the same
+//! input hash is not computed again. Images are decoded in parallel, the next
+//! batch while the encoder runs on the current one.
 
+use super::chunks::{write_whole, ChunkStore};
 use super::image::{load_rgb, ImageEncoder, SIZE};
+use super::preprocess::load_photo;
 use super::text::TextEncoder;
+use crate::data::manifest::Crop;
+use crate::data::raw::{read_raw_list, RawList, RawValue};
 use crate::data::Manifest;
-use arrow_array::builder::{FixedSizeListBuilder, Float16Builder};
-use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
-use arrow_schema::{Field, Schema};
+use arrow_array::builder::{ListBuilder, StringBuilder};
+use arrow_array::{ArrayRef, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
 use candle_core::Device;
-use indexmap::IndexMap;
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// Images per forward pass of the image encoder.
 const IMAGE_BATCH: usize = 16;
+/// Captions per call of the text encoder (it batches by 64 inside).
+const CAPTION_BATCH: usize = 256;
+/// A version of what the input hash covers; bump when features change meaning.
+const HASH_SCHEMA: &str = "lethe featurize v2";
 
-/// One JSON-lines record: string fields in file order.
-type Record = IndexMap<String, String>;
+/// How to featurize.
+#[derive(Debug, Clone)]
+pub struct FeaturizeOptions {
+    /// Where the image files are, instead of the manifest's `raw.root`.
+    pub raw_root: Option<PathBuf>,
+    /// Images per saved chunk (a multiple of the encoder batch keeps the batches
+    /// of a resumed run the same as an uninterrupted one's).
+    pub image_chunk: usize,
+    /// Captions per saved chunk.
+    pub caption_chunk: usize,
+}
 
-fn read_jsonl(path: &Path) -> Result<Vec<Record>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            let v: IndexMap<String, serde_json::Value> = serde_json::from_str(l)
-                .map_err(|e| format!("{}: line {}: {e}", path.display(), i + 1))?;
-            v.into_iter()
-                .map(|(k, v)| match v {
-                    serde_json::Value::String(s) => Ok((k, s)),
-                    other => Err(format!(
-                        "{}: line {}: `{k}` must be a string, found {other}",
-                        path.display(),
-                        i + 1
-                    )),
+impl Default for FeaturizeOptions {
+    fn default() -> Self {
+        FeaturizeOptions {
+            raw_root: None,
+            image_chunk: 64 * IMAGE_BATCH,
+            caption_chunk: 32 * CAPTION_BATCH,
+        }
+    }
+}
+
+/// Computes the manifest's feature tables. `raw_root` overrides where image files
+/// are; `progress` is told (table, done, total) as rows are done.
+pub fn featurize(
+    manifest_path: &Path,
+    encoders: &Path,
+    raw_root: Option<&Path>,
+    progress: &dyn Fn(&str, usize, usize),
+) -> Result<String, String> {
+    let options = FeaturizeOptions {
+        raw_root: raw_root.map(Path::to_path_buf),
+        ..FeaturizeOptions::default()
+    };
+    featurize_with(manifest_path, encoders, &options, progress)
+}
+
+/// [`featurize`] with every option.
+pub fn featurize_with(
+    manifest_path: &Path,
+    encoders: &Path,
+    options: &FeaturizeOptions,
+    progress: &dyn Fn(&str, usize, usize),
+) -> Result<String, String> {
+    let manifest = Manifest::load(manifest_path).map_err(|e| e.to_string())?;
+    let raw = manifest.raw.clone().ok_or_else(|| {
+        format!(
+            "{}: no `raw:` section to featurize",
+            manifest_path.display()
+        )
+    })?;
+    if options.image_chunk == 0 || options.caption_chunk == 0 {
+        return Err("chunks must hold at least one row".to_string());
+    }
+    let base = manifest.base_dir().to_path_buf();
+    let mut report = String::new();
+    if let Some(images) = &raw.images {
+        let out = manifest
+            .images_path()
+            .ok_or("the manifest names no images table")?;
+        let root = options
+            .raw_root
+            .clone()
+            .unwrap_or_else(|| base.join(raw.root.as_deref().unwrap_or(".")));
+        let list_path = base.join(images);
+        let list = read_raw_list(&list_path, &["file"]).map_err(|e| e.to_string())?;
+        let files = image_files(&list, &list_path, &root)?;
+        let crop = raw.crop;
+        let hash = input_hash(&list_path, &format!("efficientnet-lite0 crop={crop:?}"))?;
+        let job = Job {
+            list: &list,
+            out: &out,
+            hash: &hash,
+            chunk: options.image_chunk,
+            what: "images",
+        };
+        let line = job.run(
+            &["file"],
+            progress,
+            |rows: &[usize], encoder: &mut Option<ImageEncoder>| {
+                if encoder.is_none() {
+                    *encoder = Some(ImageEncoder::load(
+                        &encoders.join("efficientnet-lite0.pth"),
+                        &Device::Cpu,
+                    )?);
+                }
+                let encoder = encoder.as_ref().ok_or("the image encoder is not loaded")?;
+                encode_images(encoder, &files, rows, crop, &|done| {
+                    progress("images", done, list.records.len())
                 })
-                .collect()
+            },
+        )?;
+        report.push_str(&format!("{line} (EfficientNet-Lite0)\n"));
+    } else if let Some(out) = manifest.images_path() {
+        report.push_str(&format!(
+            "{}: given as it is (no raw image list)\n",
+            out.display()
+        ));
+    }
+    let out = manifest
+        .captions_path()
+        .ok_or("the manifest names no captions table")?;
+    let list_path = base.join(&raw.captions);
+    let list = read_raw_list(&list_path, &["image_id", "text"]).map_err(|e| e.to_string())?;
+    let hash = input_hash(&list_path, "all-minilm-l6-v2")?;
+    let job = Job {
+        list: &list,
+        out: &out,
+        hash: &hash,
+        chunk: options.caption_chunk,
+        what: "captions",
+    };
+    let line = job.run(
+        &[],
+        progress,
+        |rows: &[usize], encoder: &mut Option<TextEncoder>| {
+            if encoder.is_none() {
+                *encoder = Some(TextEncoder::load(
+                    &encoders.join("all-minilm-l6-v2"),
+                    &Device::Cpu,
+                )?);
+            }
+            let encoder = encoder.as_ref().ok_or("the text encoder is not loaded")?;
+            let mut features = Vec::with_capacity(rows.len() * encoder.dim);
+            for batch in rows.chunks(CAPTION_BATCH) {
+                let texts: Vec<&str> = batch.iter().map(|&r| list.text(r, "text")).collect();
+                features.extend(encoder.encode(&texts)?);
+                progress(
+                    "captions",
+                    batch.last().map_or(0, |r| r + 1),
+                    list.records.len(),
+                );
+            }
+            Ok((features, encoder.dim))
+        },
+    )?;
+    report.push_str(&format!("{line} (all-MiniLM-L6-v2)\n"));
+    Ok(report)
+}
+
+/// What features depend on: the raw list's bytes and the encoder with its
+/// preprocessing (not the manifest's splits, so editing a task recomputes nothing).
+fn input_hash(list: &Path, encoder: &str) -> Result<String, String> {
+    let mut h = blake3::Hasher::new();
+    h.update(HASH_SCHEMA.as_bytes());
+    h.update(encoder.as_bytes());
+    let mut file = std::fs::File::open(list).map_err(|e| format!("{}: {e}", list.display()))?;
+    std::io::copy(&mut file, &mut h).map_err(|e| format!("{}: {e}", list.display()))?;
+    Ok(h.finalize().to_hex().to_string())
+}
+
+/// Every image's file, checked to exist before hours of work start.
+fn image_files(list: &RawList, list_path: &Path, root: &Path) -> Result<Vec<PathBuf>, String> {
+    (0..list.records.len())
+        .map(|i| {
+            let path = root.join(list.text(i, "file"));
+            crate::files::regular_file(&path).map_err(|e| {
+                format!(
+                    "{}: line {}: image file {}: {}",
+                    list_path.display(),
+                    list.lines[i],
+                    path.display(),
+                    e.message
+                )
+            })?;
+            Ok(path)
         })
         .collect()
 }
 
-fn field<'a>(r: &'a Record, name: &str, path: &Path, row: usize) -> Result<&'a str, String> {
-    r.get(name)
-        .map(String::as_str)
-        .ok_or_else(|| format!("{}: record {row} has no `{name}`", path.display()))
+/// Decodes, crops and encodes the image rows, decoding the next batch in
+/// parallel while the encoder runs on the current one.
+fn encode_images(
+    encoder: &ImageEncoder,
+    files: &[PathBuf],
+    rows: &[usize],
+    crop: Crop,
+    progress: &dyn Fn(usize),
+) -> Result<(Vec<f32>, usize), String> {
+    let decode = |batch: &[usize]| -> Result<Vec<u8>, String> {
+        let pixels: Vec<Vec<u8>> = batch
+            .par_iter()
+            .map(|&r| match crop {
+                Crop::None => load_rgb(&files[r]),
+                Crop::Center => load_photo(&files[r]),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(pixels.concat())
+    };
+    let batches: Vec<&[usize]> = rows.chunks(IMAGE_BATCH).collect();
+    let mut features = Vec::with_capacity(rows.len() * 1280);
+    let mut next = batches.first().map(|b| decode(b)).transpose()?;
+    for (k, batch) in batches.iter().enumerate() {
+        let rgb = next.take().ok_or("a decoded batch is missing")?;
+        debug_assert_eq!(rgb.len(), batch.len() * SIZE * SIZE * 3);
+        let (encoded, decoded) = rayon::join(
+            || encoder.forward(&rgb, batch.len()),
+            || batches.get(k + 1).map(|b| decode(b)).transpose(),
+        );
+        features.extend(encoded?.0);
+        next = decoded?;
+        progress(batch.last().map_or(0, |r| r + 1));
+    }
+    Ok((features, 1280))
 }
 
-/// Writes a table of string columns plus an f16 `feature` column, atomically,
-/// with the raw-list hash in the schema metadata.
-fn write(
-    path: &Path,
-    columns: &[(String, Vec<String>)],
-    features: &[f32],
-    dim: usize,
-    hash: &str,
-) -> Result<(), String> {
-    let mut fields = Vec::new();
-    let mut arrays: Vec<ArrayRef> = Vec::new();
-    for (name, values) in columns {
-        fields.push(Field::new(name, arrow_schema::DataType::Utf8, false));
-        arrays.push(Arc::new(
-            values
-                .iter()
-                .map(|s| Some(s.as_str()))
-                .collect::<StringArray>(),
-        ));
-    }
-    let mut list = FixedSizeListBuilder::new(Float16Builder::new(), dim as i32);
-    for row in features.chunks(dim) {
-        for v in row {
-            list.values().append_value(half::f16::from_f32(*v));
+/// One table to compute chunk by chunk and assemble.
+struct Job<'a> {
+    list: &'a RawList,
+    out: &'a Path,
+    hash: &'a str,
+    chunk: usize,
+    what: &'a str,
+}
+
+impl Job<'_> {
+    /// Computes the missing chunks with `encode(rows, encoder)` -> (features,
+    /// dim), then writes the table; returns the report line.
+    fn run<E>(
+        &self,
+        skip: &[&str],
+        progress: &dyn Fn(&str, usize, usize),
+        encode: impl Fn(&[usize], &mut Option<E>) -> Result<(Vec<f32>, usize), String>,
+    ) -> Result<String, String> {
+        let rows = self.list.records.len();
+        if up_to_date(self.out, self.hash) {
+            return Ok(format!("{}: up to date", self.out.display()));
         }
-        list.append(true);
+        let store = ChunkStore::open(self.out, self.hash)?;
+        let chunks = rows.div_ceil(self.chunk);
+        let range = |i: usize| i * self.chunk..((i + 1) * self.chunk).min(rows);
+        let ids_of =
+            |i: usize| -> Vec<&str> { range(i).map(|r| self.list.text(r, "id")).collect() };
+        let resumed = store.resumable(chunks, ids_of);
+        progress(self.what, (resumed * self.chunk).min(rows), rows);
+        let mut encoder = None;
+        let mut dim = None;
+        for i in resumed..chunks {
+            let chunk_rows: Vec<usize> = range(i).collect();
+            let (features, d) = encode(&chunk_rows, &mut encoder)?;
+            if features.len() != chunk_rows.len() * d {
+                return Err(format!(
+                    "the encoder returned {} values for {} {}",
+                    features.len(),
+                    chunk_rows.len(),
+                    self.what
+                ));
+            }
+            dim = Some(d);
+            store.write(i, &ids_of(i), &features, d)?;
+        }
+        let schema = self.schema(skip, &store, &ids_of(0), dim)?;
+        let batches = (0..chunks).map(|i| {
+            let feature = store.read(i, &ids_of(i), None).ok_or_else(|| {
+                format!(
+                    "{}: chunk {i} disappeared while assembling",
+                    self.out.display()
+                )
+            })?;
+            let mut columns = self.columns(skip, range(i));
+            columns.push(feature);
+            RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())
+        });
+        write_whole(self.out, &schema, batches)?;
+        store.remove()?;
+        let width = match schema
+            .field_with_name("feature")
+            .map(|f| f.data_type().clone())
+        {
+            Ok(DataType::FixedSizeList(_, w)) => w,
+            _ => 0,
+        };
+        Ok(format!(
+            "{}: {rows} {} x {width}{}",
+            self.out.display(),
+            self.what,
+            if resumed > 0 {
+                format!(", resumed after {} rows", (resumed * self.chunk).min(rows))
+            } else {
+                String::new()
+            }
+        ))
     }
-    let list = list.finish();
-    fields.push(Field::new("feature", list.data_type().clone(), false));
-    arrays.push(Arc::new(list));
-    let metadata = HashMap::from([("lethe.raw_hash".to_string(), hash.to_string())]);
-    let schema = Arc::new(Schema::new_with_metadata(fields, metadata));
-    let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(|e| e.to_string())?;
-    crate::results::write_batches(path, &schema, &[batch])
+
+    /// The table's schema: `id`, the metadata fields in the raw list's order
+    /// (lists as List<Utf8>), `feature` as FixedSizeList<f16>, the input hash.
+    fn schema(
+        &self,
+        skip: &[&str],
+        store: &ChunkStore,
+        first_ids: &[&str],
+        dim: Option<usize>,
+    ) -> Result<Arc<Schema>, String> {
+        let feature = store
+            .read(0, first_ids, dim)
+            .ok_or_else(|| format!("{}: the first chunk is missing", self.out.display()))?;
+        let mut fields = Vec::new();
+        for key in self.keys(skip) {
+            if self.list.list_keys.contains(key) {
+                let item = Field::new("item", DataType::Utf8, true);
+                fields.push(Field::new(key, DataType::List(Arc::new(item)), false));
+            } else {
+                fields.push(Field::new(key, DataType::Utf8, false));
+            }
+        }
+        fields.push(Field::new("feature", feature.data_type().clone(), false));
+        let metadata = HashMap::from([("lethe.raw_hash".to_string(), self.hash.to_string())]);
+        Ok(Arc::new(Schema::new_with_metadata(fields, metadata)))
+    }
+
+    fn keys<'k>(&'k self, skip: &'k [&str]) -> impl Iterator<Item = &'k String> + 'k {
+        self.list
+            .keys
+            .iter()
+            .filter(move |k| !skip.contains(&k.as_str()))
+    }
+
+    /// The metadata columns of a range of rows.
+    fn columns(&self, skip: &[&str], rows: std::ops::Range<usize>) -> Vec<ArrayRef> {
+        let mut columns: Vec<ArrayRef> = Vec::new();
+        for key in self.keys(skip) {
+            if self.list.list_keys.contains(key) {
+                let mut builder = ListBuilder::new(StringBuilder::new());
+                for r in rows.clone() {
+                    if let Some(RawValue::Many(values)) = self.list.records[r].get(key) {
+                        for v in values {
+                            builder.values().append_value(v);
+                        }
+                    }
+                    builder.append(true);
+                }
+                columns.push(Arc::new(builder.finish()));
+            } else {
+                let values: StringArray =
+                    rows.clone().map(|r| Some(self.list.text(r, key))).collect();
+                columns.push(Arc::new(values));
+            }
+        }
+        columns
+    }
 }
 
+/// Whether the table exists and was made from the same inputs.
 fn up_to_date(path: &Path, hash: &str) -> bool {
     let Ok(file) = std::fs::File::open(path) else {
         return false;
@@ -101,118 +388,4 @@ fn up_to_date(path: &Path, hash: &str) -> bool {
         .get("lethe.raw_hash")
         .map(String::as_str)
         == Some(hash)
-}
-
-/// Computes the manifest's feature tables. `raw_root` overrides where image files
-/// are; `progress` is told (done, total) per table.
-pub fn featurize(
-    manifest_path: &Path,
-    encoders: &Path,
-    raw_root: Option<&Path>,
-    progress: &dyn Fn(&str, usize, usize),
-) -> Result<String, String> {
-    let text = std::fs::read_to_string(manifest_path)
-        .map_err(|e| format!("{}: {e}", manifest_path.display()))?;
-    let manifest = Manifest::load(manifest_path).map_err(|e| e.to_string())?;
-    let raw = manifest.raw.clone().ok_or_else(|| {
-        format!(
-            "{}: no `raw:` section to featurize",
-            manifest_path.display()
-        )
-    })?;
-    let base = manifest.base_dir().to_path_buf();
-    let root: PathBuf = raw_root
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| base.join(raw.root.as_deref().unwrap_or(".")));
-    let (images_path, captions_path) = (base.join(&raw.images), base.join(&raw.captions));
-    let images = read_jsonl(&images_path)?;
-    let captions = read_jsonl(&captions_path)?;
-    let out_images = manifest
-        .images_path()
-        .ok_or("the manifest names no images table")?;
-    let out_captions = manifest
-        .captions_path()
-        .ok_or("the manifest names no captions table")?;
-    let hash = |list: &Path, encoder: &str| {
-        let mut h = blake3::Hasher::new();
-        h.update(std::fs::read(list).unwrap_or_default().as_slice());
-        h.update(encoder.as_bytes());
-        h.update(text.as_bytes());
-        h.finalize().to_hex().to_string()
-    };
-    let mut report = String::new();
-    let image_hash = hash(&images_path, "efficientnet-lite0");
-    if up_to_date(&out_images, &image_hash) {
-        report.push_str(&format!("{}: up to date\n", out_images.display()));
-    } else {
-        let encoder = ImageEncoder::load(&encoders.join("efficientnet-lite0.pth"), &Device::Cpu)?;
-        let mut columns: Vec<(String, Vec<String>)> = images[0]
-            .keys()
-            .filter(|k| *k != "file")
-            .map(|k| (k.clone(), Vec::new()))
-            .collect();
-        let mut features = Vec::with_capacity(images.len() * 1280);
-        for (start, chunk) in images
-            .chunks(IMAGE_BATCH)
-            .enumerate()
-            .map(|(i, c)| (i * IMAGE_BATCH, c))
-        {
-            let mut rgb = Vec::with_capacity(chunk.len() * SIZE * SIZE * 3);
-            for (i, r) in chunk.iter().enumerate() {
-                rgb.extend(load_rgb(&root.join(field(
-                    r,
-                    "file",
-                    &images_path,
-                    start + i,
-                )?))?);
-                for (name, values) in columns.iter_mut() {
-                    values.push(field(r, name, &images_path, start + i)?.to_string());
-                }
-            }
-            features.extend(encoder.forward(&rgb, chunk.len())?.0);
-            progress("images", start + chunk.len(), images.len());
-        }
-        write(&out_images, &columns, &features, 1280, &image_hash)?;
-        report.push_str(&format!(
-            "{}: {} images x 1280 (EfficientNet-Lite0)\n",
-            out_images.display(),
-            images.len()
-        ));
-    }
-    let caption_hash = hash(&captions_path, "all-minilm-l6-v2");
-    if up_to_date(&out_captions, &caption_hash) {
-        report.push_str(&format!("{}: up to date\n", out_captions.display()));
-    } else {
-        let encoder = TextEncoder::load(&encoders.join("all-minilm-l6-v2"), &Device::Cpu)?;
-        let mut columns: Vec<(String, Vec<String>)> = captions[0]
-            .keys()
-            .map(|k| (k.clone(), Vec::new()))
-            .collect();
-        let mut features = Vec::with_capacity(captions.len() * encoder.dim);
-        for (start, chunk) in captions.chunks(256).enumerate().map(|(i, c)| (i * 256, c)) {
-            let mut texts = Vec::with_capacity(chunk.len());
-            for (i, r) in chunk.iter().enumerate() {
-                texts.push(field(r, "text", &captions_path, start + i)?);
-                for (name, values) in columns.iter_mut() {
-                    values.push(field(r, name, &captions_path, start + i)?.to_string());
-                }
-            }
-            features.extend(encoder.encode(&texts)?);
-            progress("captions", start + chunk.len(), captions.len());
-        }
-        write(
-            &out_captions,
-            &columns,
-            &features,
-            encoder.dim,
-            &caption_hash,
-        )?;
-        report.push_str(&format!(
-            "{}: {} captions x {} (all-MiniLM-L6-v2)\n",
-            out_captions.display(),
-            captions.len(),
-            encoder.dim
-        ));
-    }
-    Ok(report)
 }
