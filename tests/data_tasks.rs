@@ -430,7 +430,7 @@ fn parquet_tables_read_like_arrow_ones() {
     assert_eq!(&a.image_features[..], &p.image_features[..]);
     assert_eq!(&a.caption_features[..], &p.caption_features[..]);
     assert_eq!(
-        lethe::data::tables::feature_width(&parquet.path("images.parquet")).unwrap(),
+        lethe::data::read::feature_width(&parquet.path("images.parquet")).unwrap(),
         4
     );
     // A variable-length list of f64 (what numpy embeddings in pandas become).
@@ -458,7 +458,7 @@ fn parquet_tables_read_like_arrow_ones() {
     assert_eq!(p.image_dim, 2);
     assert_eq!(&p.image_features[..4], &[0.0, 1.0, 2.0, 3.0]);
     assert_eq!(
-        lethe::data::tables::feature_width(&parquet.path("images.parquet")).unwrap(),
+        lethe::data::read::feature_width(&parquet.path("images.parquet")).unwrap(),
         2
     );
     // Rows of different lengths are located.

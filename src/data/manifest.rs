@@ -255,8 +255,8 @@ impl Manifest {
         }
         let [images, captions] = [self.images_path()?, self.captions_path()?];
         Some(FeatureDims {
-            image: super::tables::feature_width(&images).ok()?,
-            text: super::tables::feature_width(&captions).ok()?,
+            image: super::read::feature_width(&images).ok()?,
+            text: super::read::feature_width(&captions).ok()?,
         })
     }
 

@@ -11,6 +11,7 @@ pub mod manifest;
 pub mod pairs;
 mod parquet;
 pub mod raw;
+pub mod read;
 pub mod rules;
 pub mod select;
 pub mod split;

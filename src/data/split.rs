@@ -18,9 +18,10 @@ use super::features::Features;
 use super::manifest::{Kind, Manifest};
 use super::pairs::PairData;
 use super::raw::{raw_table, read_raw_list};
+use super::read::read_table;
 use super::rules::Part;
 use super::select::{select, TaskReport};
-use super::tables::{read_table, Table};
+use super::tables::Table;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 

@@ -6,7 +6,7 @@
 use super::columns::{string_lists, strings, textual, textual_list};
 use super::error::DataError;
 use super::features::Features;
-use crate::files::{read_ipc, FileError, IpcFile};
+use crate::files::FileError;
 use arrow_array::{Array, FixedSizeListArray, Float16Array, Float32Array, Float64Array};
 use arrow_array::{ArrayRef, LargeListArray, ListArray, RecordBatch};
 use arrow_buffer::ScalarBuffer;
@@ -59,34 +59,6 @@ impl From<FileError> for DataError {
     }
 }
 
-/// Whether a path names a Parquet file (by its extension).
-pub fn is_parquet(path: &Path) -> bool {
-    path.extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
-}
-
-fn open_ipc(path: &Path) -> Result<IpcFile, DataError> {
-    Ok(read_ipc(path, MAX_TABLE_BYTES)?)
-}
-
-/// The width of the `feature` column: from the schema when it is a fixed-size
-/// list, otherwise from the first row.
-pub fn feature_width(path: &Path) -> Result<usize, DataError> {
-    if is_parquet(path) {
-        return super::parquet::feature_width(path);
-    }
-    let file = open_ipc(path)?;
-    match feature_type(path, &file.schema)? {
-        FeatureType::Fixed(width) => Ok(width),
-        FeatureType::Variable => file
-            .batches
-            .first()
-            .and_then(|b| b.column_by_name("feature"))
-            .and_then(|c| first_list_length(c.as_ref()))
-            .ok_or_else(|| DataError::invalid(path, "the table has no rows")),
-    }
-}
-
 /// The length of a list column's first row.
 pub(crate) fn first_list_length(column: &dyn Array) -> Option<usize> {
     if column.is_empty() {
@@ -130,23 +102,6 @@ pub(crate) fn feature_type(path: &Path, schema: &Schema) -> Result<FeatureType, 
             format!("column `feature` must be {FEATURE_TYPES}, found {other}"),
         )),
     }
-}
-
-/// Reads a table, requiring `id`, `feature` and the `required` columns; every
-/// other text column (strings, categoricals, integers, lists of them) is kept
-/// as metadata. Parquet files are streamed batch by batch into the result; an
-/// Arrow file's f32 features stay in its memory map when it has one batch.
-pub fn read_table(path: &Path, required: &[&str]) -> Result<Table, DataError> {
-    if is_parquet(path) {
-        return super::parquet::read_table(path, required);
-    }
-    let file = open_ipc(path)?;
-    let mut builder = TableBuilder::new(path, &file.schema, required, file.rows())?;
-    builder.keep_mapped = file.batches.len() == 1;
-    for batch in &file.batches {
-        builder.append(batch)?;
-    }
-    builder.finish()
 }
 
 /// A table assembled batch by batch (Arrow IPC and Parquet alike).

@@ -174,7 +174,14 @@ pub fn run(options: &RunOptions) -> Result<RunSummary, RunError> {
         let (incomplete, dir) = run_directory(&pipeline_dir, started).map_err(RunError::Failed)?;
         // Written under `<id>.incomplete` and renamed when whole: a failure leaves
         // nothing, a kill at most a folder marked incomplete.
-        let written = super::tables::write_report(&summary.plan, &cache, &incomplete, options)
+        let run_id = run_id_of(&incomplete);
+        let target = super::tables::TablesTarget {
+            dir: &incomplete,
+            run_id: &run_id,
+            file: &options.file,
+            keep_embeddings: options.keep_embeddings,
+        };
+        let written = super::tables::write_report(&summary.plan, &cache, &target)
             .and_then(|()| {
                 // Rendered from the tables just written, by the code of `lethe report`.
                 let headline = crate::report::headline(&incomplete).map_err(|e| e.to_string())?;

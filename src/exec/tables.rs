@@ -4,7 +4,6 @@
 
 use super::cache::Cache;
 use super::entries::{read_embeddings, read_jsonl};
-use super::run::RunOptions;
 use crate::data::Manifest;
 use crate::eval::metrics::{self, mean_std};
 use crate::lang::{LogEvery, Schedule};
@@ -40,14 +39,18 @@ fn swept_settings(plan: &Plan) -> Vec<String> {
     axes
 }
 
+/// Where a run's tables go and what they record.
+pub struct TablesTarget<'a> {
+    pub dir: &'a Path,
+    pub run_id: &'a str,
+    /// The pipeline file, recorded in the tables' metadata.
+    pub file: &'a Path,
+    pub keep_embeddings: bool,
+}
+
 /// Writes recall, summary, train_log and drift tables (and embeddings when asked).
-pub fn write_report(
-    plan: &Plan,
-    cache: &Cache,
-    dir: &Path,
-    options: &RunOptions,
-) -> Result<(), String> {
-    let run_id = super::run::run_id_of(dir);
+pub fn write_report(plan: &Plan, cache: &Cache, target: &TablesTarget) -> Result<(), String> {
+    let (dir, run_id) = (target.dir, target.run_id.to_string());
     let mut metadata = HashMap::new();
     metadata.insert("lethe.run_id".to_string(), run_id.clone());
     metadata.insert("lethe.pipeline".to_string(), plan.pipeline.clone());
@@ -55,7 +58,7 @@ pub fn write_report(
         "lethe.version".to_string(),
         env!("CARGO_PKG_VERSION").to_string(),
     );
-    metadata.insert("lethe.file".to_string(), options.file.display().to_string());
+    metadata.insert("lethe.file".to_string(), target.file.display().to_string());
     let axes = swept_settings(plan);
     let mut recall = TableWriter::<RecallRow>::new(&axes);
     let mut drift = TableWriter::<DriftRow>::new(&axes);
@@ -102,7 +105,7 @@ pub fn write_report(
     log.write(&dir.join("train_log.arrow"), &metadata)?;
     // Joint schedules have no old tasks to measure: the table keeps its columns.
     drift.write(&dir.join("drift.arrow"), &metadata)?;
-    if options.keep_embeddings {
+    if target.keep_embeddings {
         write_embeddings(plan, cache, dir, &run_id, &metadata)?;
     }
     Ok(())
