@@ -20,7 +20,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("plan", &["lang", "data", "diagnostics"]),
     // The numerics.
     ("model", &["lang", "rng"]),
-    ("train", &["data", "interrupt", "lang", "model", "rng"]),
+    (
+        "train",
+        &["data", "interrupt", "lang", "model", "results", "rng"],
+    ),
     ("eval", &["data", "lang", "results", "rng"]),
     ("encode", &["data", "files", "model"]),
     ("import", &["data", "encode", "files"]),

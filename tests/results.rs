@@ -2,7 +2,7 @@
 //! their columns, and every table reads back what was written, with located errors.
 
 use lethe::results::{
-    read_table, tables, DriftRow, EmbeddingRow, Identified, Identity, RecallRow, ResultRow,
+    read_table, tables, DriftRow, EmbeddingRow, Identified, Identity, LogRow, RecallRow, ResultRow,
     SummaryRow, TableWriter, TrainLogRow,
 };
 use std::collections::HashMap;
@@ -242,16 +242,18 @@ fn regularizer_terms_become_a_column_each_in_first_use_order() {
         identity: identity("x", Some(1)),
         row: TrainLogRow {
             model: "both".into(),
-            stage: 1,
-            task: "a".into(),
-            epoch: 1,
-            step: 4,
-            loss: 1.5,
-            task_loss: 1.0,
-            terms: terms.iter().map(|(n, v)| (n.to_string(), *v)).collect(),
-            lr: 1e-3,
-            grad_norm: 2.0,
-            seconds: 0.1,
+            log: LogRow {
+                stage: 1,
+                task: "a".into(),
+                epoch: 1,
+                step: 4,
+                loss: 1.5,
+                task_loss: 1.0,
+                terms: terms.iter().map(|(n, v)| (n.to_string(), *v)).collect(),
+                lr: 1e-3,
+                grad_norm: 2.0,
+                seconds: 0.1,
+            },
         },
     };
     let rows = [

@@ -112,19 +112,10 @@ pub fn write_report(plan: &Plan, cache: &Cache, target: &TablesTarget) -> Result
 }
 
 /// A row of the training log of `model` (`both` or a decoupled model's direction).
-fn log_row(model: &str, row: LogRow) -> TrainLogRow {
+fn log_row(model: &str, log: LogRow) -> TrainLogRow {
     TrainLogRow {
         model: model.to_string(),
-        stage: row.stage,
-        task: row.task,
-        epoch: row.epoch,
-        step: row.step,
-        loss: row.loss,
-        task_loss: row.task_loss,
-        terms: row.terms,
-        lr: row.lr,
-        grad_norm: row.grad_norm,
-        seconds: row.seconds,
+        log,
     }
 }
 /// Per-epoch rows average the steps of the epoch (loss, terms, grad norm) and keep

@@ -14,7 +14,7 @@ pub mod schema;
 pub mod write;
 
 pub use read::{read_table, Identified, ReadError};
-pub use rows::{DriftRow, EmbeddingRow, RecallRow, SummaryRow, TrainLogRow};
+pub use rows::{DriftRow, EmbeddingRow, LogRow, RecallRow, SummaryRow, TrainLogRow};
 pub use schema::{axis_column, Identity, ResultRow, TableColumns};
 pub use write::{write_batches, TableWriter};
 

@@ -83,11 +83,10 @@ impl ResultRow for SummaryRow {
     ];
 }
 
-/// One logged training step, or one epoch's mean (`train.log = epoch`).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct TrainLogRow {
-    /// `both`, or the direction a decoupled model serves.
-    pub model: String,
+/// One training step as training records it (an entry's `log.jsonl`), or one
+/// epoch's mean (`train.log = epoch`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LogRow {
     pub stage: usize,
     pub task: String,
     pub epoch: usize,
@@ -102,20 +101,40 @@ pub struct TrainLogRow {
     pub seconds: f64,
 }
 
+/// A row of `train_log.arrow`: which model of the variant, and its step.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrainLogRow {
+    /// `both`, or the direction a decoupled model serves.
+    pub model: String,
+    pub log: LogRow,
+}
+
 impl ResultRow for TrainLogRow {
     const FILE: &'static str = "train_log.arrow";
     const COLUMNS: &'static [Column<Self>] = &[
         Column::text("model", |r| &r.model, |r, v| r.model = v),
-        Column::uint64("stage", |r| r.stage as u64, |r, v| r.stage = v as usize),
-        Column::text("task", |r| &r.task, |r, v| r.task = v),
-        Column::uint64("epoch", |r| r.epoch as u64, |r, v| r.epoch = v as usize),
-        Column::uint64("step", |r| r.step as u64, |r, v| r.step = v as usize),
-        Column::float64("loss", |r| r.loss, |r, v| r.loss = v),
-        Column::float64("task_loss", |r| r.task_loss, |r, v| r.task_loss = v),
-        Column::named("term_", |r| &r.terms, |r, v| r.terms = v),
-        Column::float64("lr", |r| r.lr, |r, v| r.lr = v),
-        Column::float64("grad_norm", |r| r.grad_norm, |r, v| r.grad_norm = v),
-        Column::float64("seconds", |r| r.seconds, |r, v| r.seconds = v),
+        Column::uint64(
+            "stage",
+            |r| r.log.stage as u64,
+            |r, v| r.log.stage = v as usize,
+        ),
+        Column::text("task", |r| &r.log.task, |r, v| r.log.task = v),
+        Column::uint64(
+            "epoch",
+            |r| r.log.epoch as u64,
+            |r, v| r.log.epoch = v as usize,
+        ),
+        Column::uint64(
+            "step",
+            |r| r.log.step as u64,
+            |r, v| r.log.step = v as usize,
+        ),
+        Column::float64("loss", |r| r.log.loss, |r, v| r.log.loss = v),
+        Column::float64("task_loss", |r| r.log.task_loss, |r, v| r.log.task_loss = v),
+        Column::named("term_", |r| &r.log.terms, |r, v| r.log.terms = v),
+        Column::float64("lr", |r| r.log.lr, |r, v| r.log.lr = v),
+        Column::float64("grad_norm", |r| r.log.grad_norm, |r, v| r.log.grad_norm = v),
+        Column::float64("seconds", |r| r.log.seconds, |r, v| r.log.seconds = v),
     ];
 }
 

@@ -66,20 +66,7 @@ pub struct Previous<'a> {
 }
 
 /// One row of the training log; training records every step.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct LogRow {
-    pub stage: usize,
-    pub task: String,
-    pub epoch: usize,
-    pub step: usize,
-    pub loss: f64,
-    pub task_loss: f64,
-    /// Each regularizer term, weighted as it enters the loss.
-    pub terms: Vec<(String, f64)>,
-    pub lr: f64,
-    pub grad_norm: f64,
-    pub seconds: f64,
-}
+pub use crate::results::LogRow;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
