@@ -368,3 +368,18 @@ fn reading_names_the_file_the_column_and_the_row() {
     let e = read_table::<DriftRow>(&path).unwrap_err();
     assert_eq!(e.message, "row 0: `task` is null");
 }
+
+#[test]
+fn the_doc_states_every_formula_as_the_code_names_it() {
+    use lethe::eval::metrics::{AVERAGE, BWT, FORGETTING, FWT, TOTAL};
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/results.md"),
+    )
+    .unwrap();
+    for formula in [AVERAGE, FORGETTING, BWT, FWT, TOTAL] {
+        assert!(
+            doc.contains(&format!("`{formula}`")),
+            "docs/results.md does not state `{formula}`"
+        );
+    }
+}

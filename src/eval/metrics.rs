@@ -5,7 +5,9 @@ use crate::results::RecallRow;
 use std::collections::BTreeMap;
 
 pub const AVERAGE: &str = "mean_j R[T][j]";
-pub const FORGETTING: &str = "mean_{j<T} (max_{k<T} R[k][j] - R[T][j]) (Chaudhry et al. 2018)";
+pub const FORGETTING: &str = "mean_{j<T} (max_{j<=l<T} R[l][j] - R[T][j]) (Chaudhry et al. 2018)";
+pub const FWT: &str =
+    "mean_{j>=2} (R[j-1][j] - R[0][j]), R[0] the untrained model (Lopez-Paz and Ranzato 2017)";
 pub const BWT: &str = "mean_{j<T} (R[T][j] - R[j][j]) (Lopez-Paz and Ranzato 2017)";
 pub const TOTAL: &str = "R[T][all]: union gallery, the queries of every task pooled";
 
@@ -78,8 +80,11 @@ pub fn figures(rows: &[RecallRow], tasks: &[String], sequential: bool) -> Vec<Fi
         let mut bwt = Vec::new();
         for j in 1..t {
             let Some(end) = r(t, j) else { continue };
-            let best = (1..t)
-                .filter_map(|k| r(k, j))
+            // Only the stages from the one that learned task j on: earlier rows
+            // are forward transfer (and on the union gallery, inflated by a
+            // gallery that holds fewer tasks).
+            let best = (j..t)
+                .filter_map(|l| r(l, j))
                 .fold(f64::NEG_INFINITY, f64::max);
             if best.is_finite() {
                 forgetting.push(best - end);
@@ -97,6 +102,12 @@ pub fn figures(rows: &[RecallRow], tasks: &[String], sequential: bool) -> Vec<Fi
         }
         if bwt.len() == t - 1 {
             push("bwt", BWT, bwt.iter().sum::<f64>() / bwt.len() as f64);
+        }
+        let fwt: Vec<f64> = (2..=t)
+            .filter_map(|j| Some(r(j - 1, j)? - r(0, j)?))
+            .collect();
+        if fwt.len() == t - 1 {
+            push("fwt", FWT, fwt.iter().sum::<f64>() / fwt.len() as f64);
         }
     }
     out
@@ -134,18 +145,28 @@ mod tests {
     #[test]
     fn matrix_figures_follow_their_formulas() {
         let tasks = vec!["a".to_string(), "b".to_string(), "c".to_string()];
-        // R[k][j]:      a    b    c
-        let r = [[50.0, 10.0, 5.0], [40.0, 60.0, 8.0], [30.0, 45.0, 70.0]];
-        let rows: Vec<RecallRow> = (0..3)
-            .flat_map(|k| (0..3).map(move |j| row(k + 1, ["a", "b", "c"][j], r[k][j])))
+        // R[k][j], stage 0 the untrained model:
+        //                a     b     c
+        let r = [
+            [20.0, 30.0, 5.0],
+            [50.0, 80.0, 5.0],
+            [40.0, 60.0, 8.0],
+            [30.0, 45.0, 70.0],
+        ];
+        let rows: Vec<RecallRow> = (0..4)
+            .flat_map(|k| (0..3).map(move |j| row(k, ["a", "b", "c"][j], r[k][j])))
             .collect();
         let f = figures(&rows, &tasks, true);
         let get = |m: &str| f.iter().find(|x| x.metric == m).unwrap().value;
         assert!((get("average") - (30.0 + 45.0 + 70.0) / 3.0).abs() < 1e-12);
-        // a: max(50, 40) - 30 = 20; b: max(10, 60) - 45 = 15.
+        // a: max(R1, R2) = 50 - 30 = 20; b: max over stages from 2 on = 60 - 45
+        // = 15. R[1][b] = 80 is forward transfer: a max over every earlier stage
+        // would give 35 for b.
         assert!((get("forgetting") - 17.5).abs() < 1e-12);
         // a: 30 - 50 = -20; b: 45 - 60 = -15.
         assert!((get("bwt") + 17.5).abs() < 1e-12);
+        // b: R[1][b] - R[0][b] = 80 - 30 = 50; c: R[2][c] - R[0][c] = 8 - 5 = 3.
+        assert!((get("fwt") - 26.5).abs() < 1e-12);
         let (m, s) = mean_std(&[1.0, 2.0, 3.0]);
         assert_eq!((m, s), (2.0, Some(1.0)));
         assert_eq!(mean_std(&[4.0]).1, None);

@@ -88,6 +88,8 @@ pub enum RowKind {
     Union,
     Forgetting,
     Bwt,
+    /// Forward transfer: what learning earlier tasks did for a task before it is learned.
+    Fwt,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -352,6 +354,7 @@ fn block(
         &summary("per_task", "forgetting"),
     ));
     rows.push(row("BWT", RowKind::Bwt, &summary("per_task", "bwt")));
+    rows.push(row("FWT", RowKind::Fwt, &summary("per_task", "fwt")));
     // A row nobody has (no union gallery evaluated, say) is left out.
     rows.retain(|r| r.kind == RowKind::Task || r.cells.iter().any(Option::is_some));
     Block {

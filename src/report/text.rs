@@ -111,7 +111,7 @@ pub fn preamble(report: &Report) -> String {
     s.push_str(
         ".\nRows: each task after the last stage with the task known (its own gallery), their \
          average, the union gallery with every task's queries pooled (task unknown), then \
-         forgetting and BWT (recall points). Columns: variants, grouped by indexing policy.\n",
+         forgetting, BWT and FWT (recall points). Columns: variants, grouped by indexing policy.\n",
     );
     s
 }

@@ -58,7 +58,7 @@ pub struct SummaryRow {
     pub direction: String,
     pub gallery: String,
     pub k: usize,
-    /// `average`, `forgetting`, `bwt` or `total`.
+    /// `average`, `forgetting`, `bwt`, `fwt` or `total`.
     pub metric: String,
     pub formula: String,
     /// Null for the `std` of one seed.
