@@ -170,7 +170,8 @@ fn the_paper_table_holds_the_numbers_of_recall_arrow() {
                 "average (task known)",
                 "union animals+vehicles+clothes (task unknown)",
                 "forgetting",
-                "BWT"
+                "BWT",
+                "FWT"
             ]
         );
         for (c, variant) in header.iter().enumerate().skip(1) {
@@ -206,11 +207,12 @@ fn the_paper_table_holds_the_numbers_of_recall_arrow() {
             if variant == "joint" {
                 assert_eq!(body[6][c], "-", "a joint model forgets nothing");
             } else {
-                // Chaudhry's forgetting: best earlier recall minus the final one.
+                // Chaudhry's forgetting: the best recall from the stage that
+                // learned the task on, minus the final one.
                 let forgetting = |seed| {
-                    (1..3)
+                    (1..3usize)
                         .map(|j| {
-                            let best = (1..3)
+                            let best = (j as u64..3)
                                 .map(|k| at(seed, k, "per_task", tasks[j - 1]))
                                 .fold(f64::MIN, f64::max);
                             best - at(seed, 3, "per_task", tasks[j - 1])
@@ -219,6 +221,17 @@ fn the_paper_table_holds_the_numbers_of_recall_arrow() {
                         / 2.0
                 };
                 assert_eq!(body[6][c], mean_std(&[forgetting(1), forgetting(2)]));
+                // Forward transfer against the untrained model (stage 0).
+                let fwt = |seed| {
+                    (2..=3)
+                        .map(|j| {
+                            at(seed, j as u64 - 1, "per_task", tasks[j - 1])
+                                - at(seed, 0, "per_task", tasks[j - 1])
+                        })
+                        .sum::<f64>()
+                        / 2.0
+                };
+                assert_eq!(body[8][c], mean_std(&[fwt(1), fwt(2)]));
             }
         }
     }
@@ -317,7 +330,7 @@ fn text_report_aligns_groups_over_their_columns() {
         "{groups}\n{header}"
     );
     assert!(header.starts_with("task"));
-    assert!(doc.contains("forgetting: mean_{j<T} (max_{k<T} R[k][j] - R[T][j])"));
+    assert!(doc.contains("forgetting: mean_{j<T} (max_{j<=l<T} R[l][j] - R[T][j])"));
     assert!(doc.contains("Drift at the last stage"));
 }
 

@@ -210,7 +210,8 @@ fn recall_and_drift_rows_read_back_as_written() {
             direction: "txt2im".into(),
             metric: "alignment".into(),
             modality: "cross".into(),
-            value: 0.5,
+            value: Some(0.5),
+            note: String::new(),
         },
     };
     let (back, _) = round_trip(std::slice::from_ref(&drift));

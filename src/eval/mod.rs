@@ -293,7 +293,8 @@ pub fn evaluate(
                     direction: direction.name().to_string(),
                     metric,
                     modality,
-                    value,
+                    value: Some(value),
+                    note: String::new(),
                 }),
             );
         }

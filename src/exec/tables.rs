@@ -76,11 +76,33 @@ pub fn write_report(plan: &Plan, cache: &Cache, target: &TablesTarget) -> Result
         }
         let identity = identify(&run_id, plan, v);
         let mut rows: Vec<RecallRow> = Vec::new();
+        let mut diagnosed = false;
         for &i in evaluations {
             let entry = cache.entry(&plan.node(i).key);
             rows.extend(read_jsonl::<RecallRow>(&entry.join("recall.jsonl"))?);
             for d in read_jsonl::<DriftRow>(&entry.join("drift.jsonl"))? {
                 drift.push(&identity, &d);
+                diagnosed = true;
+            }
+        }
+        if !diagnosed {
+            // Say why rather than leave a hole.
+            let note = match e.schedule {
+                Schedule::Joint => "joint training: no task is learned before another",
+                Schedule::Sequential => "one task: no old task to measure",
+            };
+            for d in &e.evaluate.directions {
+                drift.push(
+                    &identity,
+                    &DriftRow {
+                        stage: e.tasks.len(),
+                        stage_task: e.tasks.last().cloned().unwrap_or_default(),
+                        direction: d.name().to_string(),
+                        metric: "unavailable".to_string(),
+                        note: note.to_string(),
+                        ..DriftRow::default()
+                    },
+                );
             }
         }
         for r in &rows {
@@ -241,11 +263,17 @@ fn write_embeddings(
                 return Err(format!("{} is not an evaluation", plan.node(i).label));
             };
             let stage = spec.stage;
-            // Index inputs that are not a searched gallery feed the drift diagnostics only.
+            // Inputs that are neither a searched gallery nor the stage's queries feed
+            // the drift diagnostics only.
             let galleries: Vec<usize> = spec
                 .directions
                 .iter()
                 .flat_map(|d| d.tasks.iter().map(|t| t.gallery))
+                .collect();
+            let queries: Vec<usize> = spec
+                .directions
+                .iter()
+                .flat_map(|d| d.tasks.iter().map(|t| t.query))
                 .collect();
             let mut inputs: Vec<(usize, petgraph::graph::NodeIndex)> =
                 plan.inputs(i).iter().copied().enumerate().collect();
@@ -253,9 +281,9 @@ fn write_embeddings(
             for (slot, input) in inputs {
                 let n = plan.node(input);
                 let role = match n.kind() {
-                    NodeKind::Query => "query",
+                    NodeKind::Query if queries.contains(&slot) => "query",
                     NodeKind::Index if galleries.contains(&slot) => "gallery",
-                    NodeKind::Index => "reference",
+                    NodeKind::Query | NodeKind::Index => "reference",
                     NodeKind::Load
                     | NodeKind::Init
                     | NodeKind::Train

@@ -415,6 +415,7 @@ fn drift_charts(results: &RunResults, variants: &[&VariantInfo]) -> Vec<DriftCha
         results
             .drift
             .iter()
+            .filter(|d| d.row.value.is_some())
             .map(|d| (d.row.metric.clone(), d.row.modality.clone())),
     )
     .into_iter()
@@ -429,8 +430,10 @@ fn drift_charts(results: &RunResults, variants: &[&VariantInfo]) -> Vec<DriftCha
                     .filter(|d| d.identity.variant == v.label)
                 {
                     let d = &d.row;
-                    if d.metric == metric && d.modality == modality {
-                        by_stage.entry(d.stage as u64).or_default().push(d.value);
+                    if let (true, Some(value)) =
+                        (d.metric == metric && d.modality == modality, d.value)
+                    {
+                        by_stage.entry(d.stage as u64).or_default().push(value);
                     }
                 }
                 let points: Vec<(u64, f64)> = by_stage

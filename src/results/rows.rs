@@ -150,7 +150,11 @@ pub struct DriftRow {
     pub metric: String,
     /// `image`, `text`, `cross` or `union`.
     pub modality: String,
-    pub value: f64,
+    /// Null on an `unavailable` row.
+    pub value: Option<f64>,
+    /// Why a variant has no diagnostic (metric `unavailable`); empty otherwise.
+    #[serde(default)]
+    pub note: String,
 }
 
 impl ResultRow for DriftRow {
@@ -167,7 +171,8 @@ impl ResultRow for DriftRow {
         Column::text("direction", |r| &r.direction, |r, v| r.direction = v),
         Column::text("metric", |r| &r.metric, |r, v| r.metric = v),
         Column::text("modality", |r| &r.modality, |r, v| r.modality = v),
-        Column::float64("value", |r| r.value, |r, v| r.value = v),
+        Column::optional_float64("value", |r| r.value, |r, v| r.value = v),
+        Column::text("note", |r| &r.note, |r, v| r.note = v),
     ];
 }
 

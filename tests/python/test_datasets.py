@@ -12,6 +12,7 @@ import subprocess
 import numpy as np
 import pyarrow.ipc as ipc
 import pytest
+from summary_check import check_summary_against_recall
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 LETHE = REPO / "target" / "release" / "lethe"
@@ -91,6 +92,7 @@ def test_openclipart_sample_builds_validates_and_runs(tmp_path):
     (sample / "sample.pipe").write_text(PIPE)
     run(LETHE, "run", sample / "sample.pipe", "--out", tmp_path / "runs", "--cache", tmp_path / "cache", "--quiet")
     recall = table(next((tmp_path / "runs").glob("openclipart-sample/*/recall.arrow")))
+    check_summary_against_recall(next((tmp_path / "runs").glob("openclipart-sample/*")))
     assert set(recall.column("eval_task").to_pylist()) == set(tasks) | {"all"}
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from summary_check import check_summary_against_recall
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,6 +55,10 @@ def markdown_table(doc, title):
             break
         rows.append([c.strip().strip("*") for c in line.strip("|").split(" | ")])
     return rows[0], rows[2:]
+
+
+def test_summary_figures_are_recomputed_from_recall(run_dir):
+    assert check_summary_against_recall(run_dir) > 0
 
 
 def test_paper_table_matches_polars(run_dir):
