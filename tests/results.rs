@@ -364,6 +364,7 @@ fn reading_names_the_file_the_column_and_the_row() {
         ("metric", text(Some("alignment"))),
         ("modality", text(Some("cross"))),
         ("value", Arc::new(Float64Array::from(vec![0.5])) as ArrayRef),
+        ("note", text(Some(""))),
     ];
     write_columns(&path, columns);
     let e = read_table::<DriftRow>(&path).unwrap_err();
