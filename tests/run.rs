@@ -416,3 +416,30 @@ fn the_ablation_files_run_and_share_the_base_chain() {
         assert!(text(&out.stdout).contains("average (task known)"));
     }
 }
+
+#[test]
+fn an_inert_regularizer_is_named_by_the_run_and_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(
+        dir.path(),
+        "inert",
+        "    train { epochs = 2; regularizer = ewc(lambda = 0.000001) }",
+    );
+    let out = lethe(dir.path(), &["run", p.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("warning: EWC contributed 0.00% of the loss at stage 2 (d2) of \"inert\": it is inert at λ = 0.000001"),
+        "{stderr}"
+    );
+    let run = latest_run(dir.path(), "inert");
+    let report = text(&lethe(dir.path(), &["report", run.to_str().unwrap()]).stdout);
+    assert!(
+        report.contains("warning: EWC contributed 0.00% of the loss at stage 3"),
+        "{report}"
+    );
+    assert!(
+        report.contains("Regularizer terms: share of the loss"),
+        "{report}"
+    );
+}

@@ -3,7 +3,7 @@
 //! `plotters` (no scripts, no external files: it reads offline).
 
 use super::model::{Block, DriftChart, Matrix, Report, RowKind};
-use super::text::{cell, drift_grid, matrix_grid, preamble, Grid};
+use super::text::{cell, drift_grid, matrix_grid, preamble, shares_grid, Grid};
 use plotters::prelude::*;
 
 /// Ten distinguishable colours (Tableau 10), cycled with dash patterns.
@@ -36,6 +36,12 @@ pub fn render(report: &Report) -> Result<String, String> {
         escape(&title),
         escape(&preamble(report)).replace('\n', " ")
     );
+    for w in &report.warnings {
+        body.push_str(&format!(
+            "<p class=\"warning\"><b>warning:</b> {}</p>\n",
+            escape(w)
+        ));
+    }
     for block in &report.blocks {
         body.push_str(&format!("<h2>{}</h2>\n", escape(&block.title)));
         body.push_str(&block_table(block));
@@ -96,6 +102,13 @@ pub fn render(report: &Report) -> Result<String, String> {
             escape(&m.direction)
         ));
         body.push_str(&plain_table(&matrix_grid(m)));
+    }
+    if let Some(grid) = shares_grid(report) {
+        body.push_str(
+            "<h2>Regularizer terms</h2>\n<p>Each term's share of the loss (%) per stage, mean \
+             ± std over seeds; below 1% a term is inert.</p>\n",
+        );
+        body.push_str(&plain_table(&grid));
     }
     Ok(format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\

@@ -4,7 +4,9 @@
 //! foreign file is easy to place.
 
 use super::ReportError;
-use crate::results::{read_table, DriftRow, Identified, RecallRow, ResultRow, SummaryRow};
+use crate::results::{
+    read_table, DriftRow, Identified, RecallRow, ResultRow, SummaryRow, TrainLogRow,
+};
 use std::path::{Path, PathBuf};
 
 /// What `pipeline.json` says about one variant (its first seed stands for all).
@@ -19,6 +21,8 @@ pub struct VariantInfo {
     /// `frozen` or `reindex`.
     pub index: String,
     pub seeds: Vec<u64>,
+    /// Each regularizer term's strength as the pipeline wrote it (`ewc` → `lambda = 1000`).
+    pub strengths: Vec<(String, String)>,
 }
 
 /// Everything the report is made from.
@@ -33,6 +37,7 @@ pub struct RunResults {
     /// The `mean` and `std` rows (the per-seed `value` rows repeat `recall.arrow`).
     pub summary: Vec<Identified<SummaryRow>>,
     pub drift: Vec<Identified<DriftRow>>,
+    pub train_log: Vec<Identified<TrainLogRow>>,
     pub wall_seconds: Option<f64>,
 }
 
@@ -50,6 +55,7 @@ pub fn load(dir: &Path) -> Result<RunResults, ReportError> {
     let mut summary = read_summary(dir)?;
     summary.retain(|s| s.row.statistic != "value");
     let drift = read_table::<DriftRow>(&dir.join(DriftRow::FILE))?;
+    let train_log = read_table::<TrainLogRow>(&dir.join(TrainLogRow::FILE))?;
     for r in &recall {
         if !variants.iter().any(|v| v.label == r.identity.variant) {
             return Err(ReportError::new(
@@ -78,6 +84,7 @@ pub fn load(dir: &Path) -> Result<RunResults, ReportError> {
         variants,
         recall,
         summary,
+        train_log,
         drift,
         wall_seconds: run
             .as_ref()
@@ -142,9 +149,33 @@ fn load_variants(path: &Path) -> Result<Vec<VariantInfo>, ReportError> {
             schedule: string("schedule")?,
             index: string("index")?,
             seeds: vec![seed],
+            strengths: strengths(v),
         });
     }
     Ok(out)
+}
+
+/// The strength of each regularizer term of a variant in `pipeline.json`.
+fn strengths(variant: &serde_json::Value) -> Vec<(String, String)> {
+    let terms = variant["train"]["regularizer"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    terms
+        .iter()
+        .filter_map(|t| {
+            let kind = t["kind"].as_str()?;
+            let (name, value) = ["lambda", "alpha", "weight"]
+                .iter()
+                .find_map(|p| Some((*p, t.get(*p)?.as_f64()?)))?;
+            let symbol = match name {
+                "lambda" => "λ",
+                "alpha" => "α",
+                other => other,
+            };
+            Some((kind.to_string(), format!("{symbol} = {value}")))
+        })
+        .collect()
 }
 
 /// Every row of `summary.arrow`: per seed, and mean and std over seeds.

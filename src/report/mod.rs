@@ -7,6 +7,7 @@
 pub mod html;
 pub mod load;
 pub mod model;
+pub mod terms;
 pub mod text;
 
 use crate::results::ReadError;
@@ -71,4 +72,12 @@ pub fn report(dir: &Path, format: Format, k: Option<u64>) -> Result<String, Repo
 pub fn headline(dir: &Path) -> Result<String, ReportError> {
     let summary = load::read_summary(dir)?;
     Ok(text::headline(&model::headline(&summary)))
+}
+
+/// The regularizer terms of a run that weighed less than 1% of the loss over a
+/// stage: each an inert regularizer, which `lethe run` warns about.
+pub fn inert_warnings(dir: &Path) -> Result<Vec<String>, ReportError> {
+    let results = load::load(dir)?;
+    let shares = terms::shares(&results.train_log, &results.variants);
+    Ok(terms::inert_warnings(&shares, &results.variants))
 }

@@ -17,7 +17,7 @@ pub struct Stat {
 }
 
 impl Stat {
-    fn of(values: &[f64]) -> Option<Stat> {
+    pub fn of(values: &[f64]) -> Option<Stat> {
         (!values.is_empty()).then(|| {
             let (mean, std) = mean_std(values);
             Stat { mean, std }
@@ -156,6 +156,10 @@ pub struct Report {
     pub drift: Vec<DriftChart>,
     /// (metric, formula) as `summary.arrow` names them.
     pub formulas: Vec<(String, String)>,
+    /// Each regularizer term's share of the loss, stage by stage.
+    pub shares: Vec<super::terms::TermShare>,
+    /// Terms that weighed less than 1% of the loss over a stage.
+    pub warnings: Vec<String>,
 }
 
 pub fn build(results: &RunResults, k: Option<u64>) -> Result<Report, ReportError> {
@@ -215,6 +219,7 @@ pub fn build(results: &RunResults, k: Option<u64>) -> Result<Report, ReportError
             blocks.push(block(direction, &title, &members, &figures));
         }
     }
+    let shares = super::terms::shares(&results.train_log, &results.variants);
     Ok(Report {
         pipeline: results.pipeline.clone(),
         run_id: results.run_id.clone(),
@@ -225,6 +230,8 @@ pub fn build(results: &RunResults, k: Option<u64>) -> Result<Report, ReportError
         matrices,
         drift: drift_charts(results, &variants),
         formulas,
+        warnings: super::terms::inert_warnings(&shares, &results.variants),
+        shares,
     })
 }
 

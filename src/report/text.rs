@@ -33,6 +33,15 @@ pub fn render(report: &Report, style: Style) -> String {
     ));
     out.push_str(&preamble(report));
     out.push('\n');
+    for w in &report.warnings {
+        out.push_str(&match style {
+            Style::Text => format!("warning: {w}\n"),
+            Style::Markdown => format!("> **warning:** {w}\n>\n"),
+        });
+    }
+    if !report.warnings.is_empty() {
+        out.push('\n');
+    }
     for block in &report.blocks {
         out.push_str(&heading(2, &block.title));
         out.push_str(&draw(&block_grid(block), style));
@@ -67,7 +76,44 @@ pub fn render(report: &Report, style: Style) -> String {
         ));
         out.push_str(&draw(&grid, style));
     }
+    if let Some(grid) = shares_grid(report) {
+        out.push('\n');
+        out.push_str(&heading(
+            2,
+            "Regularizer terms: share of the loss (%) per stage, mean ± std over seeds",
+        ));
+        out.push_str(&draw(&grid, style));
+    }
     out
+}
+
+/// One row per variant, model, stage and term: its mean share of the loss.
+pub fn shares_grid(report: &Report) -> Option<Grid> {
+    if report.shares.is_empty() {
+        return None;
+    }
+    let rows = report
+        .shares
+        .iter()
+        .map(|s| {
+            let percent: Vec<f64> = s.shares.iter().map(|x| 100.0 * x).collect();
+            vec![
+                s.variant.clone(),
+                s.model.clone(),
+                format!("{} ({})", s.stage, s.task),
+                s.term.clone(),
+                cell(&Stat::of(&percent)),
+            ]
+        })
+        .collect();
+    Some(Grid {
+        groups: Vec::new(),
+        header: ["variant", "model", "stage", "term", "share"]
+            .map(str::to_string)
+            .to_vec(),
+        rows,
+        rules_before: Vec::new(),
+    })
 }
 
 /// The headline `lethe run` prints: a line per variant, its label left-aligned and
