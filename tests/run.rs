@@ -267,6 +267,14 @@ fn a_diverging_variant_fails_alone_with_keep_going() {
     let json = run_json(dir.path(), "diverge");
     assert_eq!(json["nodes"]["failed"], 1);
     assert_eq!(json["failures"][0]["variants"][0], "wild");
+    // The run says which variants its tables lack; they never do so in silence.
+    assert!(
+        text(&go.stderr).contains(
+            "warning: the tables lack 1 of 2 variants (a node they need failed): \"wild\""
+        ),
+        "{}",
+        text(&go.stderr)
+    );
 }
 
 #[test]

@@ -181,14 +181,18 @@ pub fn run(options: &RunOptions) -> Result<RunSummary, RunError> {
             file: &options.file,
             keep_embeddings: options.keep_embeddings,
         };
+        let mut missing = Vec::new();
         let written = super::tables::write_report(&summary.plan, &cache, &target)
-            .and_then(|()| {
-                // Rendered from the tables just written, by the code of `lethe report`.
-                let headline = crate::report::headline(&incomplete).map_err(|e| e.to_string())?;
-                std::fs::write(incomplete.join("headline.txt"), headline)
-                    .map_err(|e| format!("cannot write headline.txt: {e}"))
-            })
-            .and_then(|()| {
+            .and_then(|lacking| {
+                missing = lacking;
+                // A variant without results while no node failed is a bug, never
+                // a table quietly short of a seed.
+                if !missing.is_empty() && summary.failures.is_empty() {
+                    return Err(format!(
+                        "no results for {} although no node failed",
+                        missing.join(", ")
+                    ));
+                }
                 write_provenance(
                     &incomplete,
                     &summary,
@@ -197,6 +201,12 @@ pub fn run(options: &RunOptions) -> Result<RunSummary, RunError> {
                     &sources,
                     started,
                 )
+            })
+            .and_then(|()| {
+                // Rendered from the tables just written, by the code of `lethe report`.
+                let headline = crate::report::headline(&incomplete).map_err(|e| e.to_string())?;
+                std::fs::write(incomplete.join("headline.txt"), headline)
+                    .map_err(|e| format!("cannot write headline.txt: {e}"))
             })
             .and_then(|()| {
                 std::fs::rename(&incomplete, &dir).map_err(|e| {
@@ -210,6 +220,14 @@ pub fn run(options: &RunOptions) -> Result<RunSummary, RunError> {
         if let Err(e) = written {
             let _ = std::fs::remove_dir_all(&incomplete);
             return Err(RunError::Failed(e));
+        }
+        if !missing.is_empty() {
+            eprintln!(
+                "warning: the tables lack {} of {} variants (a node they need failed): {}",
+                missing.len(),
+                summary.plan.experiments.len(),
+                missing.join(", ")
+            );
         }
         // A regularizer that weighed nothing is not the method the variant is named after.
         for w in crate::report::inert_warnings(&dir).unwrap_or_default() {

@@ -49,7 +49,14 @@ pub struct TablesTarget<'a> {
 }
 
 /// Writes recall, summary, train_log and drift tables (and embeddings when asked).
-pub fn write_report(plan: &Plan, cache: &Cache, target: &TablesTarget) -> Result<(), String> {
+/// Returns the variants (with their seed) that have no results because a node they
+/// need failed (under `--keep-going`): the caller says so, never the tables alone.
+pub fn write_report(
+    plan: &Plan,
+    cache: &Cache,
+    target: &TablesTarget,
+) -> Result<Vec<String>, String> {
+    let mut missing = Vec::new();
     let (dir, run_id) = (target.dir, target.run_id.to_string());
     let mut metadata = HashMap::new();
     metadata.insert("lethe.run_id".to_string(), run_id.clone());
@@ -72,6 +79,7 @@ pub fn write_report(plan: &Plan, cache: &Cache, target: &TablesTarget) -> Result
             .iter()
             .any(|i| !cache.contains(&plan.node(*i).key))
         {
+            missing.push(format!("\"{}\"", plan.variant_name(v)));
             continue;
         }
         let identity = identify(&run_id, plan, v);
@@ -125,12 +133,11 @@ pub fn write_report(plan: &Plan, cache: &Cache, target: &TablesTarget) -> Result
     recall.write(&dir.join("recall.arrow"), &metadata)?;
     summary.write(&dir.join("summary.arrow"), &metadata)?;
     log.write(&dir.join("train_log.arrow"), &metadata)?;
-    // Joint schedules have no old tasks to measure: the table keeps its columns.
     drift.write(&dir.join("drift.arrow"), &metadata)?;
     if target.keep_embeddings {
         write_embeddings(plan, cache, dir, &run_id, &metadata)?;
     }
-    Ok(())
+    Ok(missing)
 }
 
 /// A row of the training log of `model` (`both` or a decoupled model's direction).

@@ -98,7 +98,7 @@ fn read_json(path: &Path) -> Result<serde_json::Value, ReportError> {
     serde_json::from_str(&text).map_err(|e| ReportError::new(path, format!("not valid JSON: {e}")))
 }
 
-fn load_variants(path: &Path) -> Result<Vec<VariantInfo>, ReportError> {
+pub fn load_variants(path: &Path) -> Result<Vec<VariantInfo>, ReportError> {
     let json = read_json(path)?;
     let list = json
         .as_array()

@@ -71,7 +71,14 @@ pub fn report(dir: &Path, format: Format, k: Option<u64>) -> Result<String, Repo
 /// before writing the rest of its provenance.
 pub fn headline(dir: &Path) -> Result<String, ReportError> {
     let summary = load::read_summary(dir)?;
-    Ok(text::headline(&model::headline(&summary)))
+    let variants = load::load_variants(&dir.join("pipeline.json")).unwrap_or_default();
+    let asked = |label: &str| {
+        variants
+            .iter()
+            .find(|v| v.label == label)
+            .map_or(0, |v| v.seeds.len())
+    };
+    Ok(text::headline(&model::headline(&summary, &asked)))
 }
 
 /// The regularizer terms of a run that weighed less than 1% of the loss over a

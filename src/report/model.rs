@@ -14,21 +14,38 @@ pub struct Stat {
     pub mean: f64,
     /// Sample standard deviation; `None` with one seed.
     pub std: Option<f64>,
+    /// (seeds the figure covers, seeds the pipeline asked for) when fewer were
+    /// found than asked (a failed seed under `--keep-going`).
+    pub partial: Option<(usize, usize)>,
 }
 
 impl Stat {
     pub fn of(values: &[f64]) -> Option<Stat> {
         (!values.is_empty()).then(|| {
             let (mean, std) = mean_std(values);
-            Stat { mean, std }
+            Stat {
+                mean,
+                std,
+                partial: None,
+            }
         })
     }
 
-    /// `12.3 ± 0.4`, or `12.3` with one seed.
+    /// Marks a figure over `found` seeds of the `asked` ones when it is fewer.
+    pub fn of_seeds(mut self, found: usize, asked: usize) -> Stat {
+        self.partial = (found < asked).then_some((found, asked));
+        self
+    }
+
+    /// `12.3 ± 0.4`, or `12.3` with one seed; `(n of m seeds)` when seeds are missing.
     pub fn show(&self) -> String {
-        match self.std {
+        let figure = match self.std {
             Some(s) => format!("{} ± {}", one_decimal(self.mean), one_decimal(s)),
             None => one_decimal(self.mean),
+        };
+        match self.partial {
+            Some((found, asked)) => format!("{figure} ({found} of {asked} seeds)"),
+            None => figure,
         }
     }
 }
@@ -301,12 +318,23 @@ impl Figures<'_> {
                     && s.row.metric == metric
                     && s.row.statistic == statistic
             })?;
-            s.row.value
+            Some(s)
         };
-        Some(Stat {
-            mean: find("mean")?,
-            std: find("std"),
-        })
+        let mean = find("mean")?;
+        let asked = self
+            .results
+            .variants
+            .iter()
+            .find(|v| v.label == variant)
+            .map_or(0, |v| v.seeds.len());
+        Some(
+            Stat {
+                mean: mean.row.value?,
+                std: find("std").and_then(|s| s.row.value),
+                partial: None,
+            }
+            .of_seeds(mean.row.n_seeds, asked),
+        )
     }
 }
 
@@ -403,7 +431,7 @@ fn matrix(results: &RunResults, v: &VariantInfo, direction: &str, k: u64) -> Opt
                         .filter(|r| r.stage as u64 == *stage && r.eval_task == *task)
                         .map(|r| r.recall)
                         .collect();
-                    Stat::of(&values)
+                    Stat::of(&values).map(|s| s.of_seeds(values.len(), v.seeds.len()))
                 })
                 .collect()
         })
@@ -473,8 +501,8 @@ pub struct Headline {
 }
 
 /// The headline from every row of `summary.arrow`: its per-seed rows come in the
-/// pipeline's variant order.
-pub fn headline(summary: &[Identified<SummaryRow>]) -> Headline {
+/// pipeline's variant order. `asked` gives the seeds the pipeline asked of a variant.
+pub fn headline(summary: &[Identified<SummaryRow>], asked: &dyn Fn(&str) -> usize) -> Headline {
     let per_seed: Vec<&Identified<SummaryRow>> = summary
         .iter()
         .filter(|s| s.row.statistic == "value")
@@ -507,7 +535,10 @@ pub fn headline(summary: &[Identified<SummaryRow>]) -> Headline {
         .map(|(i, variant)| {
             let cells = columns
                 .iter()
-                .map(|c| values.get(&(i, c.clone())).and_then(|v| Stat::of(v)))
+                .map(|c| {
+                    let v = values.get(&(i, c.clone()))?;
+                    Some(Stat::of(v)?.of_seeds(v.len(), asked(variant)))
+                })
                 .collect();
             (variant.to_string(), cells)
         })
@@ -526,4 +557,17 @@ pub fn unique<T: PartialEq>(items: impl IntoIterator<Item = T>) -> Vec<T> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Stat;
+
+    #[test]
+    fn a_mean_over_fewer_seeds_than_asked_says_so() {
+        let full = Stat::of(&[1.0, 3.0]).unwrap().of_seeds(2, 2);
+        assert_eq!(full.show(), "2.0 ± 1.4");
+        let partial = Stat::of(&[1.0]).unwrap().of_seeds(1, 3);
+        assert_eq!(partial.show(), "1.0 (1 of 3 seeds)");
+    }
 }
