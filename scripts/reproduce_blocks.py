@@ -195,6 +195,10 @@ def block(lethe, runs):
                              "task's queries pooled; forgetting in recall points.\n\n"
                              + ablation_table(runs)])
     (run,) = runs
+    if run.info["pipeline"] == "lambda-sweep":
+        chosen = subprocess.run([sys.executable, str(REPO / "scripts" / "choose_lambda.py"), str(run.path)],
+                                check=True, capture_output=True, text=True).stdout
+        return "\n\n".join([provenance(run.info), chosen.strip()])
     parts = [provenance(run.info), report_tables(lethe, run.path)]
     if TABLE1_COLUMNS <= {line_label(v) for v in run.labels}:
         parts.append("### Ours next to the seed's\n\n" + comparison(run))
