@@ -164,12 +164,10 @@ pub fn resolve<'a>(
     let mut needs = Needs::default();
     for spec in stage.regularizer {
         let kind = match spec {
-            RegularizerSpec::Ewc { lambda, on, .. } => {
-                // EWC's penalty is λ/2 · Σ F (θ − θ*)² (Kirkpatrick et al.).
-                weight_penalty(spec, previous, Method::Fisher, lambda / 2.0, *on)?
-            }
-            RegularizerSpec::Mas { lambda, on } => {
-                weight_penalty(spec, previous, Method::Omega, *lambda, *on)?
+            RegularizerSpec::Ewc { on, .. } | RegularizerSpec::Mas { on, .. } => {
+                let (method, coefficient) = penalty_coefficient(spec)
+                    .ok_or_else(|| missing(spec, "a penalty coefficient".to_string()))?;
+                weight_penalty(spec, previous, method, coefficient, *on)?
             }
             RegularizerSpec::Modx {
                 alpha,
@@ -219,6 +217,20 @@ pub fn resolve<'a>(
         },
         batch,
     })
+}
+
+/// The importance a weight penalty weighs by and its coefficient: EWC's penalty is
+/// `λ/2 · Σ F (θ − θ*)²` (Kirkpatrick et al.; Avalanche writes λ without the ½),
+/// MAS's `λ · Σ Ω (θ − θ*)²` (Aljundi et al.). `None` for terms that are not weight
+/// penalties. The one place these conventions are decided.
+pub fn penalty_coefficient(spec: &RegularizerSpec) -> Option<(Method, f64)> {
+    match spec {
+        RegularizerSpec::Ewc { lambda, .. } => Some((Method::Fisher, lambda / 2.0)),
+        RegularizerSpec::Mas { lambda, .. } => Some((Method::Omega, *lambda)),
+        RegularizerSpec::Modx { .. }
+        | RegularizerSpec::Distill { .. }
+        | RegularizerSpec::Replay { .. } => None,
+    }
 }
 
 /// A weight penalty with the previous stage's importance estimate of `method`.
