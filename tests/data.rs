@@ -402,3 +402,135 @@ fn synthetic_data_is_identical_for_a_seed_whatever_the_thread_count() {
         assert_eq!(images, 300, "{}", t.name);
     }
 }
+
+// Hostile and malformed input found by the robustness review (issue 16).
+
+#[test]
+fn a_split_value_other_than_train_val_or_test_is_an_error() {
+    let f = Fixture::new();
+    let mut split: Vec<&str> = vec!["train"; 8];
+    split[3] = "tset";
+    write_table(
+        &f.path("images.arrow"),
+        vec![
+            Col::Str("id", strs(&IDS)),
+            Col::F32(3, (0..24).map(|x| x as f32).collect()),
+            Col::Str("group", strs(&GROUPS)),
+            Col::Str("split", strs(&split)),
+        ],
+    );
+    let e = f.error();
+    assert!(
+        e.contains("images.arrow") && e.contains("split") && e.contains("tset"),
+        "{e}"
+    );
+}
+
+#[test]
+fn an_empty_table_says_so() {
+    let f = Fixture::new();
+    write_table(
+        &f.path("captions.arrow"),
+        vec![
+            Col::Str("id", vec![]),
+            Col::Str("image_id", vec![]),
+            Col::F32(2, vec![]),
+        ],
+    );
+    assert_error(&f, "captions.arrow: the table has no rows");
+}
+
+#[test]
+fn a_null_inside_a_feature_vector_is_an_error() {
+    let f = Fixture::new();
+    let mut b = FixedSizeListBuilder::new(Float32Builder::new(), 3);
+    for row in 0..8 {
+        for k in 0..3 {
+            if row == 5 && k == 1 {
+                b.values().append_null();
+            } else {
+                b.values().append_value(k as f32);
+            }
+        }
+        b.append(true);
+    }
+    let feature = b.finish();
+    use arrow_array::Array;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("feature", feature.data_type().clone(), false),
+        Field::new("group", DataType::Utf8, false),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(IDS.to_vec())),
+        Arc::new(feature),
+        Arc::new(StringArray::from(GROUPS.to_vec())),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+    let mut w = arrow_ipc::writer::FileWriter::try_new(
+        std::fs::File::create(f.path("images.arrow")).unwrap(),
+        &schema,
+    )
+    .unwrap();
+    w.write(&batch).unwrap();
+    w.finish().unwrap();
+    assert_error(&f, "`feature` of row 5 holds a null value at position 1");
+}
+
+#[cfg(unix)]
+#[test]
+fn special_files_are_refused_without_blocking() {
+    let f = Fixture::new();
+    // A FIFO would block a reader forever; `/dev/zero` never ends.
+    let fifo = f.path("pipe.yaml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let e = Manifest::load(&fifo).unwrap_err().to_string();
+    assert!(
+        e.contains("is a FIFO (named pipe), not a regular file"),
+        "{e}"
+    );
+    std::os::unix::fs::symlink("/dev/zero", f.path("zero.yaml")).unwrap();
+    let e = Manifest::load(&f.path("zero.yaml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("is a device, not a regular file"), "{e}");
+    std::fs::remove_file(f.path("images.arrow")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", f.path("images.arrow")).unwrap();
+    assert_error(&f, "images.arrow: is a device, not a regular file");
+    std::fs::remove_file(f.path("images.arrow")).unwrap();
+    std::fs::create_dir(f.path("images.arrow")).unwrap();
+    assert_error(&f, "images.arrow: is a directory, not a regular file");
+}
+
+#[test]
+fn a_synthetic_set_beyond_the_memory_budget_is_refused_before_allocating() {
+    let f = Fixture::new();
+    // Each size within its own range; the product is 2.6 TB.
+    std::fs::write(
+        f.path("m.yaml"),
+        "name: big\nkind: synthetic\nsynthetic:\n  seed: 1\n  images: 10000000\n  captions_per_image: 100\n  image_dim: 4096\n  text_dim: 512\ntest_fraction: 0.2\nsplits:\n  s:\n    a: { domain: [d1] }\n",
+    )
+    .unwrap();
+    let e = Manifest::load(&f.path("m.yaml")).unwrap_err().to_string();
+    assert!(
+        e.contains("of features; at most 32.0 GiB are generated"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_manifest_that_is_someone_elses_file_is_not_quoted() {
+    let f = Fixture::new();
+    let secret = "root:x:0:0:root:/root:/bin/bash\nsecret-line-two\n";
+    std::fs::write(f.path("m.yaml"), secret).unwrap();
+    let e = Manifest::load(&f.path("m.yaml")).unwrap_err().to_string();
+    assert!(
+        !e.contains("root:x") && !e.contains("secret-line-two"),
+        "{e}"
+    );
+    assert_eq!(e.lines().count(), 1, "{e}");
+}

@@ -118,18 +118,32 @@ fn read_source(
     sources: &mut SourceMap,
     referrer: Option<&Spanned<String>>,
 ) -> Result<FileId, Diagnostic> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        let d = Diagnostic::error(format!(
-            "cannot read `{}`: {}",
-            path.display(),
-            io_reason(&e)
-        ));
-        match referrer {
-            Some(r) => d.at(r.span, "named here"),
-            None => d,
-        }
-    })?;
+    let located = |d: Diagnostic| match referrer {
+        Some(r) => d.at(r.span, "named here"),
+        None => d,
+    };
+    // Only regular files, read no further than one byte past the limit (a FIFO
+    // would block, `/dev/zero` never ends); the size check itself is the parser's.
+    let bytes = crate::files::read_bounded(path, parse::MAX_FILE_BYTES as u64 + 1)
+        .or_else(|e| match crate::files::regular_file(path) {
+            Ok(size) if size > parse::MAX_FILE_BYTES as u64 => {
+                Ok(vec![b' '; parse::MAX_FILE_BYTES + 1])
+            }
+            _ => Err(e),
+        })
+        .map_err(|e| {
+            located(Diagnostic::error(format!(
+                "cannot read `{}`: {}",
+                path.display(),
+                e.message
+            )))
+        })?;
     match parse::decode(&bytes) {
+        // A file that is not a pipeline is not quoted (it may be anyone's file).
+        Ok(text) if !looks_like_pipeline(path, &text) => Err(located(Diagnostic::error(format!(
+            "`{}` is not a pipeline file: it does not begin with `pipeline \"name\"`",
+            path.display()
+        )))),
         Ok(text) => Ok(sources.add(path, text)),
         Err(mut bad) => {
             let id = sources.add(path, std::mem::take(&mut bad.shown));
@@ -138,12 +152,15 @@ fn read_source(
     }
 }
 
-pub(crate) fn io_reason(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".to_string(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-        _ => e.to_string(),
-    }
+/// Whether a file may be quoted in messages as a pipeline: a `.pipe` file, or one
+/// whose first word (after comments) is `pipeline`.
+fn looks_like_pipeline(path: &Path, text: &str) -> bool {
+    path.extension().is_some_and(|e| e == "pipe")
+        || text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with('#'))
+            .is_some_and(|l| l.starts_with("pipeline"))
 }
 
 fn resolve_file(

@@ -6,7 +6,6 @@ use super::schema::{axis_of_column, Cells, Column, Identity, ResultRow, IDENTITY
 use arrow_array::{
     Array, FixedSizeListArray, Float32Array, Float64Array, RecordBatch, StringArray, UInt64Array,
 };
-use arrow_ipc::reader::FileReader;
 use arrow_schema::DataType;
 use std::path::{Path, PathBuf};
 
@@ -34,18 +33,18 @@ pub struct Identified<R> {
 
 /// Every row of the `R` table at `path`. A table with no rows reads as empty
 /// whatever its columns (tables written before every table kept its schema had none).
+/// The largest result table read (a run's tables are megabytes).
+pub const MAX_RESULT_BYTES: u64 = 16 << 30;
+
 pub fn read_table<R: ResultRow>(path: &Path) -> Result<Vec<Identified<R>>, ReadError> {
     let fail = |message: String| ReadError {
         path: path.to_path_buf(),
         message,
     };
-    let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
-    let reader =
-        FileReader::try_new(file, None).map_err(|e| fail(format!("not an Arrow IPC file: {e}")))?;
-    let mut batches = Vec::new();
-    for batch in reader {
-        batches.push(batch.map_err(|e| fail(format!("unreadable batch: {e}")))?);
-    }
+    // Validated, bounded and panic-free: a damaged or foreign file is an error.
+    let batches = crate::files::read_ipc(path, MAX_RESULT_BYTES)
+        .map_err(|e| fail(e.message))?
+        .batches;
     let mut out = Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
     for batch in batches.iter().filter(|b| b.num_rows() > 0) {
         // Every column of the wrong type is reported before a missing one: it says

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod runs;
+
 use lethe::diagnostics::{Diagnostic, SourceMap};
 use lethe::lang::{self, ManifestCache, Pipeline};
 use std::path::{Path, PathBuf};
