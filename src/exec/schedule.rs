@@ -226,22 +226,33 @@ fn run_one(plan: &Plan, cache: &Cache, runner: &dyn Runner, node: NodeIndex) -> 
     let key = &plan.node(node).key;
     let started = Instant::now();
     let result = (|| -> Result<Outcome, String> {
-        let _lock = cache
-            .lock(key)
-            .map_err(|e| format!("cannot lock the cache entry: {e}"))?;
+        let _lock = cache.lock(key).map_err(|e| {
+            format!(
+                "cannot lock the cache entry in {}: {e}",
+                cache.root().display()
+            )
+        })?;
         if cache.contains(key) {
             return Ok(Outcome::Cached);
         }
-        let scratch = cache
-            .scratch(key)
-            .map_err(|e| format!("cannot create a scratch directory: {e}"))?;
+        let scratch = cache.scratch(key).map_err(|e| {
+            format!(
+                "cannot create a scratch directory in {}: {e}",
+                cache.root().display()
+            )
+        })?;
         if let Err(e) = runner.run(node, &scratch) {
             let _ = std::fs::remove_dir_all(&scratch);
             return Err(e);
         }
         cache
             .commit(key, &scratch, &runner.describe(node))
-            .map_err(|e| format!("cannot store the result: {e}"))?;
+            .map_err(|e| {
+                format!(
+                    "cannot store the result in {}: {e}",
+                    cache.entry(key).display()
+                )
+            })?;
         Ok(Outcome::Executed(started.elapsed()))
     })();
     result.unwrap_or_else(Outcome::Failed)
