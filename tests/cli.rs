@@ -165,7 +165,7 @@ fn the_shipped_emoji_dataset_has_the_seed_domains() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let inspect = text(&lethe(&["data", "inspect", "datasets/emoji/emoji.yaml"]).stdout);
     assert!(inspect.contains("1911 images x 1280-d"), "{inspect}");
-    // Images per SeViGe-like domain (train + test): 130 animals, 72 vehicles, 47 clothes.
+    // Images per SeViGe-like domain (train + test + val): 130 animals, 72 vehicles, 47 clothes.
     for (task, images) in [("animals", 130), ("vehicles", 72), ("clothes", 47)] {
         let line = inspect
             .lines()
@@ -176,7 +176,8 @@ fn the_shipped_emoji_dataset_has_the_seed_domains() {
             .skip(1)
             .map(|x| x.parse().unwrap())
             .collect();
-        assert_eq!(n[0] + n[2], images, "{line}");
+        assert_eq!(n[0] + n[2] + n[4], images, "{line}");
+        assert_eq!(n[6], images, "{line}");
     }
 }
 
