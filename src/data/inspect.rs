@@ -55,6 +55,12 @@ pub fn inspect(manifest: &Manifest) -> Result<String, DataError> {
             .ok_or_else(|| DataError::invalid(&manifest.path, format!("no split `{split}`")))?;
         let cut = cut(manifest, split, &images, &captions)?;
         let mut options = vec![format!("evaluates on {}", rules.evaluate.name())];
+        if let Some(r) = rules.random {
+            options.push(format!(
+                "{} random chunks of equal size, seed {} (instance-incremental)",
+                r.tasks, r.seed
+            ));
+        }
         if let Some(n) = rules.test_images {
             options.push(format!("at most {n} held-out images per task and part"));
         }

@@ -9,13 +9,18 @@
 //!     test_images: 1000
 //!     animals: { supercategory: [animal], match: dominant }
 //!     dogs:    { caption: "(?i)\\bdogs?\\b" }
+//!   stream:                       # instance-incremental: random chunks, not rules
+//!     random: { tasks: 3, seed: 7 }
 //! ```
 
 use indexmap::IndexMap;
 use serde_json::Value;
 
 /// The keys of a split that are options, not tasks.
-pub const SPLIT_OPTIONS: [&str; 3] = ["overlap", "evaluate", "test_images"];
+pub const SPLIT_OPTIONS: [&str; 4] = ["overlap", "evaluate", "test_images", "random"];
+
+/// The most chunks a `random` split may have.
+const MAX_RANDOM_TASKS: u64 = 1000;
 
 /// The most a caption regex may compile to: a manifest is untrusted input.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
@@ -72,7 +77,7 @@ impl Part {
 }
 
 /// One task: the images selected by every column rule and by the caption rule.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct TaskRule {
     /// Column name to listed values.
     pub columns: IndexMap<String, Vec<String>>,
@@ -81,10 +86,23 @@ pub struct TaskRule {
     pub caption: Option<regex::Regex>,
 }
 
+/// An instance-incremental stream (IncCLIP's setting): every image of the
+/// dataset in one of `tasks` equal random chunks named `chunk1` .. `chunkN`,
+/// drawn with `seed`, instead of tasks chosen by rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RandomChunks {
+    pub tasks: usize,
+    pub seed: u64,
+}
+
 /// A split: its tasks in order and its options.
 #[derive(Debug, Clone, Default)]
 pub struct SplitRules {
+    /// Task names in order with their rules; a `random` split's chunks have
+    /// empty rules (nothing selects by them: [`SplitRules::random`] does).
     pub tasks: IndexMap<String, TaskRule>,
+    /// Set for a split of random chunks.
+    pub random: Option<RandomChunks>,
     pub overlap: Overlap,
     pub evaluate: Part,
     /// At most this many evaluation images per task (the first by id hash).
@@ -95,6 +113,7 @@ pub struct SplitRules {
 pub fn parse_split(name: &str, entries: &IndexMap<String, Value>) -> Result<SplitRules, String> {
     let mut rules = SplitRules::default();
     let here = |key: &str| format!("splits.{name}.{key}");
+    let mut first_rule_task: Option<&str> = None;
     for (key, value) in entries {
         match key.as_str() {
             "overlap" => {
@@ -135,7 +154,15 @@ pub fn parse_split(name: &str, entries: &IndexMap<String, Value>) -> Result<Spli
                     }
                 }
             }
+            "random" => {
+                let chunks = parse_random(&here(key), value)?;
+                for i in 1..=chunks.tasks {
+                    rules.tasks.insert(format!("chunk{i}"), TaskRule::default());
+                }
+                rules.random = Some(chunks);
+            }
             task => {
+                first_rule_task.get_or_insert(task);
                 let Value::Object(fields) = value else {
                     return Err(format!(
                         "{}: a task is a map such as `{{ column: [values] }}`, found {} (split options are {})",
@@ -151,10 +178,60 @@ pub fn parse_split(name: &str, entries: &IndexMap<String, Value>) -> Result<Spli
             }
         }
     }
+    if let (Some(_), Some(task)) = (rules.random, first_rule_task) {
+        return Err(format!(
+            "{}: a `random` split cuts its tasks itself (`chunk1` ..); it takes no task rules",
+            here(task)
+        ));
+    }
     if rules.tasks.is_empty() {
         return Err(format!("split `{name}` has no tasks"));
     }
     Ok(rules)
+}
+
+/// `random: { tasks: n, seed: s }`.
+fn parse_random(at: &str, value: &Value) -> Result<RandomChunks, String> {
+    let Value::Object(fields) = value else {
+        return Err(format!(
+            "{at}: expected `{{ tasks: n, seed: s }}`, found {}",
+            show(value)
+        ));
+    };
+    let mut tasks = None;
+    let mut seed = None;
+    for (key, value) in fields {
+        match key.as_str() {
+            "tasks" => match value.as_u64() {
+                Some(n) if (1..=MAX_RANDOM_TASKS).contains(&n) => tasks = Some(n as usize),
+                _ => {
+                    return Err(format!(
+                        "{at}.tasks: expected a number of chunks from 1 to {MAX_RANDOM_TASKS}, found {}",
+                        show(value)
+                    ))
+                }
+            },
+            "seed" => match value.as_u64() {
+                Some(s) => seed = Some(s),
+                None => {
+                    return Err(format!(
+                        "{at}.seed: expected a whole number (0 or more), found {}",
+                        show(value)
+                    ))
+                }
+            },
+            other => {
+                return Err(format!(
+                    "{at}.{other}: unknown key; `random` takes `tasks` and `seed`"
+                ))
+            }
+        }
+    }
+    match (tasks, seed) {
+        (Some(tasks), Some(seed)) => Ok(RandomChunks { tasks, seed }),
+        (None, _) => Err(format!("{at}: missing `tasks` (the number of chunks)")),
+        (_, None) => Err(format!("{at}: missing `seed` (chunks are drawn with it)")),
+    }
 }
 
 fn parse_task(at: &str, fields: &IndexMap<String, Value>) -> Result<TaskRule, String> {

@@ -9,9 +9,11 @@
 //! none of whose captions match (a task with only a caption rule has the
 //! matching images as candidates). Last, an image already in an earlier task is
 //! an error, or dropped under `overlap: first`.
+//!
+//! A `random` split has no rules: [`random_chunks`] deals the images out.
 
 use super::error::DataError;
-use super::rules::{Match, Overlap, SplitRules, TaskRule};
+use super::rules::{Match, Overlap, RandomChunks, SplitRules, TaskRule};
 use super::tables::Table;
 use std::collections::HashMap;
 use std::path::Path;
@@ -212,4 +214,46 @@ fn dominant_failure(values: &[String], listed: &[String]) -> Option<Verdict> {
     } else {
         Some(Verdict::NotDominant)
     }
+}
+
+/// Deals images into `chunks.tasks` random chunks of equal size (IncCLIP's
+/// instance-incremental stream). Images are shuffled by a seeded hash of their
+/// id (blake3 of the seed and the id: the order never depends on table order)
+/// and dealt round-robin within each group (`group[row]`: the image's part, so
+/// every chunk gets its share of train, validation and test images), the deal
+/// continuing across groups so that chunk sizes differ by at most one overall
+/// as well as within each group.
+pub fn random_chunks(chunks: RandomChunks, ids: &[String], group: &[u8]) -> Selection {
+    let n = chunks.tasks;
+    let mut selection = Selection {
+        task_of: vec![None; ids.len()],
+        reports: vec![TaskReport::default(); n],
+    };
+    let mut groups: Vec<u8> = group.to_vec();
+    groups.sort_unstable();
+    groups.dedup();
+    let mut dealt = 0usize;
+    for g in groups {
+        let mut rows: Vec<([u8; 32], usize)> = (0..ids.len())
+            .filter(|&r| group[r] == g)
+            .map(|r| (shuffle_key(chunks.seed, &ids[r]), r))
+            .collect();
+        rows.sort_unstable();
+        for (_, row) in rows {
+            let chunk = dealt % n;
+            selection.task_of[row] = Some(chunk);
+            selection.reports[chunk].candidates += 1;
+            dealt += 1;
+        }
+    }
+    selection
+}
+
+/// An image's place in a seeded shuffle.
+fn shuffle_key(seed: u64, id: &str) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"lethe random split");
+    hasher.update(&seed.to_le_bytes());
+    hasher.update(id.as_bytes());
+    *hasher.finalize().as_bytes()
 }

@@ -20,7 +20,7 @@ use super::pairs::PairData;
 use super::raw::{raw_table, read_raw_list};
 use super::read::read_table;
 use super::rules::Part;
-use super::select::{select, TaskReport};
+use super::select::{random_chunks, select, TaskReport};
 use super::tables::Table;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -222,15 +222,21 @@ pub fn cut(
         .images_path()
         .unwrap_or_else(|| manifest.path.clone());
     let caption_image = caption_images(&captions_path, &images_path, images, captions)?;
-    let mut selection = select(
-        &manifest.path,
-        split,
-        rules,
-        images,
-        captions.columns.get("text").map(Vec::as_slice),
-        &caption_image,
-    )?;
     let parts = parts(manifest, &images_path, images)?;
+    let mut selection = match rules.random {
+        Some(chunks) => {
+            let group: Vec<u8> = parts.iter().map(|&p| p as u8).collect();
+            random_chunks(chunks, &images.ids, &group)
+        }
+        None => select(
+            &manifest.path,
+            split,
+            rules,
+            images,
+            captions.columns.get("text").map(Vec::as_slice),
+            &caption_image,
+        )?,
+    };
     let mut tasks: Vec<TaskRows> = rules
         .tasks
         .keys()
