@@ -112,7 +112,7 @@ fn emoji_mas_extends_emoji_ewc() {
     assert_eq!(e.model.share, 1);
     assert_eq!(e.train.schedule_lr, LrSchedule::Cosine { warmup: 0.1 });
     assert!(
-        matches!(e.train.regularizer[..], [RegularizerSpec::Mas { lambda, .. }] if lambda == 100.0)
+        matches!(e.train.regularizer[..], [RegularizerSpec::Mas { lambda, .. }] if lambda == 1000.0)
     );
 }
 
