@@ -1,6 +1,8 @@
 """PyTorch peer of benches/featurize_bench.rs: all-MiniLM-L6-v2 with Hugging Face
 `transformers` (BertModel) and the fast tokenizer, from the same weight folder,
-attention-masked mean pooling and L2 normalisation, batches of 64, on the CPU.
+attention-masked mean pooling and L2 normalisation, batches of 64, on the CPU. As
+sentence-transformers' `encode` does, captions are sorted by length (longest first)
+before batching and the rows put back in order; lethe batches by length too.
 
 Usage: featurize_peer.py ENCODER_DIR CAPTIONS_TXT LETHE_NPY THREADS
 Prints 'peer featurize_minilm <captions/s>' and the agreement with lethe's rows.
@@ -30,7 +32,10 @@ def encode(batch):
 
 encode(texts[:64])
 started = time.perf_counter()
-rows = np.concatenate([encode(texts[i:i + 64]) for i in range(0, len(texts), 64)])
+order = np.argsort([-len(t) for t in texts], kind="stable")
+ordered = [texts[i] for i in order]
+rows = np.empty((len(texts), model.config.hidden_size), dtype=np.float32)
+rows[order] = np.concatenate([encode(ordered[i:i + 64]) for i in range(0, len(ordered), 64)])
 seconds = time.perf_counter() - started
 ours = np.load(lethe_path)
 cosine = np.sum(rows * ours, axis=1)

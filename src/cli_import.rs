@@ -6,6 +6,7 @@ use clap::{Args, Subcommand};
 use lethe::diagnostics::{render_all, Diagnostic, SourceMap};
 use lethe::encode::featurize::{featurize_with, FeaturizeOptions};
 use lethe::import::{coco, karpathy, precomp, ImportError};
+use lethe::lang::DeviceSpec;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -166,7 +167,15 @@ pub fn featurize_cmd(
     encoders: &Path,
     raw_root: Option<&Path>,
     chunk: Option<usize>,
+    device: DeviceSpec,
 ) -> ExitCode {
+    let device = match lethe::model::device(device) {
+        Ok(device) => device,
+        Err(e) => {
+            print_error(&e);
+            return ExitCode::from(2);
+        }
+    };
     let terminal = std::io::stderr().is_terminal();
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
@@ -204,6 +213,7 @@ pub fn featurize_cmd(
     };
     let mut options = FeaturizeOptions {
         raw_root: raw_root.map(Path::to_path_buf),
+        device,
         ..FeaturizeOptions::default()
     };
     if let Some(n) = chunk {

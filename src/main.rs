@@ -92,6 +92,9 @@ and a table already made from the same raw list is kept. Nothing is downloaded."
         /// loses at most one chunk.
         #[arg(long, value_name = "N")]
         chunk: Option<usize>,
+        /// Where the encoders run (cpu, cuda, cuda:N; cuda needs a build with `--features cuda`).
+        #[arg(long, value_parser = parse_device, value_name = "DEVICE", default_value = "cpu")]
+        device: DeviceSpec,
     },
     /// Bring a dataset in: COCO annotation files, Karpathy split files, VSE++ precomputed features.
     #[command(subcommand)]
@@ -260,7 +263,8 @@ fn main() -> ExitCode {
             encoders,
             raw_root,
             chunk,
-        } => cli_import::featurize_cmd(&manifest, &encoders, raw_root.as_deref(), chunk),
+            device,
+        } => cli_import::featurize_cmd(&manifest, &encoders, raw_root.as_deref(), chunk, device),
         Command::Import(command) => cli_import::import_cmd(command),
         Command::Run {
             file,

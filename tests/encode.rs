@@ -65,6 +65,32 @@ fn minilm_similarities_match_the_published_model() {
 }
 
 #[test]
+fn minilm_batches_by_length_and_returns_rows_in_the_order_given() {
+    let enc = TextEncoder::load(&encoders().join("all-minilm-l6-v2"), &Device::Cpu).unwrap();
+    // 150 sentences of 1 to 30 words in a scrambled order: more than two batches
+    // of 64, so sorting by length moves sentences between batches.
+    let words = [
+        "red", "cat", "sits", "on", "a", "warm", "mat", "near", "the", "door",
+    ];
+    let texts: Vec<String> = (0..150)
+        .map(|i| {
+            let n = 1 + (i * 37) % 30;
+            (0..n)
+                .map(|j| words[(i + j) % words.len()])
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let all = enc.encode(&refs).unwrap();
+    for i in [0, 1, 29, 64, 100, 149] {
+        let alone = enc.encode(&refs[i..=i]).unwrap();
+        let row = &all[i * 384..(i + 1) * 384];
+        assert!(cosine(&alone, row) > 0.99999, "row {i}: {:?}", refs[i]);
+    }
+}
+
+#[test]
 fn the_legacy_checkpoint_reader_finds_every_float_tensor() {
     let bytes = std::fs::read(encoders().join("efficientnet-lite0.pth")).unwrap();
     let tensors = torch_legacy::read(&bytes).unwrap();

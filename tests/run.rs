@@ -370,3 +370,28 @@ fn an_inert_regularizer_is_named_by_the_run_and_the_report() {
         "{report}"
     );
 }
+
+#[test]
+fn featurize_on_cuda_without_the_feature_is_a_clear_error_and_a_bad_device_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("datasets/emoji/emoji.yaml");
+    let manifest = manifest.to_str().unwrap();
+    let bad = lethe(dir.path(), &["featurize", manifest, "--device", "tpu"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("`tpu` is not a device; expected cpu, cuda or cuda:N"),
+        "{}",
+        text(&bad.stderr)
+    );
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    let out = lethe(dir.path(), &["featurize", manifest, "--device", "cuda"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("built without CUDA"),
+        "{}",
+        text(&out.stderr)
+    );
+}

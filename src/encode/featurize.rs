@@ -27,8 +27,9 @@ use std::sync::Arc;
 
 /// Images per forward pass of the image encoder.
 const IMAGE_BATCH: usize = 16;
-/// Captions per call of the text encoder (it batches by 64 inside).
-const CAPTION_BATCH: usize = 256;
+/// Captions per call of the text encoder: it sorts them by length and batches by
+/// 64 inside, so a larger call wastes less on padding.
+const CAPTION_BATCH: usize = 1024;
 /// A version of what the input hash covers; bump when features change meaning.
 const HASH_SCHEMA: &str = "lethe featurize v2";
 
@@ -42,6 +43,10 @@ pub struct FeaturizeOptions {
     pub image_chunk: usize,
     /// Captions per saved chunk.
     pub caption_chunk: usize,
+    /// Where the encoders run. Not the CPU's features to the last bit (the
+    /// kernels round differently), so a table's chunks are never mixed across
+    /// devices: the device is part of the chunks' input hash.
+    pub device: Device,
 }
 
 impl Default for FeaturizeOptions {
@@ -49,7 +54,8 @@ impl Default for FeaturizeOptions {
         FeaturizeOptions {
             raw_root: None,
             image_chunk: 64 * IMAGE_BATCH,
-            caption_chunk: 32 * CAPTION_BATCH,
+            caption_chunk: 8 * CAPTION_BATCH,
+            device: Device::Cpu,
         }
     }
 }
@@ -100,7 +106,13 @@ pub fn featurize_with(
         let list = read_raw_list(&list_path, &["file"]).map_err(|e| e.to_string())?;
         let files = image_files(&list, &list_path, &root)?;
         let crop = raw.crop;
-        let hash = input_hash(&list_path, &format!("efficientnet-lite0 crop={crop:?}"))?;
+        let hash = input_hash(
+            &list_path,
+            &format!(
+                "efficientnet-lite0 crop={crop:?}{}",
+                device_tag(&options.device)
+            ),
+        )?;
         let job = Job {
             list: &list,
             out: &out,
@@ -115,7 +127,7 @@ pub fn featurize_with(
                 if encoder.is_none() {
                     *encoder = Some(ImageEncoder::load(
                         &encoders.join("efficientnet-lite0.pth"),
-                        &Device::Cpu,
+                        &options.device,
                     )?);
                 }
                 let encoder = encoder.as_ref().ok_or("the image encoder is not loaded")?;
@@ -136,7 +148,10 @@ pub fn featurize_with(
         .ok_or("the manifest names no captions table")?;
     let list_path = base.join(&raw.captions);
     let list = read_raw_list(&list_path, &["image_id", "text"]).map_err(|e| e.to_string())?;
-    let hash = input_hash(&list_path, "all-minilm-l6-v2")?;
+    let hash = input_hash(
+        &list_path,
+        &format!("all-minilm-l6-v2{}", device_tag(&options.device)),
+    )?;
     let job = Job {
         list: &list,
         out: &out,
@@ -151,7 +166,7 @@ pub fn featurize_with(
             if encoder.is_none() {
                 *encoder = Some(TextEncoder::load(
                     &encoders.join("all-minilm-l6-v2"),
-                    &Device::Cpu,
+                    &options.device,
                 )?);
             }
             let encoder = encoder.as_ref().ok_or("the text encoder is not loaded")?;
@@ -170,6 +185,16 @@ pub fn featurize_with(
     )?;
     report.push_str(&format!("{line} (all-MiniLM-L6-v2)\n"));
     Ok(report)
+}
+
+/// The device's part of the input hash: nothing for the CPU, so tables made
+/// before devices were chosen stay valid.
+fn device_tag(device: &Device) -> &'static str {
+    match device {
+        Device::Cpu => "",
+        Device::Cuda(_) => " device=cuda",
+        Device::Metal(_) => " device=metal",
+    }
 }
 
 /// What features depend on: the raw list's bytes and the encoder with its

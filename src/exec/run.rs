@@ -72,7 +72,7 @@ pub fn run(options: &RunOptions) -> Result<RunSummary, RunError> {
     }
     // One device per run: the first variant's (a pipeline rarely mixes them).
     let device_spec = pipeline.experiments[0].device;
-    let device = crate::train::device(device_spec)
+    let device = crate::model::device(device_spec)
         .map_err(|e| RunError::Invalid(vec![Diagnostic::error(e)], SourceMap::new()))?;
     let plan = plan::lower(&pipeline.name, pipeline.experiments, &mut manifests);
     // Where the results go must be writable before anything is computed.

@@ -6,7 +6,7 @@ mod checkpoint;
 
 pub use checkpoint::{load_checkpoint, save_checkpoint, CheckpointError, CheckpointMeta};
 
-use crate::lang::{Activation, ModelSpec};
+use crate::lang::{Activation, DeviceSpec, ModelSpec};
 use crate::rng::Rng;
 use candle_core::{DType, Device, Result, Tensor, Var, D};
 
@@ -385,4 +385,17 @@ pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
         .sqrt()?
         .clamp(1e-12f32, f32::MAX)?;
     x.broadcast_div(&norm)
+}
+
+/// The device a pipeline asks for, or why it cannot be had.
+pub fn device(spec: DeviceSpec) -> std::result::Result<Device, String> {
+    match spec {
+        DeviceSpec::Cpu => Ok(Device::Cpu),
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(n) => Device::new_cuda(n).map_err(|e| format!("cannot open CUDA device {n}: {e}")),
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Cuda(n) => Err(format!(
+            "device cuda:{n} was asked for, but this lethe was built without CUDA; rebuild with `cargo build --release --features cuda` (see README)"
+        )),
+    }
 }

@@ -18,24 +18,11 @@ pub mod tensors;
 pub mod terms;
 
 use crate::data::PairData;
-use crate::lang::{DeviceSpec, LossSpec, ModelSpec, RegularizerSpec, Schedule, TrainSpec};
+use crate::lang::{LossSpec, ModelSpec, RegularizerSpec, Schedule, TrainSpec};
 use crate::model::Model;
 use candle_core::Device;
 use importance::Importance;
 use steps::Stepper;
-
-/// The device a pipeline asks for, or why it cannot be had.
-pub fn device(spec: DeviceSpec) -> Result<Device, String> {
-    match spec {
-        DeviceSpec::Cpu => Ok(Device::Cpu),
-        #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(n) => Device::new_cuda(n).map_err(|e| format!("cannot open CUDA device {n}: {e}")),
-        #[cfg(not(feature = "cuda"))]
-        DeviceSpec::Cuda(n) => Err(format!(
-            "device cuda:{n} was asked for, but this lethe was built without CUDA; rebuild with `cargo build --release --features cuda` (see README)"
-        )),
-    }
-}
 
 /// What one stage learns from and how.
 pub struct Stage<'a> {
