@@ -39,8 +39,8 @@ if [[ "$sample" -gt 0 ]]; then
 fi
 categories=""
 if [[ "$sample" -gt 0 ]]; then
-    # The split's own categories, so every task of `categories` has drawings.
-    categories="--categories animals,plants,food,people,transportation,buildings"
+    # The splits' own categories, so every task of `categories` and `domains` has drawings.
+    categories="--categories animals,plants,food,people,transportation,buildings,recreation,geography"
 fi
 python3 "$repo/datasets/openclipart/make_raw.py" "$svg_root" \
     "$encoders/all-minilm-l6-v2/vocab.txt" "$out" --sample "$sample" $categories
