@@ -11,6 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod cli_housekeeping;
 mod cli_import;
 
 // candle allocates a fresh buffer for every operation; mimalloc halves a CPU
@@ -102,7 +103,7 @@ and a table already made from the same raw list is kept. Nothing is downloaded."
     /// Datasets: inspect a manifest's splits and tasks.
     #[command(subcommand)]
     Data(DataCommand),
-    /// The node cache: verify its entries.
+    /// The node cache: verify its entries, see what it holds, delete what nothing uses.
     #[command(subcommand)]
     Cache(CacheCommand),
     /// Execute a pipeline: compute the nodes not cached yet, write the result tables.
@@ -170,6 +171,17 @@ Exit status: 0 success, 2 when the directory or one of its tables is missing or 
         #[arg(long, short, value_name = "FILE")]
         output: Option<PathBuf>,
     },
+    /// List the run directories under a folder: pipeline, run id, status, variants, headline.
+    #[command(
+        after_help = "Examples:\n  lethe runs\n  lethe runs /shared/lethe-runs/table1\n\n\
+A run killed while writing its tables is listed as incomplete (`<run-id>.incomplete`); one\n\
+written with --keep-going while nodes failed, as partial."
+    )]
+    Runs {
+        /// The folder `lethe run --out` wrote to.
+        #[arg(value_name = "DIR", default_value = "runs")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -203,6 +215,35 @@ recomputes it. --repair removes damaged entries now. Exit status: 0 when every e
         /// Remove damaged entries.
         #[arg(long)]
         repair: bool,
+    },
+    /// What the cache holds: entries and bytes by node kind and by pipeline.
+    Du {
+        /// The node cache.
+        #[arg(long, value_name = "DIR", default_value = ".lethe/cache")]
+        cache: PathBuf,
+    },
+    /// Delete the entries no kept run, named pipeline or live run refers to.
+    #[command(after_help = "Examples:\n  lethe cache gc --dry-run\n  \
+lethe cache gc --keep-runs runs --keep pipelines/table1.pipe --older-than 30d\n\n\
+Kept: every node a run directory under --keep-runs lists (default ./runs when nothing is named),\n\
+every node a --keep pipeline plans, and every node a run in progress on this cache uses. An\n\
+entry another process is computing (its lock held) is never deleted. Safe while runs use the cache.")]
+    Gc {
+        /// The node cache.
+        #[arg(long, value_name = "DIR", default_value = ".lethe/cache")]
+        cache: PathBuf,
+        /// Keep what the runs under this folder used (repeatable).
+        #[arg(long = "keep-runs", value_name = "DIR")]
+        keep_runs: Vec<PathBuf>,
+        /// Keep what this pipeline plans (repeatable).
+        #[arg(long, value_name = "FILE.pipe")]
+        keep: Vec<PathBuf>,
+        /// Only delete entries written longer ago than this (30d, 12h, 90m, 45s).
+        #[arg(long, value_name = "AGE", value_parser = lethe::exec::housekeeping::parse_age)]
+        older_than: Option<std::time::Duration>,
+        /// List what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -252,6 +293,21 @@ fn main() -> ExitCode {
         } => plan_cmd(&file, format, device, &cache, explain),
         Command::Data(DataCommand::Inspect { manifest }) => inspect_cmd(&manifest),
         Command::Cache(CacheCommand::Verify { cache, repair }) => cache_verify_cmd(&cache, repair),
+        Command::Cache(CacheCommand::Du { cache }) => cli_housekeeping::du_cmd(&cache),
+        Command::Cache(CacheCommand::Gc {
+            cache,
+            keep_runs,
+            keep,
+            older_than,
+            dry_run,
+        }) => cli_housekeeping::gc_cmd(cli_housekeeping::GcArgs {
+            cache: &cache,
+            keep_runs: &keep_runs,
+            keep: &keep,
+            older_than,
+            dry_run,
+        }),
+        Command::Runs { dir } => cli_housekeeping::runs_cmd(&dir),
         Command::Report {
             dir,
             format,

@@ -136,6 +136,21 @@ pub struct KeyLock {
     _file: File,
 }
 
+/// Where live runs record the keys they use.
+const ACTIVE_DIR: &str = "active";
+
+/// A run's record of the keys it uses; removed when dropped.
+pub struct ActiveRun {
+    _file: File,
+    path: PathBuf,
+}
+
+impl Drop for ActiveRun {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
 impl Cache {
     /// Opens (creating if needed) a cache at `root`.
     pub fn open(root: &Path) -> io::Result<Cache> {
@@ -282,13 +297,18 @@ impl Cache {
         fs::remove_dir_all(&aside)
     }
 
-    /// Blocks until this process holds the key's lock.
-    pub fn lock(&self, key: &str) -> io::Result<KeyLock> {
-        let file = File::options()
+    /// The file whose OS lock stands for the key's (created when missing).
+    fn lock_file(&self, key: &str) -> io::Result<File> {
+        File::options()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(self.root.join("locks").join(format!("{key}.lock")))?;
+            .open(self.root.join("locks").join(format!("{key}.lock")))
+    }
+
+    /// Blocks until this process holds the key's lock.
+    pub fn lock(&self, key: &str) -> io::Result<KeyLock> {
+        let file = self.lock_file(key)?;
         file.lock()?;
         Ok(KeyLock { _file: file })
     }
@@ -372,6 +392,69 @@ impl Cache {
         Ok(report)
     }
 
+    /// Removes a key's entry unless another process holds its lock (computing
+    /// it right now): `Ok(false)` then, and nothing is touched.
+    pub fn remove_if_free(&self, key: &str) -> io::Result<bool> {
+        let file = self.lock_file(key)?;
+        if file.try_lock().is_err() {
+            return Ok(false);
+        }
+        self.discard(key)?;
+        Ok(true)
+    }
+
+    /// Records that a run is using `keys` until the guard is dropped, so that
+    /// `lethe cache gc` in another process leaves them alone. The record is a file
+    /// under `<root>/active/` that this process holds locked: when the process
+    /// dies, the OS drops the lock and the record counts for nothing.
+    pub fn mark_active<'a>(&self, keys: impl Iterator<Item = &'a str>) -> io::Result<ActiveRun> {
+        let dir = self.root.join(ACTIVE_DIR);
+        fs::create_dir_all(&dir)?;
+        let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{}-{n}", std::process::id());
+        // Locked before it has its final name: gc never sees it unlocked.
+        let partial = dir.join(format!("{name}.partial"));
+        let mut file = File::create(&partial)?;
+        file.lock()?;
+        let keys: Vec<&str> = keys.collect();
+        std::io::Write::write_all(
+            &mut file,
+            serde_json::to_string(&keys)
+                .map_err(io::Error::other)?
+                .as_bytes(),
+        )?;
+        let path = dir.join(format!("{name}.json"));
+        fs::rename(&partial, &path)?;
+        Ok(ActiveRun { _file: file, path })
+    }
+
+    /// Every key a live run has marked active ([`Cache::mark_active`]); records
+    /// left by dead processes are removed.
+    pub fn active_keys(&self) -> io::Result<HashSet<String>> {
+        let mut keys = HashSet::new();
+        let Ok(dir) = fs::read_dir(self.root.join(ACTIVE_DIR)) else {
+            return Ok(keys);
+        };
+        for entry in dir {
+            let path = entry?.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let Ok(file) = File::open(&path) else {
+                continue;
+            };
+            if file.try_lock().is_ok() {
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            let text = fs::read_to_string(&path)?;
+            let listed: Vec<String> = serde_json::from_str(&text)
+                .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))?;
+            keys.extend(listed);
+        }
+        Ok(keys)
+    }
+
     /// Removes scratch directories left by killed runs (those no lock protects).
     pub fn clean_scratch(&self) -> io::Result<usize> {
         let mut removed = 0;
@@ -386,11 +469,7 @@ impl Cache {
             if key.is_empty() {
                 continue;
             }
-            let lock = File::options()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(self.root.join("locks").join(format!("{key}.lock")))?;
+            let lock = self.lock_file(key)?;
             if lock.try_lock().is_ok() {
                 fs::remove_dir_all(&path)?;
                 removed += 1;

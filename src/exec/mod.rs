@@ -5,6 +5,7 @@
 pub mod cache;
 mod entries;
 pub mod explain;
+pub mod housekeeping;
 pub mod nodes;
 pub mod progress;
 pub mod run;

@@ -1,8 +1,9 @@
 //! `lethe run`: plan, execute what is not cached, write the run directory.
 //!
 //! `runs/<pipeline>/<run-id>/` holds the result tables, `pipeline.json` (every
-//! variant's resolved settings), `plan.dot`, and `run.json` (provenance: source
-//! hash, lethe version, seeds, device, host, start and end times, node counts).
+//! variant's resolved settings), `plan.dot`, `nodes.json` (every node's key, kind
+//! and label) and `run.json` (provenance: source hash, lethe version, seeds,
+//! device, host, start and end times, node counts).
 
 use super::cache::Cache;
 use super::nodes::NodeRunner;
@@ -84,6 +85,15 @@ pub fn run(options: &RunOptions) -> Result<RunSummary, RunError> {
         ))
     })?;
     let _ = cache.clean_scratch();
+    // `lethe cache gc` in another process keeps what this run uses.
+    let _active = cache
+        .mark_active(plan.graph.node_weights().map(|n| n.key.as_str()))
+        .map_err(|e| {
+            RunError::Failed(format!(
+                "cannot write to the cache {}: {e}",
+                options.cache.display()
+            ))
+        })?;
     let needed = needed(&plan, &cache);
     let damaged = cache.damaged();
     for node in plan.graph.node_weights() {
@@ -357,6 +367,20 @@ fn write_provenance(
         std::fs::write(dir.join(name), text).map_err(|e| format!("cannot write {name}: {e}"))
     };
     write("plan.dot", plan::render(plan, Format::Dot))?;
+    // Every node the run used, by key: what `lethe cache gc --keep-runs` keeps.
+    let nodes: Vec<super::housekeeping::NodeRef> = plan
+        .graph
+        .node_weights()
+        .map(|n| super::housekeeping::NodeRef {
+            key: n.key.clone(),
+            kind: n.kind().name().to_string(),
+            label: n.label.clone(),
+        })
+        .collect();
+    write(
+        super::housekeeping::NODES_FILE,
+        serde_json::to_string_pretty(&nodes).map_err(|e| e.to_string())?,
+    )?;
     let variants: Vec<_> = plan.experiments.iter().collect();
     write(
         "pipeline.json",
