@@ -9,8 +9,8 @@ Friedman, ESL §7.10): among the λ whose mean rsum is within one standard error
 over seeds / √seeds) of the best mean, take the largest: the strongest penalty that
 validation cannot tell from the best. A plain argmax is decided by noise here (the
 validation part holds 29 images; neighbouring λ differ by less than their standard
-errors, so the argmax moved between CPUs that round differently) and tends to land on
-an inert λ.
+errors, so the argmax moved between two sessions on two machines) and tends to land
+on an inert λ.
 
 Prints a Markdown table of every λ and the choice. With --check PIPELINE..., fails
 when a pipeline uses a λ the sweep did not try, or one whose rsum is more than one

@@ -66,7 +66,7 @@ fn gc_deletes_exactly_the_entries_only_a_deleted_run_used() {
     assert!(only_ewc.iter().all(|k| !cache.contains(k)));
     assert!(ft_keys.iter().all(|k| cache.contains(k)));
     // The kept run's pipeline is still wholly cached.
-    let again = ok(&lethe(
+    ok(&lethe(
         dir.path(),
         &[
             "run",
@@ -74,7 +74,6 @@ fn gc_deletes_exactly_the_entries_only_a_deleted_run_used() {
             "--quiet",
         ],
     ));
-    let _ = again;
     assert_eq!(run_json(dir.path(), "ft")["nodes"]["executed"], 0);
 }
 

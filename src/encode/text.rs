@@ -81,24 +81,12 @@ impl TextEncoder {
             for &i in batch {
                 let e = &encodings[i];
                 let pad = len - e.get_ids().len();
-                ids.extend(
-                    e.get_ids()
-                        .iter()
-                        .copied()
-                        .chain(std::iter::repeat_n(self.pad_id, pad)),
-                );
-                types.extend(
-                    e.get_type_ids()
-                        .iter()
-                        .copied()
-                        .chain(std::iter::repeat_n(0, pad)),
-                );
-                mask.extend(
-                    e.get_attention_mask()
-                        .iter()
-                        .copied()
-                        .chain(std::iter::repeat_n(0, pad)),
-                );
+                let padded = |to: &mut Vec<u32>, from: &[u32], fill: u32| {
+                    to.extend(from.iter().copied().chain(std::iter::repeat_n(fill, pad)))
+                };
+                padded(&mut ids, e.get_ids(), self.pad_id);
+                padded(&mut types, e.get_type_ids(), 0);
+                padded(&mut mask, e.get_attention_mask(), 0);
             }
             let pooled = self.pooled(&ids, &types, &mask, (batch.len(), len))?;
             for (row, &i) in pooled.chunks_exact(self.dim).zip(batch) {

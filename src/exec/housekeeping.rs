@@ -61,22 +61,29 @@ pub struct RunListing {
 /// The run directories under `root` (`root/<pipeline>/<run-id>/`, or `root` a
 /// pipeline's folder, or `root` a run directory), oldest first by run id.
 pub fn list_runs(root: &Path) -> Result<Vec<RunListing>, String> {
+    let mut runs: Vec<RunListing> = run_dirs(root)?.iter().map(|d| listing(d)).collect();
+    runs.sort_by(|a, b| (&a.run_id, &a.pipeline).cmp(&(&b.run_id, &b.pipeline)));
+    Ok(runs)
+}
+
+/// The run directories under `root`, without reading them.
+fn run_dirs(root: &Path) -> Result<Vec<PathBuf>, String> {
     if !root.is_dir() {
         return Err(format!("{}: no such folder of runs", root.display()));
     }
     let mut dirs = Vec::new();
     collect_run_dirs(root, 2, &mut dirs);
-    let mut runs: Vec<RunListing> = dirs.iter().map(|d| listing(d)).collect();
-    runs.sort_by(|a, b| (&a.run_id, &a.pipeline).cmp(&(&b.run_id, &b.pipeline)));
-    Ok(runs)
+    Ok(dirs)
+}
+
+fn is_incomplete(dir: &Path) -> bool {
+    dir.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with(".incomplete"))
 }
 
 fn is_run_dir(dir: &Path) -> bool {
-    dir.join("run.json").is_file()
-        || dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.ends_with(".incomplete"))
+    dir.join("run.json").is_file() || is_incomplete(dir)
 }
 
 fn collect_run_dirs(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
@@ -118,7 +125,7 @@ fn listing(dir: &Path) -> RunListing {
                 .map(|n| n.to_string_lossy().into_owned())
         })
         .unwrap_or_default();
-    let status = if name.ends_with(".incomplete") || run.is_none() {
+    let status = if is_incomplete(dir) || run.is_none() {
         RunStatus::Incomplete
     } else {
         match field("nodes").and_then(|n| n["failed"].as_u64()) {
@@ -135,43 +142,28 @@ fn listing(dir: &Path) -> RunListing {
         status,
         variants: field("variants").and_then(|v| v.as_u64()),
         wall_seconds: field("wall_seconds").and_then(|v| v.as_f64()),
-        headline: read_text(&dir.join("headline.txt"))
-            .ok()
-            .and_then(|t| best_of_first_column(&t)),
+        headline: best_of_first_column(dir),
     }
 }
 
-/// From `headline.txt` (columns apart by two spaces or more): the first figure
-/// column's name, its best mean and the variant that has it.
-fn best_of_first_column(text: &str) -> Option<(String, String, String)> {
-    let split = |line: &str| -> Vec<String> {
-        line.split("  ")
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-            .map(str::to_string)
-            .collect()
-    };
-    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let header = split(lines.next()?);
-    let column = header.get(1)?.clone();
-    let mut best: Option<(f64, String, String)> = None;
-    for line in lines {
-        let cells = split(line);
-        let (Some(variant), Some(figure)) = (cells.first(), cells.get(1)) else {
-            continue;
-        };
-        let Some(mean) = figure
-            .split_whitespace()
-            .next()
-            .and_then(|m| m.parse::<f64>().ok())
-        else {
-            continue;
-        };
-        if best.as_ref().is_none_or(|(b, _, _)| mean > *b) {
-            best = Some((mean, figure.clone(), variant.clone()));
-        }
-    }
-    best.map(|(_, figure, variant)| (column, figure, variant))
+/// The headline's first figure column: its name, its best mean over the
+/// variants (as the report shows it) and the variant that has it.
+fn best_of_first_column(dir: &Path) -> Option<(String, String, String)> {
+    let table = crate::report::headline_table(dir).ok()?;
+    let column = table.columns.first()?.clone();
+    let (variant, stat) = table
+        .rows
+        .iter()
+        .filter_map(|(variant, cells)| Some((variant, cells.first()?.as_ref()?)))
+        // The first of equal bests, in the pipeline's variant order.
+        .reduce(|best, next| {
+            if next.1.mean > best.1.mean {
+                next
+            } else {
+                best
+            }
+        })?;
+    Some((column, stat.show(), variant.clone()))
 }
 
 /// The keys every run directory under `roots` lists. A run directory written
@@ -181,9 +173,10 @@ pub fn keys_of_runs(roots: &[PathBuf]) -> Result<(HashSet<String>, usize), Strin
     let mut keys = HashSet::new();
     let mut runs = 0;
     for root in roots {
-        for run in list_runs(root)? {
-            let path = run.dir.join(NODES_FILE);
-            if run.status == RunStatus::Incomplete && !path.exists() {
+        // Only the node lists are read: no run's tables.
+        for dir in run_dirs(root)? {
+            let path = dir.join(NODES_FILE);
+            if is_incomplete(&dir) && !path.exists() {
                 continue;
             }
             let text = read_text(&path).map_err(|e| {

@@ -70,6 +70,11 @@ pub fn report(dir: &Path, format: Format, k: Option<u64>) -> Result<String, Repo
 /// largest K. Read from the run's `summary.arrow` alone, so `lethe run` can print it
 /// before writing the rest of its provenance.
 pub fn headline(dir: &Path) -> Result<String, ReportError> {
+    Ok(text::headline(&headline_table(dir)?))
+}
+
+/// The figures of [`headline`], before they are laid out as text.
+pub fn headline_table(dir: &Path) -> Result<model::Headline, ReportError> {
     let summary = load::read_summary(dir)?;
     let variants = load::load_variants(&dir.join("pipeline.json")).unwrap_or_default();
     let asked = |label: &str| {
@@ -78,7 +83,7 @@ pub fn headline(dir: &Path) -> Result<String, ReportError> {
             .find(|v| v.label == label)
             .map_or(0, |v| v.seeds.len())
     };
-    Ok(text::headline(&model::headline(&summary, &asked)))
+    Ok(model::headline(&summary, &asked))
 }
 
 /// The regularizer terms of a run that weighed less than 1% of the loss over a
