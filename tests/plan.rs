@@ -268,7 +268,11 @@ fn every_node_spec_round_trips_through_its_canonical_form_with_the_same_key() {
     use lethe::plan::{node_key, Estimate, NodeSpec};
     let mut seen = std::collections::BTreeSet::new();
     let mut estimates = std::collections::BTreeSet::new();
-    for file in ["pipelines/table1.pipe", "pipelines/modx.pipe"] {
+    for file in [
+        "pipelines/table1.pipe",
+        "pipelines/modx.pipe",
+        "pipelines/zeroshot.pipe",
+    ] {
         let plan = plan_of(&repo().join(file));
         for (i, node) in plan.nodes() {
             let canonical = node.spec.canonical();

@@ -118,6 +118,28 @@ pub enum Crop {
     Center,
 }
 
+/// A class set for zero-shot classification: the class names are the values of
+/// an images column, each put into a prompt that the text encoder embeds.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassSetDecl {
+    /// The images column whose values are the classes (one value per image).
+    pub column: String,
+    /// The prompt, with `{}` where the class name goes (`"an emoji of {}"`).
+    pub template: String,
+}
+
+impl ClassSetDecl {
+    /// The prompt of one class.
+    pub fn prompt(&self, class: &str) -> String {
+        self.template.replacen("{}", class, 1)
+    }
+}
+
+/// Where `lethe featurize` writes the class prompts' features when the manifest
+/// declares `classes:` and names no `prompts:` table.
+pub const DEFAULT_PROMPTS: &str = "prompts.arrow";
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ManifestFile {
@@ -140,6 +162,12 @@ struct ManifestFile {
     synthetic: Option<SyntheticParams>,
     #[serde(default)]
     raw: Option<RawSection>,
+    /// Zero-shot class sets, by name.
+    #[serde(default)]
+    classes: IndexMap<String, ClassSetDecl>,
+    /// The class prompts' feature table (default `prompts.arrow`).
+    #[serde(default)]
+    prompts: Option<String>,
     /// Parsed by [`parse_split`] (tasks and split options share the map).
     splits: IndexMap<String, IndexMap<String, serde_json::Value>>,
 }
@@ -203,6 +231,9 @@ impl Manifest {
                 file.test_fraction + file.val_fraction
             ));
         }
+        if let Err(m) = check_classes(&file) {
+            return bad(m);
+        }
         if file.splits.is_empty() {
             return bad("`splits` is empty: define at least one split".into());
         }
@@ -265,9 +296,13 @@ impl Manifest {
     pub fn content_hash(&self) -> String {
         let mut h = blake3::Hasher::new();
         h.update(self.text.as_bytes());
-        for path in [self.images_path(), self.captions_path()]
-            .into_iter()
-            .flatten()
+        for path in [
+            self.images_path(),
+            self.captions_path(),
+            self.prompts_path(),
+        ]
+        .into_iter()
+        .flatten()
         {
             match std::fs::File::open(&path) {
                 Ok(mut f) => {
@@ -300,6 +335,62 @@ impl Manifest {
     pub fn encoders(&self) -> Option<&IndexMap<String, String>> {
         self.file.features.as_ref()
     }
+
+    /// The zero-shot class sets, in manifest order.
+    pub fn class_sets(&self) -> impl Iterator<Item = (&str, &ClassSetDecl)> {
+        self.file.classes.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    pub fn class_set(&self, name: &str) -> Option<&ClassSetDecl> {
+        self.file.classes.get(name)
+    }
+
+    /// The class prompts' feature table, when the manifest declares classes.
+    pub fn prompts_path(&self) -> Option<PathBuf> {
+        if self.file.classes.is_empty() {
+            return None;
+        }
+        let name = self.file.prompts.as_deref().unwrap_or(DEFAULT_PROMPTS);
+        Some(self.base_dir().join(name))
+    }
+}
+
+/// Class sets are named like tasks (a pipeline names them), need feature tables
+/// (a synthetic set has no text encoder for prompts) and one `{}` per template.
+fn check_classes(file: &ManifestFile) -> Result<(), String> {
+    if file.prompts.is_some() && file.classes.is_empty() {
+        return Err(
+            "`prompts` names a table of class prompts, but no `classes` are declared".into(),
+        );
+    }
+    if !file.classes.is_empty() && file.kind == Kind::Synthetic {
+        return Err("`classes` needs feature tables: a synthetic set has no text encoder to embed prompts with".into());
+    }
+    for (name, decl) in &file.classes {
+        let identifier = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !identifier {
+            return Err(format!(
+                "`classes.{name}`: a class set's name is a word a pipeline can name (letters, digits, `_`, `-`)"
+            ));
+        }
+        let holes = decl.template.matches("{}").count();
+        if holes != 1 {
+            return Err(format!(
+                "`classes.{name}.template` must hold `{{}}` exactly once, where the class name goes; \"{}\" holds it {holes} times",
+                decl.template
+            ));
+        }
+        if decl.column.is_empty() {
+            return Err(format!("`classes.{name}.column` is empty"));
+        }
+    }
+    Ok(())
 }
 
 /// A YAML error without the quoted source: the location and what is wrong, on

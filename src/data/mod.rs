@@ -3,6 +3,7 @@
 //! [`Manifest::load`] reads a manifest alone (what the language checker needs);
 //! [`load_split`] reads or generates the tables and cuts them into tasks.
 
+pub mod classes;
 mod columns;
 mod error;
 pub mod features;
@@ -18,6 +19,7 @@ pub mod split;
 pub mod synthetic;
 pub mod tables;
 
+pub use classes::ClassSet;
 pub use error::DataError;
 pub use features::Features;
 pub use inspect::inspect;

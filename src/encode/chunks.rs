@@ -165,3 +165,19 @@ pub fn write_whole(
     }
     result
 }
+
+/// Whether the table exists and was made from the same inputs.
+pub fn up_to_date(path: &Path, hash: &str) -> bool {
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let Ok(reader) = arrow_ipc::reader::FileReader::try_new(file, None) else {
+        return false;
+    };
+    reader
+        .schema()
+        .metadata()
+        .get("lethe.raw_hash")
+        .map(String::as_str)
+        == Some(hash)
+}

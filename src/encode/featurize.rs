@@ -9,7 +9,7 @@
 //! input hash is not computed again. Images are decoded in parallel, the next
 //! batch while the encoder runs on the current one.
 
-use super::chunks::{write_whole, ChunkStore};
+use super::chunks::{up_to_date, write_whole, ChunkStore};
 use super::image::{load_rgb, ImageEncoder, SIZE};
 use super::preprocess::load_photo;
 use super::text::TextEncoder;
@@ -159,15 +159,24 @@ pub fn featurize_with(
         chunk: options.caption_chunk,
         what: "captions",
     };
+    // One text encoder for captions and prompts, loaded when first needed.
+    let text_encoder: std::sync::OnceLock<Arc<TextEncoder>> = std::sync::OnceLock::new();
+    let load_text = || -> Result<Arc<TextEncoder>, String> {
+        if let Some(e) = text_encoder.get() {
+            return Ok(e.clone());
+        }
+        let e = Arc::new(TextEncoder::load(
+            &encoders.join("all-minilm-l6-v2"),
+            &options.device,
+        )?);
+        Ok(text_encoder.get_or_init(|| e).clone())
+    };
     let line = job.run(
         &[],
         progress,
-        |rows: &[usize], encoder: &mut Option<TextEncoder>| {
+        |rows: &[usize], encoder: &mut Option<Arc<TextEncoder>>| {
             if encoder.is_none() {
-                *encoder = Some(TextEncoder::load(
-                    &encoders.join("all-minilm-l6-v2"),
-                    &options.device,
-                )?);
+                *encoder = Some(load_text()?);
             }
             let encoder = encoder.as_ref().ok_or("the text encoder is not loaded")?;
             let mut features = Vec::with_capacity(rows.len() * encoder.dim);
@@ -184,6 +193,13 @@ pub fn featurize_with(
         },
     )?;
     report.push_str(&format!("{line} (all-MiniLM-L6-v2)\n"));
+    let prompts_hash = format!(
+        "{HASH_SCHEMA} prompts all-minilm-l6-v2{}",
+        device_tag(&options.device)
+    );
+    if let Some(line) = super::prompts::featurize_prompts(&manifest, &load_text, &prompts_hash)? {
+        report.push_str(&format!("{line} (all-MiniLM-L6-v2)\n"));
+    }
     Ok(report)
 }
 
@@ -397,20 +413,4 @@ impl Job<'_> {
         }
         columns
     }
-}
-
-/// Whether the table exists and was made from the same inputs.
-fn up_to_date(path: &Path, hash: &str) -> bool {
-    let Ok(file) = std::fs::File::open(path) else {
-        return false;
-    };
-    let Ok(reader) = arrow_ipc::reader::FileReader::try_new(file, None) else {
-        return false;
-    };
-    reader
-        .schema()
-        .metadata()
-        .get("lethe.raw_hash")
-        .map(String::as_str)
-        == Some(hash)
 }

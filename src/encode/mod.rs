@@ -5,5 +5,6 @@ pub mod chunks;
 pub mod featurize;
 pub mod image;
 pub mod preprocess;
+pub mod prompts;
 pub mod text;
 pub mod torch_legacy;

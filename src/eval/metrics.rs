@@ -1,7 +1,7 @@
 //! Figures from the recall matrix `R[k][j]` (recall on task j after stage k, T
 //! stages), each naming its formula since continual-learning libraries disagree.
 
-use crate::results::RecallRow;
+use crate::results::{RecallRow, ZeroshotRow};
 use std::collections::BTreeMap;
 
 pub const AVERAGE: &str = "mean_j R[T][j]";
@@ -13,6 +13,10 @@ pub const TOTAL: &str = "R[T][all]: union gallery, the queries of every task poo
 
 /// Stage → task → recall, for one (direction, gallery, K).
 type Matrix = BTreeMap<usize, BTreeMap<String, f64>>;
+
+/// The `direction` of zero-shot figures in the summary (their `gallery` is the
+/// class set and `k` the K of top-K accuracy).
+pub const ZEROSHOT: &str = "zeroshot";
 
 /// One figure of one variant and seed.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +41,29 @@ pub fn figures(rows: &[RecallRow], tasks: &[String], sequential: bool) -> Vec<Fi
             .or_default()
             .insert(r.eval_task.clone(), r.recall);
     }
+    matrix_figures(matrix, tasks, sequential)
+}
+
+/// The same figures of the zero-shot accuracy matrix `A[k][j]` (top-K accuracy
+/// on task j after stage k), one matrix per class set and K.
+pub fn zeroshot_figures(rows: &[ZeroshotRow], tasks: &[String], sequential: bool) -> Vec<Figure> {
+    let mut matrix: BTreeMap<(String, String, usize), Matrix> = BTreeMap::new();
+    for r in rows {
+        matrix
+            .entry((ZEROSHOT.to_string(), r.class_set.clone(), r.k))
+            .or_default()
+            .entry(r.stage)
+            .or_default()
+            .insert(r.task.clone(), r.accuracy);
+    }
+    matrix_figures(matrix, tasks, sequential)
+}
+
+fn matrix_figures(
+    matrix: BTreeMap<(String, String, usize), Matrix>,
+    tasks: &[String],
+    sequential: bool,
+) -> Vec<Figure> {
     let mut out = Vec::new();
     for ((direction, gallery, k), by_stage) in matrix {
         let Some((&last, final_row)) = by_stage.iter().next_back() else {

@@ -10,6 +10,7 @@
 pub mod drift;
 pub mod metrics;
 pub mod search;
+pub mod zeroshot;
 
 use crate::data::LoadedSplit;
 use crate::lang::{Direction, GalleryScope};

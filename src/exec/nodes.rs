@@ -4,19 +4,23 @@
 //! Entry layout: `load` → `split.json`; `train` → `model.safetensors`,
 //! `log.jsonl`; `importance` → `importance.safetensors`; `index`/`query` →
 //! `embeddings.safetensors` (tensors `image`, `text`: rows in the task's test
-//! order); `evaluate` → `recall.jsonl`, `drift.jsonl`.
+//! order); `evaluate` → `recall.jsonl`, `drift.jsonl`; `zeroshot` →
+//! `zeroshot.jsonl`, `embeddings.safetensors` (tensors `prompts`, one row per
+//! class, and `image`, every task's evaluated images in task order).
 
 use super::cache::Cache;
 use super::entries::{read_embeddings, write_jsonl};
 use super::schedule::{Events, Runner};
-use crate::data::{load_split, LoadedSplit, Manifest};
+use crate::data::classes::read_class_set;
+use crate::data::{load_split, ClassSet, LoadedSplit, Manifest};
 use crate::eval::{self, Embedded, Evaluation, TaskEmbeddings};
 use crate::lang::{Modality, TrainSpec};
 use crate::model::{load_checkpoint, save_checkpoint, CheckpointMeta, Model};
 use crate::plan::{
     EmbedNode, Estimate, EvaluateNode, ImportanceNode, InitNode, LoadNode, NodeSpec, Plan, Slot,
-    TrainNode,
+    TrainNode, ZeroshotImages, ZeroshotNode,
 };
+use crate::results::ZeroshotRow;
 use crate::train::importance::{self, Importance};
 use crate::train::{train_stage, Previous, Stage};
 use candle_core::{Device, Tensor};
@@ -35,6 +39,8 @@ pub struct NodeRunner<'a> {
     device: Device,
     events: Option<&'a dyn Events>,
     splits: Mutex<HashMap<String, Arc<SplitCell>>>,
+    /// Class sets by (load node key, class set name), read once per run.
+    class_sets: Mutex<HashMap<(String, String), Arc<ClassSet>>>,
 }
 
 impl<'a> NodeRunner<'a> {
@@ -45,6 +51,7 @@ impl<'a> NodeRunner<'a> {
             device,
             events: None,
             splits: Mutex::new(HashMap::new()),
+            class_sets: Mutex::new(HashMap::new()),
         }
     }
 
@@ -100,6 +107,42 @@ impl<'a> NodeRunner<'a> {
         load_split(&manifest, &spec.split).map_err(|e| e.to_string())
     }
 
+    /// The class set `name` of the dataset behind the `load` node in `slot`.
+    fn class_set(
+        &self,
+        node: NodeIndex,
+        slot: Slot,
+        name: &str,
+        split: &LoadedSplit,
+    ) -> Result<Arc<ClassSet>, String> {
+        let load = self.plan.node(self.input(node, slot)?);
+        let key = (load.key.clone(), name.to_string());
+        if let Some(set) = self.class_sets.lock().map_err(|_| "poisoned")?.get(&key) {
+            return Ok(set.clone());
+        }
+        let NodeSpec::Load(spec) = &load.spec else {
+            return Err(format!("{} is not a load node", load.label));
+        };
+        let path = self
+            .plan
+            .dataset_path(&spec.dataset)
+            .ok_or_else(|| format!("no manifest with content hash {}", spec.dataset))?;
+        let manifest = Manifest::load(path).map_err(|e| e.to_string())?;
+        let set = read_class_set(&manifest, name, split.text_dim).map_err(|e| e.to_string())?;
+        if set.image_class.len() != split.image_ids.len() {
+            return Err(format!(
+                "{}: the images table changed while the run read it",
+                path.display()
+            ));
+        }
+        let set = Arc::new(set);
+        self.class_sets
+            .lock()
+            .map_err(|_| "poisoned")?
+            .insert(key, set.clone());
+        Ok(set)
+    }
+
     /// The model an `init` or `train` node in `slot` of `node` made.
     fn model(&self, node: NodeIndex, slot: Slot, split: &LoadedSplit) -> Result<Model, String> {
         let maker = self.plan.node(self.input(node, slot)?);
@@ -110,7 +153,8 @@ impl<'a> NodeRunner<'a> {
             | NodeSpec::Importance(_)
             | NodeSpec::Index(_)
             | NodeSpec::Query(_)
-            | NodeSpec::Evaluate(_) => {
+            | NodeSpec::Evaluate(_)
+            | NodeSpec::Zeroshot(_) => {
                 return Err(format!("{} makes no model", maker.label));
             }
         };
@@ -365,6 +409,143 @@ impl<'a> NodeRunner<'a> {
     }
 }
 
+impl NodeRunner<'_> {
+    /// Classifies images (every task's evaluated images, or every image of a
+    /// downstream set) against the class set's prompts, all embedded by the stage's
+    /// model.
+    fn zeroshot(&self, node: NodeIndex, spec: &ZeroshotNode, out: &Path) -> Result<(), String> {
+        let split = self.split(node, spec.load)?;
+        let model = self.model(node, spec.model, &split)?;
+        // (task, image features row-major, each image's class) per group of images.
+        let mut groups: Vec<(String, Vec<f32>, Vec<u32>)> = Vec::new();
+        let set = match &spec.images {
+            ZeroshotImages::Tasks { tasks } => {
+                let set = self.class_set(node, spec.load, &spec.class_set, &split)?;
+                for task in tasks {
+                    let test = &split.task(task)?.test_images;
+                    let rows: Vec<usize> = test.iter().map(|&r| r as usize).collect();
+                    let (features, labels) = labelled(
+                        &rows,
+                        &split.image_features,
+                        split.image_dim,
+                        &set,
+                        &split.image_ids,
+                    )?;
+                    groups.push((task.clone(), features, labels));
+                }
+                set
+            }
+            ZeroshotImages::Downstream { dataset, name } => {
+                let (images, set) = self.downstream(dataset, &spec.class_set, &split)?;
+                let rows: Vec<usize> = (0..images.rows()).collect();
+                let (features, labels) =
+                    labelled(&rows, &images.features, images.dim, &set, &images.ids)?;
+                groups.push((name.clone(), features, labels));
+                Arc::new(set)
+            }
+        };
+        let n_classes = set.classes.len();
+        let prompts = model
+            .embed_all(Modality::Text, &set.features, n_classes)
+            .map_err(|e| e.to_string())?;
+        let dim = prompts.len() / n_classes.max(1);
+        let class_set = match &spec.images {
+            ZeroshotImages::Tasks { .. } => spec.class_set.clone(),
+            ZeroshotImages::Downstream { name, .. } => format!("{name}/{}", spec.class_set),
+        };
+        let mut rows = Vec::new();
+        let mut all_images = Vec::new();
+        for (task, features, labels) in groups {
+            let images = model
+                .embed_all(Modality::Image, &features, labels.len())
+                .map_err(|e| e.to_string())?;
+            let ranks = eval::zeroshot::class_ranks(&images, &prompts, dim, &labels);
+            for &k in &spec.top {
+                rows.push(ZeroshotRow {
+                    stage: spec.stage,
+                    stage_task: spec.stage_task.clone(),
+                    class_set: class_set.clone(),
+                    task: task.clone(),
+                    k,
+                    accuracy: eval::zeroshot::top_k_accuracy(&ranks, k),
+                    n_images: labels.len(),
+                    n_classes,
+                });
+            }
+            all_images.extend(images);
+        }
+        let tensor = |data: Vec<f32>| {
+            let n = data.len() / dim.max(1);
+            Tensor::from_vec(data, (n, dim), &Device::Cpu).map_err(|e| e.to_string())
+        };
+        save_checkpoint(
+            &out.join("embeddings.safetensors"),
+            &[
+                ("prompts".to_string(), tensor(prompts)?),
+                ("image".to_string(), tensor(all_images)?),
+            ],
+            &self.metadata(node, "embeddings", &split),
+        )
+        .map_err(|e| e.to_string())?;
+        write_jsonl(&out.join("zeroshot.jsonl"), &rows)
+    }
+
+    /// A downstream set's images table and class set, checked against the sizes
+    /// of the pipeline's features.
+    fn downstream(
+        &self,
+        dataset: &str,
+        class_set: &str,
+        split: &LoadedSplit,
+    ) -> Result<(crate::data::tables::Table, ClassSet), String> {
+        let path = self
+            .plan
+            .dataset_path(dataset)
+            .ok_or_else(|| format!("no manifest with content hash {dataset}"))?;
+        let manifest = Manifest::load(path).map_err(|e| e.to_string())?;
+        let images = manifest
+            .images_path()
+            .ok_or_else(|| format!("{}: names no images table", path.display()))?;
+        let table = crate::data::read::read_table(&images, &[]).map_err(|e| e.to_string())?;
+        if table.dim != split.image_dim {
+            return Err(format!(
+                "{}: {}-d image features, the pipeline's dataset {}-d: featurize both with the same encoder",
+                images.display(),
+                table.dim,
+                split.image_dim
+            ));
+        }
+        let set =
+            crate::data::classes::load_class_set(&manifest, class_set, &table, split.text_dim)
+                .map_err(|e| e.to_string())?;
+        Ok((table, set))
+    }
+}
+
+/// The features of image `rows` and their classes; an image without exactly one
+/// class is an error that names it.
+fn labelled(
+    rows: &[usize],
+    features: &[f32],
+    dim: usize,
+    set: &ClassSet,
+    ids: &[String],
+) -> Result<(Vec<f32>, Vec<u32>), String> {
+    let mut gathered = Vec::with_capacity(rows.len() * dim);
+    let mut labels = Vec::with_capacity(rows.len());
+    for &r in rows {
+        let class = set.image_class[r].ok_or_else(|| {
+            format!(
+                "image `{}` has no single value in the column of class set `{}`: zero-shot classification needs one class per image",
+                ids[r], set.name
+            )
+        })?;
+        labels.push(class);
+        gathered.extend_from_slice(&features[r * dim..(r + 1) * dim]);
+    }
+    Ok((gathered, labels))
+}
+
 /// One model's embeddings of a task from several entries (its query and index
 /// embeddings), modality by modality.
 fn merged(read: &HashMap<Slot, Embedded>, slots: &[Slot]) -> Embedded {
@@ -391,6 +572,7 @@ impl Runner for NodeRunner<'_> {
             NodeSpec::Importance(spec) => self.importance(node, spec, out),
             NodeSpec::Index(spec) | NodeSpec::Query(spec) => self.embed(node, spec, out),
             NodeSpec::Evaluate(spec) => self.evaluate(node, spec, out),
+            NodeSpec::Zeroshot(spec) => self.zeroshot(node, spec, out),
         }
     }
 

@@ -4,12 +4,13 @@
 
 use super::cache::Cache;
 use super::entries::{read_embeddings, read_jsonl};
+use crate::data::classes::read_class_set;
 use crate::data::Manifest;
 use crate::eval::metrics::{self, mean_std};
 use crate::lang::{LogEvery, Schedule};
-use crate::plan::{NodeKind, NodeSpec, Plan};
+use crate::plan::{NodeKind, NodeSpec, Plan, ZeroshotImages};
 use crate::results::{
-    DriftRow, EmbeddingRow, Identity, RecallRow, SummaryRow, TableWriter, TrainLogRow,
+    DriftRow, EmbeddingRow, Identity, RecallRow, SummaryRow, TableWriter, TrainLogRow, ZeroshotRow,
 };
 use crate::train::LogRow;
 use std::collections::{BTreeMap, HashMap};
@@ -70,6 +71,7 @@ pub fn write_report(
     let mut recall = TableWriter::<RecallRow>::new(&axes);
     let mut drift = TableWriter::<DriftRow>::new(&axes);
     let mut log = TableWriter::<TrainLogRow>::new(&axes);
+    let mut zeroshot = TableWriter::<ZeroshotRow>::new(&axes);
     let mut per_seed: Vec<(usize, Vec<metrics::Figure>)> = Vec::new();
     for v in 0..plan.experiments.len() {
         let e = &plan.experiments[v];
@@ -77,6 +79,7 @@ pub fn write_report(
         // Variants with a failed node (under --keep-going) have no results.
         if evaluations
             .iter()
+            .chain(&plan.variant_nodes[v].zeroshot)
             .any(|i| !cache.contains(&plan.node(*i).key))
         {
             missing.push(format!("\"{}\"", plan.variant_name(v)));
@@ -116,10 +119,33 @@ pub fn write_report(
         for r in &rows {
             recall.push(&identity, r);
         }
-        per_seed.push((
-            v,
-            metrics::figures(&rows, &e.tasks, e.schedule == Schedule::Sequential),
-        ));
+        let sequential = e.schedule == Schedule::Sequential;
+        let mut figures = metrics::figures(&rows, &e.tasks, sequential);
+        // The tasks' accuracies get the matrix figures over the tasks; a downstream
+        // set's, its final accuracy (`average` over its one "task").
+        let mut on_tasks: Vec<ZeroshotRow> = Vec::new();
+        let mut downstream: BTreeMap<String, Vec<ZeroshotRow>> = BTreeMap::new();
+        for &i in &plan.variant_nodes[v].zeroshot {
+            let node = plan.node(i);
+            let rows = read_jsonl::<ZeroshotRow>(&cache.entry(&node.key).join("zeroshot.jsonl"))?;
+            for r in &rows {
+                zeroshot.push(&identity, r);
+            }
+            match &node.spec {
+                NodeSpec::Zeroshot(z) => match &z.images {
+                    ZeroshotImages::Tasks { .. } => on_tasks.extend(rows),
+                    ZeroshotImages::Downstream { name, .. } => {
+                        downstream.entry(name.clone()).or_default().extend(rows)
+                    }
+                },
+                _ => return Err(format!("{} is not a zero-shot node", node.label)),
+            }
+        }
+        figures.extend(metrics::zeroshot_figures(&on_tasks, &e.tasks, sequential));
+        for (name, rows) in downstream {
+            figures.extend(metrics::zeroshot_figures(&rows, &[name], false));
+        }
+        per_seed.push((v, figures));
         for &i in &plan.variant_nodes[v].trainings {
             let node = plan.node(i);
             let model = node.direction.map_or("both", |d| d.name());
@@ -134,6 +160,9 @@ pub fn write_report(
     summary.write(&dir.join("summary.arrow"), &metadata)?;
     log.write(&dir.join("train_log.arrow"), &metadata)?;
     drift.write(&dir.join("drift.arrow"), &metadata)?;
+    if zeroshot.rows() > 0 {
+        zeroshot.write(&dir.join("zeroshot.arrow"), &metadata)?;
+    }
     if target.keep_embeddings {
         write_embeddings(plan, cache, dir, &run_id, &metadata)?;
     }
@@ -265,6 +294,7 @@ fn write_embeddings(
             splits.insert(key.clone(), split);
         }
         let split = &splits[&key];
+        zeroshot_embeddings(plan, cache, v, split, &identity, &mut table)?;
         for &i in &plan.variant_nodes[v].evaluations {
             let NodeSpec::Evaluate(spec) = &plan.node(i).spec else {
                 return Err(format!("{} is not an evaluation", plan.node(i).label));
@@ -295,7 +325,8 @@ fn write_embeddings(
                     | NodeKind::Init
                     | NodeKind::Train
                     | NodeKind::Importance
-                    | NodeKind::Evaluate => continue,
+                    | NodeKind::Evaluate
+                    | NodeKind::Zeroshot => continue,
                 };
                 let task = split.task(&n.tasks[0])?;
                 for (modality, (rows, data)) in read_embeddings(cache, &n.key)? {
@@ -344,4 +375,124 @@ fn write_embeddings(
         return Ok(());
     }
     table.write(&dir.join("embeddings.arrow"), metadata)
+}
+
+/// The embeddings zero-shot nodes compared: each class's prompt (role `prompt`,
+/// `task` the class set, `item_id` the class) and each evaluated image (role
+/// `zeroshot`), by the stage's model.
+fn zeroshot_embeddings(
+    plan: &Plan,
+    cache: &Cache,
+    v: usize,
+    split: &crate::data::LoadedSplit,
+    identity: &Identity,
+    table: &mut TableWriter<EmbeddingRow>,
+) -> Result<(), String> {
+    let e = &plan.experiments[v];
+    // Every class set of a stage classifies the same images by the same model:
+    // they are kept once, with the first class set's node.
+    let mut images_kept: Vec<(usize, String)> = Vec::new();
+    for &i in &plan.variant_nodes[v].zeroshot {
+        let node = plan.node(i);
+        let NodeSpec::Zeroshot(spec) = &node.spec else {
+            return Err(format!("{} is not a zero-shot node", node.label));
+        };
+        let manifest_path = match &spec.images {
+            ZeroshotImages::Tasks { .. } => e.dataset.clone(),
+            ZeroshotImages::Downstream { dataset, .. } => plan
+                .dataset_path(dataset)
+                .ok_or_else(|| format!("no manifest with content hash {dataset}"))?
+                .to_path_buf(),
+        };
+        let manifest = Manifest::load(&manifest_path).map_err(|e| e.to_string())?;
+        let classes = read_class_set(&manifest, &spec.class_set, split.text_dim)
+            .map_err(|e| e.to_string())?
+            .classes;
+        let shown_set = match &spec.images {
+            ZeroshotImages::Tasks { .. } => spec.class_set.clone(),
+            ZeroshotImages::Downstream { name, .. } => format!("{name}/{}", spec.class_set),
+        };
+        let model = plan
+            .inputs(i)
+            .get(spec.model)
+            .and_then(|&m| plan.node(m).direction)
+            .map_or("both", |d| d.name());
+        let read = read_embeddings(cache, &node.key)?;
+        let rows_of = |name: &str| {
+            read.get(name)
+                .map(|(rows, data)| (data.len() / (*rows).max(1), data))
+                .ok_or_else(|| format!("{}: no `{name}` embeddings", node.label))
+        };
+        let row =
+            |task: &str, modality: &str, role: &str, item: &str, image: &str, vector: &[f32]| {
+                EmbeddingRow {
+                    stage: spec.stage,
+                    model_stage: spec.stage,
+                    model: model.to_string(),
+                    task: task.to_string(),
+                    modality: modality.to_string(),
+                    role: role.to_string(),
+                    item_id: item.to_string(),
+                    image_id: image.to_string(),
+                    vector: vector.to_vec(),
+                }
+            };
+        let (dim, prompts) = rows_of("prompts")?;
+        for (class, vector) in classes.iter().zip(prompts.chunks_exact(dim)) {
+            table.push(
+                identity,
+                &row(&shown_set, "text", "prompt", class, "", vector),
+            );
+        }
+        // (task, its images' ids) in the order the node embedded them.
+        let groups: Vec<(String, Vec<String>)> = match &spec.images {
+            ZeroshotImages::Tasks { tasks } => tasks
+                .iter()
+                .map(|task| {
+                    let ids = split
+                        .task(task)?
+                        .test_images
+                        .iter()
+                        .map(|&r| split.image_ids[r as usize].clone())
+                        .collect();
+                    Ok((task.clone(), ids))
+                })
+                .collect::<Result<_, String>>()?,
+            ZeroshotImages::Downstream { name, .. } => {
+                let path = downstream_images(plan, &spec.images)?;
+                let table = crate::data::read::read_table(&path, &[]).map_err(|e| e.to_string())?;
+                vec![(name.clone(), table.ids)]
+            }
+        };
+        let images_key = (spec.stage, format!("{:?}", spec.images));
+        if images_kept.contains(&images_key) {
+            continue;
+        }
+        images_kept.push(images_key);
+        let (dim, images) = rows_of("image")?;
+        let mut vectors = images.chunks_exact(dim);
+        for (task, ids) in &groups {
+            for id in ids {
+                let vector = vectors
+                    .next()
+                    .ok_or_else(|| format!("{}: fewer image embeddings than images", node.label))?;
+                table.push(identity, &row(task, "image", "zeroshot", id, id, vector));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The images table of a downstream set.
+fn downstream_images(plan: &Plan, images: &ZeroshotImages) -> Result<std::path::PathBuf, String> {
+    let ZeroshotImages::Downstream { dataset, .. } = images else {
+        return Err("not a downstream set".to_string());
+    };
+    let path = plan
+        .dataset_path(dataset)
+        .ok_or_else(|| format!("no manifest with content hash {dataset}"))?;
+    Manifest::load(path)
+        .map_err(|e| e.to_string())?
+        .images_path()
+        .ok_or_else(|| format!("{}: names no images table", path.display()))
 }

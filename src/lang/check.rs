@@ -167,7 +167,7 @@ impl<'a> VariantChecker<'a> {
             .and_then(|v| self.reader.choice(v, "`index`"));
         let model = self.model(manifest.as_deref());
         let train = self.train(schedule);
-        let evaluate = self.evaluate();
+        let evaluate = self.evaluate(manifest.as_deref());
         Some(Experiment {
             pipeline: pipeline.node.clone(),
             label: variant.label.clone(),
@@ -202,11 +202,18 @@ impl<'a> VariantChecker<'a> {
 
     fn dataset(&mut self) -> Option<(PathBuf, Option<Rc<Manifest>>)> {
         let v = self.value("dataset")?;
+        self.manifest_at(v, "dataset")
+            .map(|(path, m)| (path, Some(m)))
+    }
+
+    /// A manifest named by a string path relative to the file that wrote it
+    /// (`what`: the setting, for messages).
+    fn manifest_at(&mut self, v: &Value, what: &str) -> Option<(PathBuf, Rc<Manifest>)> {
         let v = self.reader.plain(v);
         let ValueKind::Str(rel) = &v.kind else {
             self.reader.error(
                 Diagnostic::error(format!(
-                    "`dataset` must be a string path, found {}",
+                    "`{what}` must be a string path, found {}",
                     v.describe()
                 ))
                 .at(v.span, "expected a \"path\""),
@@ -228,12 +235,14 @@ impl<'a> VariantChecker<'a> {
                     path.display()
                 ))
                 .at(v.span, "no such file")
-                .note("the path is relative to the file that sets `dataset`"),
+                .note(format!(
+                    "the path is relative to the file that sets `{what}`"
+                )),
             );
             return None;
         }
         match self.manifests.get(&path) {
-            Ok(m) => Some((path, Some(m))),
+            Ok(m) => Some((path, m)),
             Err(d) => {
                 self.reader.error(d.at(v.span, "this manifest"));
                 None

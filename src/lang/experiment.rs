@@ -250,6 +250,21 @@ pub struct EvaluateSpec {
     pub recall: Vec<usize>,
     pub directions: Vec<Direction>,
     pub gallery: Vec<GalleryScope>,
+    /// Zero-shot class sets (names in the dataset manifest's `classes:`).
+    pub zeroshot: Vec<String>,
+    /// Downstream zero-shot sets: other datasets whose every image is classified
+    /// against each of their class sets after every stage.
+    pub downstream: Vec<Downstream>,
+}
+
+/// A downstream zero-shot set, checked: featurized by the same encoders.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Downstream {
+    pub dataset: PathBuf,
+    /// The manifest's `name`.
+    pub name: String,
+    /// Its `classes:`, in manifest order.
+    pub class_sets: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -70,6 +70,14 @@ pub const SETTINGS: &[SettingDoc] = &[
         "evaluate.gallery",
         "per_task (task known), union (task unknown)",
     ),
+    s(
+        "evaluate.zeroshot",
+        "class sets of the manifest's `classes:` for zero-shot classification, or []",
+    ),
+    s(
+        "evaluate.downstream",
+        "paths of other dataset manifests with `classes:`: downstream zero-shot sets, or []",
+    ),
 ];
 
 /// Defaults of every setting but `dataset`, `split` and `tasks`.
@@ -99,6 +107,8 @@ pub const DEFAULTS: &str = r#"pipeline "defaults" {
         recall     = [1, 5, 10]
         directions = [im2txt, txt2im]
         gallery    = [per_task, union]
+        zeroshot   = []
+        downstream = []
     }
 }
 "#;

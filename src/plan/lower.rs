@@ -11,6 +11,8 @@
 //! - `index(j, m)` / `query(j, k)`: the embedding model's key, the task and the
 //!   modalities embedded.
 //! - `evaluate(k)`: the galleries and queries the policy selects, and the metrics.
+//! - `zeroshot(k)`: the stage's model, the class set and the K of top-K; the
+//!   dataset's prompts through the load node's key.
 
 use super::spec::*;
 use super::{node_key, Node, Plan, VariantNodes};
@@ -21,6 +23,9 @@ use crate::lang::{
 use petgraph::graph::{DiGraph, NodeIndex};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+
+/// The K of the top-K accuracies of zero-shot classification (IncCLIP's).
+const ZEROSHOT_TOP: [usize; 2] = [1, 5];
 
 /// Lowers the experiments of one pipeline into a shared DAG.
 pub fn lower(pipeline: &str, experiments: Vec<Experiment>, manifests: &mut ManifestCache) -> Plan {
@@ -33,20 +38,30 @@ pub fn lower(pipeline: &str, experiments: Vec<Experiment>, manifests: &mut Manif
     // A content hash reads the feature tables: once per dataset, not per variant.
     let mut hashes: HashMap<PathBuf, (String, String)> = HashMap::new();
     let mut datasets = BTreeMap::new();
-    for (i, e) in experiments.iter().enumerate() {
-        let (data_hash, data_name) = hashes
-            .entry(e.dataset.clone())
+    // (content hash, name) of a manifest, registered as a dataset of the plan.
+    let mut dataset = |path: &PathBuf| -> (String, String) {
+        let (hash, name) = hashes
+            .entry(path.clone())
             .or_insert_with(|| {
                 manifests
-                    .get(&e.dataset)
+                    .get(path)
                     .map(|m| (m.content_hash(), m.name.clone()))
-                    .unwrap_or_else(|_| ("unreadable".to_string(), e.dataset.display().to_string()))
+                    .unwrap_or_else(|_| ("unreadable".to_string(), path.display().to_string()))
             })
             .clone();
-        datasets
-            .entry(data_hash.clone())
-            .or_insert_with(|| e.dataset.clone());
-        variant_nodes.push(b.experiment(i, e, &data_hash, &data_name));
+        datasets.entry(hash.clone()).or_insert_with(|| path.clone());
+        (hash, name)
+    };
+    for (i, e) in experiments.iter().enumerate() {
+        let (data_hash, data_name) = dataset(&e.dataset);
+        // Downstream zero-shot sets enter by content hash too.
+        let downstream: Vec<(String, String)> = e
+            .evaluate
+            .downstream
+            .iter()
+            .map(|d| dataset(&d.dataset))
+            .collect();
+        variant_nodes.push(b.experiment(i, e, &data_hash, &data_name, &downstream));
     }
     Plan {
         pipeline: pipeline.to_string(),
@@ -136,6 +151,7 @@ impl Builder {
         e: &Experiment,
         data_hash: &str,
         dataset_name: &str,
+        downstream: &[(String, String)],
     ) -> VariantNodes {
         let load = self.add(
             NodeSpec::Load(LoadNode {
@@ -208,14 +224,90 @@ impl Builder {
         trainings.dedup();
         let mut evaluations = self.evaluations(v, e, &chains, &models, load);
         evaluations.sort();
+        let zeroshot = self.zeroshot(v, e, &models[0], load, downstream);
         VariantNodes {
             evaluations,
             trainings,
+            zeroshot,
         }
     }
 
-    /// The untrained model a sequential chain starts from, evaluated as stage 0
-    /// for forward transfer (a joint model has no stages to transfer between).
+    /// Zero-shot classification after every evaluated stage, one node per class set
+    /// and stage, by the stage's model: the tasks' images against the pipeline
+    /// dataset's class sets, then every downstream set's images against its own.
+    /// With decoupled training the first chain's model classifies (the one serving
+    /// the first evaluated direction).
+    fn zeroshot(
+        &mut self,
+        v: usize,
+        e: &Experiment,
+        models: &[NodeIndex],
+        load: NodeIndex,
+        downstream: &[(String, String)],
+    ) -> Vec<NodeIndex> {
+        let t = e.tasks.len();
+        let stages: Vec<usize> = match e.schedule {
+            Schedule::Joint => vec![t],
+            Schedule::Sequential => (0..=t).collect(),
+        };
+        let mut targets: Vec<(ZeroshotImages, String, String)> = e
+            .evaluate
+            .zeroshot
+            .iter()
+            .map(|set| {
+                let images = ZeroshotImages::Tasks {
+                    tasks: e.tasks.clone(),
+                };
+                (images, set.clone(), set.clone())
+            })
+            .collect();
+        for (d, (hash, name)) in e.evaluate.downstream.iter().zip(downstream) {
+            for set in &d.class_sets {
+                let images = ZeroshotImages::Downstream {
+                    dataset: hash.clone(),
+                    name: name.clone(),
+                };
+                targets.push((images, set.clone(), format!("{name}/{set}")));
+            }
+        }
+        let mut nodes = Vec::new();
+        for (images, class_set, shown) in targets {
+            for &k in &stages {
+                let stage_task = match e.schedule {
+                    Schedule::Joint => "joint".to_string(),
+                    Schedule::Sequential if k == 0 => "init".to_string(),
+                    Schedule::Sequential => e.tasks[k - 1].clone(),
+                };
+                let mut inputs = Inputs::default();
+                let spec = ZeroshotNode {
+                    stage: k,
+                    stage_task: stage_task.clone(),
+                    images: images.clone(),
+                    class_set: class_set.clone(),
+                    top: ZEROSHOT_TOP.to_vec(),
+                    model: inputs.slot(models[k]),
+                    load: inputs.slot(load),
+                };
+                let tasks = match &images {
+                    ZeroshotImages::Tasks { tasks } => tasks.clone(),
+                    ZeroshotImages::Downstream { name, .. } => vec![name.clone()],
+                };
+                nodes.push(self.add(
+                    NodeSpec::Zeroshot(spec),
+                    Display {
+                        label: format!("zeroshot({shown}, {k}: {stage_task})"),
+                        tasks,
+                        stage: Some(k),
+                        direction: None,
+                    },
+                    inputs,
+                    v,
+                ));
+            }
+        }
+        nodes
+    }
+
     fn init(&mut self, v: usize, e: &Experiment, load: NodeIndex) -> NodeIndex {
         let mut inputs = Inputs::default();
         let spec = InitNode {

@@ -13,7 +13,8 @@ pub use lower::{lower, resolve_coverage};
 pub use render::{render, Format};
 pub use spec::{
     DirectionInputs, DriftInputs, EmbedNode, Estimate, EvaluateNode, ImportanceNode, InitNode,
-    LoadNode, NodeKind, NodeSpec, Recipe, Slot, TaskInputs, TrainNode,
+    LoadNode, NodeKind, NodeSpec, Recipe, Slot, TaskInputs, TrainNode, ZeroshotImages,
+    ZeroshotNode,
 };
 
 use crate::lang::{Direction, Experiment};
@@ -77,6 +78,8 @@ pub struct VariantNodes {
     pub evaluations: Vec<NodeIndex>,
     /// Its training runs, chain by chain and stage by stage.
     pub trainings: Vec<NodeIndex>,
+    /// Its zero-shot classifications, class set by class set and stage by stage.
+    pub zeroshot: Vec<NodeIndex>,
 }
 
 /// The lowered pipeline: a DAG whose node indices are in topological order
@@ -113,11 +116,17 @@ impl Plan {
         self.graph[i].inputs.get(slot).map(|&j| &self.graph[j])
     }
     /// The nodes whose outputs the result tables read: every variant's
-    /// evaluations and training runs.
+    /// evaluations, zero-shot classifications and training runs.
     pub fn result_nodes(&self) -> std::collections::HashSet<NodeIndex> {
         self.variant_nodes
             .iter()
-            .flat_map(|v| v.evaluations.iter().chain(&v.trainings).copied())
+            .flat_map(|v| {
+                v.evaluations
+                    .iter()
+                    .chain(&v.zeroshot)
+                    .chain(&v.trainings)
+                    .copied()
+            })
             .collect()
     }
     /// The manifest with this content hash (a load node's dataset).

@@ -213,6 +213,7 @@ fn colour(kind: NodeKind) -> &'static str {
         NodeKind::Index => "#c7e9c0",
         NodeKind::Query => "#e5f5e0",
         NodeKind::Evaluate => "#dadaeb",
+        NodeKind::Zeroshot => "#fcbba1",
     }
 }
 

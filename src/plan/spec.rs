@@ -27,10 +27,11 @@ pub enum NodeKind {
     Index,
     Query,
     Evaluate,
+    Zeroshot,
 }
 
 impl NodeKind {
-    pub const ALL: [NodeKind; 7] = [
+    pub const ALL: [NodeKind; 8] = [
         NodeKind::Load,
         NodeKind::Init,
         NodeKind::Train,
@@ -38,6 +39,7 @@ impl NodeKind {
         NodeKind::Index,
         NodeKind::Query,
         NodeKind::Evaluate,
+        NodeKind::Zeroshot,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -48,6 +50,7 @@ impl NodeKind {
             NodeKind::Index => "index",
             NodeKind::Query => "query",
             NodeKind::Evaluate => "evaluate",
+            NodeKind::Zeroshot => "zeroshot",
         }
     }
 }
@@ -67,6 +70,7 @@ pub enum NodeSpec {
     /// Embeds a task's test queries.
     Query(EmbedNode),
     Evaluate(EvaluateNode),
+    Zeroshot(ZeroshotNode),
 }
 
 impl NodeSpec {
@@ -79,6 +83,7 @@ impl NodeSpec {
             NodeSpec::Index(_) => NodeKind::Index,
             NodeSpec::Query(_) => NodeKind::Query,
             NodeSpec::Evaluate(_) => NodeKind::Evaluate,
+            NodeSpec::Zeroshot(_) => NodeKind::Zeroshot,
         }
     }
 
@@ -265,6 +270,36 @@ pub struct TaskInputs {
     pub gallery_stage: usize,
     /// For a task learned before this stage: what its drift diagnostics compare.
     pub drift: Option<DriftInputs>,
+}
+
+/// Zero-shot classification after one stage: images against the prompts of every
+/// class of a set, by one model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ZeroshotNode {
+    pub stage: usize,
+    /// The task learned at this stage, `init` or `joint`.
+    pub stage_task: String,
+    pub images: ZeroshotImages,
+    /// A class set of the dataset the images come from.
+    pub class_set: String,
+    /// The K of top-K accuracy.
+    pub top: Vec<usize>,
+    /// The stage's model (of the first chain when training is decoupled).
+    pub model: Slot,
+    /// The pipeline's split (the model's input sizes, and the tasks' images).
+    pub load: Slot,
+}
+
+/// Which images a zero-shot node classifies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "of")]
+pub enum ZeroshotImages {
+    /// Every task's evaluated images, in learning order. The load node's key (the
+    /// manifest's content hash) covers the prompts table.
+    Tasks { tasks: Vec<String> },
+    /// Every image of a downstream dataset, which enters by content hash (its path
+    /// is kept beside the plan, as a load node's is).
+    Downstream { dataset: String, name: String },
 }
 
 /// Both modalities of an old task's test items, by this stage's model and by the

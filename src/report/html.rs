@@ -103,6 +103,35 @@ pub fn render(report: &Report) -> Result<String, String> {
         ));
         body.push_str(&plain_table(&matrix_grid(m)));
     }
+    let z = &report.zeroshot;
+    if !z.blocks.is_empty() {
+        body.push_str(&format!(
+            "<h2>Zero-shot classification</h2>\n<p>Top-{} accuracy (%) of each task's evaluated \
+             images against the prompt of every class of the set, by each stage's model, mean ± \
+             std over seeds (<code>zeroshot.arrow</code> has top-5 too).</p>\n",
+            super::zeroshot::TOP
+        ));
+        for block in &z.blocks {
+            body.push_str(&format!("<h3>{}</h3>\n", escape(&block.title)));
+            body.push_str(&block_table(block));
+        }
+        body.push_str("<div class=\"charts\">\n");
+        for chart in z.charts.iter().filter(|c| !c.series.is_empty()) {
+            body.push_str(&format!(
+                "<figure>{}</figure>\n",
+                drift_chart(chart).map_err(|e| format!("plotting {}: {e}", chart.metric))?
+            ));
+        }
+        body.push_str("</div>\n");
+        for m in &z.matrices {
+            body.push_str(&format!(
+                "<h3>{} · {}</h3>\n",
+                escape(&m.variant),
+                escape(&m.direction)
+            ));
+            body.push_str(&plain_table(&matrix_grid(m)));
+        }
+    }
     if let Some(grid) = shares_grid(report) {
         body.push_str(
             "<h2>Regularizer terms</h2>\n<p>Each term's share of the loss (%) per stage, mean \

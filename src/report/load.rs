@@ -5,7 +5,7 @@
 
 use super::ReportError;
 use crate::results::{
-    read_table, DriftRow, Identified, RecallRow, ResultRow, SummaryRow, TrainLogRow,
+    read_table, DriftRow, Identified, RecallRow, ResultRow, SummaryRow, TrainLogRow, ZeroshotRow,
 };
 use std::path::{Path, PathBuf};
 
@@ -38,6 +38,8 @@ pub struct RunResults {
     pub summary: Vec<Identified<SummaryRow>>,
     pub drift: Vec<Identified<DriftRow>>,
     pub train_log: Vec<Identified<TrainLogRow>>,
+    /// Empty when the run classified nothing zero-shot (no `zeroshot.arrow`).
+    pub zeroshot: Vec<Identified<ZeroshotRow>>,
     pub wall_seconds: Option<f64>,
 }
 
@@ -56,6 +58,12 @@ pub fn load(dir: &Path) -> Result<RunResults, ReportError> {
     summary.retain(|s| s.row.statistic != "value");
     let drift = read_table::<DriftRow>(&dir.join(DriftRow::FILE))?;
     let train_log = read_table::<TrainLogRow>(&dir.join(TrainLogRow::FILE))?;
+    let zeroshot_path = dir.join(ZeroshotRow::FILE);
+    let zeroshot = if zeroshot_path.exists() {
+        read_table::<ZeroshotRow>(&zeroshot_path)?
+    } else {
+        Vec::new()
+    };
     for r in &recall {
         if !variants.iter().any(|v| v.label == r.identity.variant) {
             return Err(ReportError::new(
@@ -86,6 +94,7 @@ pub fn load(dir: &Path) -> Result<RunResults, ReportError> {
         summary,
         train_log,
         drift,
+        zeroshot,
         wall_seconds: run
             .as_ref()
             .and_then(|r| r.get("wall_seconds"))

@@ -7,8 +7,10 @@
 pub mod html;
 pub mod load;
 pub mod model;
+pub mod table;
 pub mod terms;
 pub mod text;
+pub mod zeroshot;
 
 use crate::results::ReadError;
 use std::path::{Path, PathBuf};

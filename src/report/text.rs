@@ -69,6 +69,26 @@ pub fn render(report: &Report, style: Style) -> String {
         out.push_str(&draw(&matrix_grid(m), style));
         out.push('\n');
     }
+    let z = &report.zeroshot;
+    if !z.blocks.is_empty() {
+        out.push_str(&heading(
+            2,
+            &format!(
+                "Zero-shot classification: top-{} accuracy (%) of each task's images against every class's prompt",
+                super::zeroshot::TOP
+            ),
+        ));
+        for block in &z.blocks {
+            out.push_str(&heading(3, &block.title));
+            out.push_str(&draw(&block_grid(block), style));
+            out.push('\n');
+        }
+        for m in &z.matrices {
+            out.push_str(&heading(3, &format!("{} · {}", m.variant, m.direction)));
+            out.push_str(&draw(&matrix_grid(m), style));
+            out.push('\n');
+        }
+    }
     if let Some(grid) = drift_grid(report) {
         out.push_str(&heading(
             2,

@@ -14,7 +14,7 @@ pub mod schema;
 pub mod write;
 
 pub use read::{read_table, Identified, ReadError};
-pub use rows::{DriftRow, EmbeddingRow, LogRow, RecallRow, SummaryRow, TrainLogRow};
+pub use rows::{DriftRow, EmbeddingRow, LogRow, RecallRow, SummaryRow, TrainLogRow, ZeroshotRow};
 pub use schema::{axis_column, Identity, ResultRow, TableColumns};
 pub use write::{write_batches, TableWriter};
 
@@ -26,5 +26,6 @@ pub fn tables() -> Vec<TableColumns> {
         TableColumns::of::<TrainLogRow>(),
         TableColumns::of::<DriftRow>(),
         TableColumns::of::<EmbeddingRow>(),
+        TableColumns::of::<ZeroshotRow>(),
     ]
 }

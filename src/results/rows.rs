@@ -214,3 +214,39 @@ impl ResultRow for EmbeddingRow {
         Column::vector("vector", |r| &r.vector, |r, v| r.vector = v),
     ];
 }
+
+/// One zero-shot figure: a task's evaluated images classified against every class
+/// of a set after a stage, top-K accuracy in percent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ZeroshotRow {
+    pub stage: usize,
+    pub stage_task: String,
+    pub class_set: String,
+    pub task: String,
+    pub k: usize,
+    pub accuracy: f64,
+    pub n_images: usize,
+    pub n_classes: usize,
+}
+
+impl ResultRow for ZeroshotRow {
+    const FILE: &'static str = "zeroshot.arrow";
+    const COLUMNS: &'static [Column<Self>] = &[
+        Column::uint64("stage", |r| r.stage as u64, |r, v| r.stage = v as usize),
+        Column::text("stage_task", |r| &r.stage_task, |r, v| r.stage_task = v),
+        Column::text("class_set", |r| &r.class_set, |r, v| r.class_set = v),
+        Column::text("task", |r| &r.task, |r, v| r.task = v),
+        Column::uint64("k", |r| r.k as u64, |r, v| r.k = v as usize),
+        Column::float64("accuracy", |r| r.accuracy, |r, v| r.accuracy = v),
+        Column::uint64(
+            "n_images",
+            |r| r.n_images as u64,
+            |r, v| r.n_images = v as usize,
+        ),
+        Column::uint64(
+            "n_classes",
+            |r| r.n_classes as u64,
+            |r, v| r.n_classes = v as usize,
+        ),
+    ];
+}

@@ -32,6 +32,8 @@ def check_summary_against_recall(run_dir):
     summary = pl.read_ipc(run_dir / "summary.arrow").filter(pl.col("statistic") == "value")
     variants = {(v["label"], v["seed"]): v for v in json.loads((run_dir / "pipeline.json").read_text())}
     checked = 0
+    # Zero-shot figures come from zeroshot.arrow (check_summary_against_zeroshot).
+    summary = summary.filter(pl.col("direction") != "zeroshot")
     for row in summary.filter(pl.col("metric") != "total").iter_rows(named=True):
         v = variants[(row["variant"], row["seed"])]
         tasks = v["tasks"]
@@ -48,4 +50,69 @@ def check_summary_against_recall(run_dir):
         assert abs(row["value"] - expected) < 1e-9, (row, expected)
         checked += 1
     assert checked > 0
+    return checked
+
+
+def check_summary_against_zeroshot(run_dir):
+    """The zero-shot figures of summary.arrow (direction `zeroshot`, gallery the
+    class set, k the K of top-K) from the accuracy matrices of zeroshot.arrow."""
+    run_dir = Path(run_dir)
+    accuracy = pl.read_ipc(run_dir / "zeroshot.arrow")
+    summary = pl.read_ipc(run_dir / "summary.arrow").filter(
+        (pl.col("statistic") == "value") & (pl.col("direction") == "zeroshot"))
+    variants = {(v["label"], v["seed"]): v for v in json.loads((run_dir / "pipeline.json").read_text())}
+    checked = 0
+    for row in summary.iter_rows(named=True):
+        tasks = variants[(row["variant"], row["seed"])]["tasks"]
+        if "/" in row["gallery"]:
+            # A downstream set's class set (`dataset/set`): its one "task" is the
+            # dataset, and its figure the accuracy after the last stage.
+            sel = accuracy.filter((pl.col("variant") == row["variant"]) & (pl.col("seed") == row["seed"])
+                                  & (pl.col("class_set") == row["gallery"]) & (pl.col("k") == row["k"]))
+            last = sel.filter(pl.col("stage") == sel["stage"].max())
+            assert row["metric"] == "average", row
+            assert abs(row["value"] - last["accuracy"].item()) < 1e-9, (row, last)
+            checked += 1
+            continue
+        T = len(tasks)
+        sel = accuracy.filter((pl.col("variant") == row["variant"]) & (pl.col("seed") == row["seed"])
+                              & (pl.col("class_set") == row["gallery"]) & (pl.col("k") == row["k"]))
+        A = np.full((T + 1, T), np.nan)
+        for r in sel.iter_rows(named=True):
+            A[r["stage"], tasks.index(r["task"])] = r["accuracy"]
+        expected = expected_figures(A, T)[row["metric"]]
+        assert abs(row["value"] - expected) < 1e-9, (row, expected)
+        checked += 1
+    assert checked > 0
+    return checked
+
+
+def check_zeroshot_against_embeddings(run_dir, labels):
+    """Every accuracy of zeroshot.arrow from the kept embeddings (roles `prompt` and
+    `zeroshot`), `labels[class_set][image_id]` giving each image's class; ties go
+    to the class listed first. Returns how many accuracies were checked."""
+    run_dir = Path(run_dir)
+    acc = pl.read_ipc(run_dir / "zeroshot.arrow")
+    emb = pl.read_ipc(run_dir / "embeddings.arrow")
+    checked = 0
+    for (variant, seed, class_set, stage), rows in acc.group_by(
+            ["variant", "seed", "class_set", "stage"], maintain_order=True):
+        mine = emb.filter((pl.col("variant") == variant) & (pl.col("seed") == seed) & (pl.col("stage") == stage))
+        prompts = mine.filter((pl.col("role") == "prompt") & (pl.col("task") == class_set))
+        classes = prompts["item_id"].to_list()
+        assert classes == sorted(set(labels[class_set].values())), "every value, sorted"
+        P = np.stack(prompts["vector"].to_numpy()).astype(np.float64)
+        for r in rows.iter_rows(named=True):
+            images = mine.filter((pl.col("role") == "zeroshot") & (pl.col("task") == r["task"]))
+            assert len(images) == r["n_images"] > 0
+            X = np.stack(images["vector"].to_numpy()).astype(np.float64)
+            truth = np.array([classes.index(labels[class_set][i]) for i in images["item_id"].to_list()])
+            S = X @ P.T
+            own = S[np.arange(len(truth)), truth][:, None]
+            index = np.arange(len(classes))[None, :]
+            rank = ((S > own) | ((S == own) & (index < truth[:, None]))).sum(axis=1)
+            expected = 100.0 * np.mean(rank < r["k"])
+            assert abs(r["accuracy"] - expected) < 1e-9, (r, expected)
+            assert r["n_classes"] == len(classes)
+            checked += 1
     return checked

@@ -5,6 +5,7 @@
   rasterised with resvg) validates, shows its six tasks, and runs a pipeline.
 Both fetch what they need (npm, PyPI, apt); they take about three minutes together.
 """
+import json
 import os
 import pathlib
 import subprocess
@@ -12,7 +13,8 @@ import subprocess
 import numpy as np
 import pyarrow.ipc as ipc
 import pytest
-from summary_check import check_summary_against_recall
+from summary_check import (check_summary_against_recall, check_summary_against_zeroshot,
+                           check_zeroshot_against_embeddings)
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 LETHE = REPO / "target" / "release" / "lethe"
@@ -37,7 +39,7 @@ def test_emoji_rebuild_reproduces_the_shipped_tables(tmp_path):
     shipped = REPO / "datasets" / "emoji"
     for name in ("images.jsonl", "captions.jsonl"):
         assert (tmp_path / "raw" / name).read_bytes() == (shipped / "raw" / name).read_bytes(), name
-    for name in ("images.arrow", "captions.arrow"):
+    for name in ("images.arrow", "captions.arrow", "prompts.arrow"):
         new, old = table(tmp_path / name), table(shipped / name)
         assert new.schema.remove_metadata() == old.schema.remove_metadata(), name
         for column in new.column_names:
@@ -94,6 +96,35 @@ def test_openclipart_sample_builds_validates_and_runs(tmp_path):
     recall = table(next((tmp_path / "runs").glob("openclipart-sample/*/recall.arrow")))
     check_summary_against_recall(next((tmp_path / "runs").glob("openclipart-sample/*")))
     assert set(recall.column("eval_task").to_pylist()) == set(tasks) | {"all"}
+
+
+def test_fashion_mnist_sample_is_a_downstream_zero_shot_set(tmp_path):
+    sample = tmp_path / "fashion-mnist"
+    out = run(REPO / "datasets" / "fashion-mnist" / "build.sh", "--sample", "60", sample).stdout
+    assert "60 images x 1280" in out and "10 prompts of 1 class set x 384" in out, out
+    run(LETHE, "validate", sample / "fashion-mnist.yaml")
+    images = [json.loads(line) for line in (sample / "raw" / "images.jsonl").read_text().splitlines()]
+    labels = {"fashion-mnist/label": {i["id"]: i["label"] for i in images}}
+    assert len(set(labels["fashion-mnist/label"].values())) == 10
+    emoji = REPO / "datasets" / "emoji" / "emoji.yaml"
+    (tmp_path / "down.pipe").write_text(f"""pipeline "down" {{
+    dataset = "{emoji}"
+    split   = "sevige"
+    tasks   = [animals, vehicles, clothes]
+    model {{ image = mlp(hidden = [64], embed = 32); text = mlp(hidden = [64], embed = 32) }}
+    train {{ epochs = 1; batch = 32 }}
+    evaluate {{ downstream = ["{sample / 'fashion-mnist.yaml'}"] }}
+}}
+""")
+    run(LETHE, "run", tmp_path / "down.pipe", "--keep-embeddings", "--out", tmp_path / "runs",
+        "--cache", tmp_path / "cache", "--quiet")
+    run_dir = next((tmp_path / "runs").glob("down/*"))
+    zs = table(run_dir / "zeroshot.arrow")
+    assert set(zs.column("task").to_pylist()) == {"fashion-mnist"}
+    assert set(zs.column("n_images").to_pylist()) == {60}
+    # Stages 0..3, top-1 and top-5.
+    assert check_zeroshot_against_embeddings(run_dir, labels) == 4 * 2
+    assert check_summary_against_zeroshot(run_dir) == 2
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -1,7 +1,8 @@
 //! Checking the `train` and `evaluate` sections.
 
 use super::VariantChecker;
-use crate::diagnostics::{Diagnostic, Span};
+use crate::data::Manifest;
+use crate::diagnostics::{did_you_mean, Diagnostic, Span};
 use crate::lang::ast::{Value, ValueKind};
 use crate::lang::experiment::*;
 use crate::lang::schema::{
@@ -199,7 +200,7 @@ impl VariantChecker<'_> {
         ok.then_some((out, value.span))
     }
 
-    pub(super) fn evaluate(&mut self) -> Option<EvaluateSpec> {
+    pub(super) fn evaluate(&mut self, manifest: Option<&Manifest>) -> Option<EvaluateSpec> {
         let recall = self.value("evaluate.recall").and_then(|v| {
             let items = self.reader.list(v, "`evaluate.recall`")?;
             if items.is_empty() {
@@ -232,11 +233,123 @@ impl VariantChecker<'_> {
         let gallery = self
             .value("evaluate.gallery")
             .and_then(|v| self.reader.word_set(v, "`evaluate.gallery`"));
+        let zeroshot = self.zeroshot(manifest);
+        let downstream = self.downstream(manifest);
         Some(EvaluateSpec {
             recall: recall?,
             directions: directions?,
             gallery: gallery?,
+            zeroshot: zeroshot?,
+            downstream: downstream?,
         })
+    }
+
+    /// `evaluate.downstream`: manifests that declare class sets and whose features
+    /// have the sizes of the pipeline's dataset (the same encoders), none twice.
+    fn downstream(&mut self, manifest: Option<&Manifest>) -> Option<Vec<Downstream>> {
+        let v = self.value("evaluate.downstream")?;
+        let items = self.reader.list(v, "`evaluate.downstream`")?;
+        let mut out: Vec<Downstream> = Vec::new();
+        let mut ok = true;
+        for item in items {
+            let span = self.reader.plain(item).span;
+            let Some((path, m)) = self.manifest_at(item, "evaluate.downstream") else {
+                ok = false;
+                continue;
+            };
+            let mut fail = |checker: &mut Self, message: String, label: &str| {
+                checker
+                    .reader
+                    .error(Diagnostic::error(message).at(span, label.to_string()));
+                ok = false;
+            };
+            if m.class_sets().next().is_none() {
+                fail(
+                    self,
+                    format!(
+                        "the dataset `{}` declares no `classes:` to classify its images by",
+                        m.name
+                    ),
+                    "a downstream set needs class sets",
+                );
+                continue;
+            }
+            if let (Some(ours), Some(theirs)) =
+                (manifest.and_then(Manifest::feature_dims), m.feature_dims())
+            {
+                if ours != theirs {
+                    fail(
+                        self,
+                        format!(
+                            "the dataset `{}` has {}-d image and {}-d text features, the pipeline's dataset {}-d and {}-d: a downstream set is featurized by the same encoders",
+                            m.name, theirs.image, theirs.text, ours.image, ours.text
+                        ),
+                        "other encoders",
+                    );
+                    continue;
+                }
+            }
+            if out.iter().any(|d| d.dataset == path) {
+                fail(
+                    self,
+                    format!("the dataset `{}` is listed twice", m.name),
+                    "again here",
+                );
+                continue;
+            }
+            out.push(Downstream {
+                dataset: path,
+                name: m.name.clone(),
+                class_sets: m.class_sets().map(|(n, _)| n.to_string()).collect(),
+            });
+        }
+        ok.then_some(out)
+    }
+
+    /// `evaluate.zeroshot`: class set names, none twice, each declared in the
+    /// `classes:` of the dataset's manifest (when the manifest could be read).
+    fn zeroshot(&mut self, manifest: Option<&Manifest>) -> Option<Vec<String>> {
+        let v = self.value("evaluate.zeroshot")?;
+        let items = self.reader.list(v, "`evaluate.zeroshot`")?;
+        let mut out: Vec<(String, Span)> = Vec::new();
+        let mut ok = true;
+        for item in items {
+            let Some((name, span)) = self.name(item, "a class set") else {
+                ok = false;
+                continue;
+            };
+            if let Some((_, first)) = out.iter().find(|(n, _)| *n == name) {
+                self.reader.error(
+                    Diagnostic::error(format!("class set `{name}` is listed twice"))
+                        .at(span, "again here")
+                        .also(*first, "first here"),
+                );
+                ok = false;
+            }
+            if let Some(m) = manifest {
+                if m.class_set(&name).is_none() {
+                    let known: Vec<&str> = m.class_sets().map(|(n, _)| n).collect();
+                    let label = if known.is_empty() {
+                        "it declares no `classes:`".to_string()
+                    } else {
+                        format!("class sets are: {}", known.join(", "))
+                    };
+                    let mut d = Diagnostic::error(format!(
+                        "the dataset `{}` declares no class set `{name}`",
+                        m.name
+                    ))
+                    .at(span, label)
+                    .hint("a manifest declares class sets as `classes: { NAME: { column: COLUMN, template: \"a photo of {}\" } }`");
+                    if let Some(s) = did_you_mean(&name, known.iter().copied()) {
+                        d = d.hint(format!("did you mean `{s}`?"));
+                    }
+                    self.reader.error(d);
+                    ok = false;
+                }
+            }
+            out.push((name, span));
+        }
+        ok.then(|| out.into_iter().map(|(n, _)| n).collect())
     }
 }
 
