@@ -178,6 +178,39 @@ def provenance(info):
             f"{kinds or 'all under half a second'}).")
 
 
+def zeroshot_table(run):
+    """Zero-shot top-1 accuracy per variant: the tasks' class sets after the last stage
+    (average and forgetting over the tasks, summary.arrow) and each downstream set's
+    accuracy after stage 0, 1 and the last (zeroshot.arrow), mean over seeds."""
+    summary = pl.read_ipc(run.path / "summary.arrow", memory_map=False).filter(
+        (pl.col("direction") == "zeroshot") & (pl.col("k") == 1) & (pl.col("statistic") == "mean"))
+    acc = pl.read_ipc(run.path / "zeroshot.arrow", memory_map=False).filter(pl.col("k") == 1)
+    own = sorted({g for g in summary["gallery"].to_list() if "/" not in g})
+    downstream = sorted({g for g in acc["class_set"].to_list() if "/" in g})
+    header = ["variant"]
+    for s in own:
+        header += [f"{s}: average", f"{s}: forgetting"]
+    for d in downstream:
+        header += [f"{d}: stage 0", f"{d}: stage 1", f"{d}: last", f"{d}: best"]
+    rows = ["| " + " | ".join(header) + " |", "| :-- |" + " --: |" * (len(header) - 1)]
+    for label in run.labels:
+        cells = [line_label(label)]
+        for s in own:
+            for metric in ("average", "forgetting"):
+                v = summary.filter((pl.col("variant") == label) & (pl.col("gallery") == s)
+                                   & (pl.col("metric") == metric))["value"]
+                cells.append(fmt(v[0]) if len(v) else "")
+        for d in downstream:
+            mine = acc.filter((pl.col("variant") == label) & (pl.col("class_set") == d))
+            by_stage = mine.group_by("stage").agg(pl.col("accuracy").mean()).sort("stage")
+            stages = dict(zip(by_stage["stage"].to_list(), by_stage["accuracy"].to_list()))
+            last = max(stages)
+            cells += [fmt(stages.get(0)), fmt(stages.get(1)), fmt(stages[last]),
+                      fmt(max(v for k, v in stages.items() if k >= 1))]
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 # The columns a Table-1-like grid has, which the comparison and findings need.
 TABLE1_COLUMNS = {"joint", "joint CTNP", "reindex ft", "frozen ft", "frozen EWC"}
 
@@ -200,6 +233,8 @@ def block(lethe, runs):
                                 check=True, capture_output=True, text=True).stdout
         return "\n\n".join([provenance(run.info), chosen.strip()])
     parts = [provenance(run.info), report_tables(lethe, run.path)]
+    if (run.path / "zeroshot.arrow").exists():
+        parts.append("### Zero-shot classification (top-1 %, mean over seeds)\n\n" + zeroshot_table(run))
     if TABLE1_COLUMNS <= {line_label(v) for v in run.labels}:
         parts.append("### Ours next to the seed's\n\n" + comparison(run))
         parts.append("### The seed's findings on this run\n\n" + findings(run))
