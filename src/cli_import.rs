@@ -8,7 +8,7 @@ use lethe::encode::featurize::{featurize_with, FeaturizeOptions};
 use lethe::import::{coco, karpathy, precomp, ImportError};
 use lethe::lang::DeviceSpec;
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -162,13 +162,45 @@ fn print_error(message: &str) {
 
 /// `lethe featurize`: a progress bar with rate and ETA on a terminal, a line
 /// every tenth of a table otherwise (logs of long runs).
-pub fn featurize_cmd(
-    manifest: &Path,
-    encoders: &Path,
-    raw_root: Option<&Path>,
+/// `lethe featurize`'s arguments.
+#[derive(clap::Args)]
+pub struct FeaturizeArgs {
+    /// The dataset manifest (.yaml) with a `raw:` section.
+    #[arg(value_name = "MANIFEST")]
+    manifest: PathBuf,
+    /// The folder `datasets/fetch-encoders.sh` filled.
+    #[arg(long, value_name = "DIR", default_value = ".lethe/encoders")]
+    encoders: PathBuf,
+    /// Where the image files are, instead of the manifest's `raw.root`.
+    #[arg(long, value_name = "DIR")]
+    raw_root: Option<PathBuf>,
+    /// Rows per saved chunk (default 1024 images, 8192 captions): a killed run
+    /// loses at most one chunk.
+    #[arg(long, value_name = "N")]
     chunk: Option<usize>,
+    /// Where the encoders run (cpu, cuda, cuda:N; cuda needs a build with `--features cuda`).
+    #[arg(long, value_parser = crate::parse_device, value_name = "DEVICE", default_value = "cpu")]
     device: DeviceSpec,
-) -> ExitCode {
+    /// Generated hard negative captions per image (`pseudo.arrow`), instead of the
+    /// manifest's `pseudo_negatives.per_image`; 0 writes none.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=100))]
+    pseudo_negatives: Option<u16>,
+    /// The WordNet database pseudo negatives come from (Debian's wordnet-base).
+    #[arg(long, value_name = "DIR", default_value = lethe::encode::wordnet::DEFAULT_DIR)]
+    wordnet: PathBuf,
+}
+
+pub fn featurize_cmd(args: FeaturizeArgs) -> ExitCode {
+    let FeaturizeArgs {
+        manifest,
+        encoders,
+        raw_root,
+        chunk,
+        device,
+        pseudo_negatives,
+        wordnet,
+    } = args;
+    let (manifest, encoders) = (manifest.as_path(), encoders.as_path());
     let device = match lethe::model::device(device) {
         Ok(device) => device,
         Err(e) => {
@@ -212,8 +244,10 @@ pub fn featurize_cmd(
         }
     };
     let mut options = FeaturizeOptions {
-        raw_root: raw_root.map(Path::to_path_buf),
+        raw_root,
         device,
+        pseudo_negatives: pseudo_negatives.map(usize::from),
+        wordnet,
         ..FeaturizeOptions::default()
     };
     if let Some(n) = chunk {

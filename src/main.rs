@@ -79,24 +79,7 @@ captions through all-MiniLM-L6-v2 (384-d); tables are written as f16 where the m
 and `captions:` say. Work is saved in chunks as it goes: a killed run continues where it stopped,\n\
 and a table already made from the same raw list is kept. Nothing is downloaded."
     )]
-    Featurize {
-        /// The dataset manifest (.yaml) with a `raw:` section.
-        #[arg(value_name = "MANIFEST")]
-        manifest: PathBuf,
-        /// The folder `datasets/fetch-encoders.sh` filled.
-        #[arg(long, value_name = "DIR", default_value = ".lethe/encoders")]
-        encoders: PathBuf,
-        /// Where the image files are, instead of the manifest's `raw.root`.
-        #[arg(long, value_name = "DIR")]
-        raw_root: Option<PathBuf>,
-        /// Rows per saved chunk (default 1024 images, 8192 captions): a killed run
-        /// loses at most one chunk.
-        #[arg(long, value_name = "N")]
-        chunk: Option<usize>,
-        /// Where the encoders run (cpu, cuda, cuda:N; cuda needs a build with `--features cuda`).
-        #[arg(long, value_parser = parse_device, value_name = "DEVICE", default_value = "cpu")]
-        device: DeviceSpec,
-    },
+    Featurize(cli_import::FeaturizeArgs),
     /// Bring a dataset in: COCO annotation files, Karpathy split files, VSE++ precomputed features.
     #[command(subcommand)]
     Import(cli_import::ImportCommand),
@@ -268,7 +251,7 @@ fn cap_jobs(jobs: usize) -> usize {
     }
 }
 
-fn parse_device(s: &str) -> Result<DeviceSpec, String> {
+pub(crate) fn parse_device(s: &str) -> Result<DeviceSpec, String> {
     match s {
         "cpu" => Ok(DeviceSpec::Cpu),
         "cuda" => Ok(DeviceSpec::Cuda(0)),
@@ -314,13 +297,7 @@ fn main() -> ExitCode {
             k,
             output,
         } => report_cmd(&dir, format, k, output.as_deref()),
-        Command::Featurize {
-            manifest,
-            encoders,
-            raw_root,
-            chunk,
-            device,
-        } => cli_import::featurize_cmd(&manifest, &encoders, raw_root.as_deref(), chunk, device),
+        Command::Featurize(args) => cli_import::featurize_cmd(args),
         Command::Import(command) => cli_import::import_cmd(command),
         Command::Run {
             file,

@@ -25,7 +25,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         &["data", "interrupt", "lang", "model", "results", "rng"],
     ),
     ("eval", &["data", "lang", "results", "rng"]),
-    ("encode", &["data", "files", "model"]),
+    ("encode", &["data", "files", "model", "rng"]),
     ("import", &["data", "encode", "files"]),
     // Readers of run directories.
     ("report", &["eval", "results"]),

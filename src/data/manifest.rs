@@ -136,6 +136,19 @@ impl ClassSetDecl {
     }
 }
 
+/// `pseudo_negatives:` of a manifest: how many generated hard negative captions
+/// `lethe featurize` writes per image (`pseudo.arrow`), and the seed that picks them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PseudoNegatives {
+    pub per_image: usize,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// Where `lethe featurize` writes pseudo negatives when no `pseudo:` table is named.
+pub const DEFAULT_PSEUDO: &str = "pseudo.arrow";
+
 /// Where `lethe featurize` writes the class prompts' features when the manifest
 /// declares `classes:` and names no `prompts:` table.
 pub const DEFAULT_PROMPTS: &str = "prompts.arrow";
@@ -168,6 +181,12 @@ struct ManifestFile {
     /// The class prompts' feature table (default `prompts.arrow`).
     #[serde(default)]
     prompts: Option<String>,
+    /// Generated hard negative captions per image (`lethe featurize`).
+    #[serde(default)]
+    pseudo_negatives: Option<PseudoNegatives>,
+    /// Their table (default `pseudo.arrow`).
+    #[serde(default)]
+    pseudo: Option<String>,
     /// Parsed by [`parse_split`] (tasks and split options share the map).
     splits: IndexMap<String, IndexMap<String, serde_json::Value>>,
 }
@@ -231,7 +250,7 @@ impl Manifest {
                 file.test_fraction + file.val_fraction
             ));
         }
-        if let Err(m) = check_classes(&file) {
+        if let Err(m) = check_generated(&file) {
             return bad(m);
         }
         if file.splits.is_empty() {
@@ -296,10 +315,12 @@ impl Manifest {
     pub fn content_hash(&self) -> String {
         let mut h = blake3::Hasher::new();
         h.update(self.text.as_bytes());
+        let pseudo = self.pseudo_negatives().map(|_| self.pseudo_path());
         for path in [
             self.images_path(),
             self.captions_path(),
             self.prompts_path(),
+            pseudo,
         ]
         .into_iter()
         .flatten()
@@ -345,6 +366,17 @@ impl Manifest {
         self.file.classes.get(name)
     }
 
+    /// What `lethe featurize` generates as pseudo negatives, if anything.
+    pub fn pseudo_negatives(&self) -> Option<PseudoNegatives> {
+        self.file.pseudo_negatives
+    }
+
+    /// The pseudo negatives table.
+    pub fn pseudo_path(&self) -> PathBuf {
+        let name = self.file.pseudo.as_deref().unwrap_or(DEFAULT_PSEUDO);
+        self.base_dir().join(name)
+    }
+
     /// The class prompts' feature table, when the manifest declares classes.
     pub fn prompts_path(&self) -> Option<PathBuf> {
         if self.file.classes.is_empty() {
@@ -355,13 +387,27 @@ impl Manifest {
     }
 }
 
-/// Class sets are named like tasks (a pipeline names them), need feature tables
+/// Generated tables: pseudo negatives need captions (1 to 100 per image); class
+/// sets are named like tasks (a pipeline names them), need feature tables
 /// (a synthetic set has no text encoder for prompts) and one `{}` per template.
-fn check_classes(file: &ManifestFile) -> Result<(), String> {
+fn check_generated(file: &ManifestFile) -> Result<(), String> {
     if file.prompts.is_some() && file.classes.is_empty() {
         return Err(
             "`prompts` names a table of class prompts, but no `classes` are declared".into(),
         );
+    }
+    if let Some(p) = file.pseudo_negatives {
+        if !(1..=100).contains(&p.per_image) {
+            return Err(format!(
+                "`pseudo_negatives.per_image` must be 1 to 100, found {}",
+                p.per_image
+            ));
+        }
+        if file.kind == Kind::Synthetic {
+            return Err(
+                "`pseudo_negatives` needs captions to rewrite: a synthetic set has none".into(),
+            );
+        }
     }
     if !file.classes.is_empty() && file.kind == Kind::Synthetic {
         return Err("`classes` needs feature tables: a synthetic set has no text encoder to embed prompts with".into());

@@ -47,6 +47,11 @@ pub struct FeaturizeOptions {
     /// kernels round differently), so a table's chunks are never mixed across
     /// devices: the device is part of the chunks' input hash.
     pub device: Device,
+    /// Pseudo negative captions per image, instead of the manifest's
+    /// `pseudo_negatives.per_image` (0: none).
+    pub pseudo_negatives: Option<usize>,
+    /// The WordNet database the pseudo negatives are drawn from.
+    pub wordnet: PathBuf,
 }
 
 impl Default for FeaturizeOptions {
@@ -56,6 +61,8 @@ impl Default for FeaturizeOptions {
             image_chunk: 64 * IMAGE_BATCH,
             caption_chunk: 8 * CAPTION_BATCH,
             device: Device::Cpu,
+            pseudo_negatives: None,
+            wordnet: PathBuf::from(super::wordnet::DEFAULT_DIR),
         }
     }
 }
@@ -198,6 +205,28 @@ pub fn featurize_with(
         device_tag(&options.device)
     );
     if let Some(line) = super::prompts::featurize_prompts(&manifest, &load_text, &prompts_hash)? {
+        report.push_str(&format!("{line} (all-MiniLM-L6-v2)\n"));
+    }
+    let asked = manifest.pseudo_negatives();
+    let per_image = options
+        .pseudo_negatives
+        .or(asked.map(|p| p.per_image))
+        .unwrap_or(0);
+    if per_image > 0 {
+        let seed = asked.map_or(0, |p| p.seed);
+        let hash = format!(
+            "{HASH_SCHEMA} pseudo all-minilm-l6-v2{}",
+            device_tag(&options.device)
+        );
+        let line = super::pseudo::featurize_pseudo(
+            &manifest,
+            &list,
+            &options.wordnet,
+            per_image,
+            seed,
+            &load_text,
+            &hash,
+        )?;
         report.push_str(&format!("{line} (all-MiniLM-L6-v2)\n"));
     }
     Ok(report)

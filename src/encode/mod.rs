@@ -6,5 +6,7 @@ pub mod featurize;
 pub mod image;
 pub mod preprocess;
 pub mod prompts;
+pub mod pseudo;
 pub mod text;
 pub mod torch_legacy;
+pub mod wordnet;
