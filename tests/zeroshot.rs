@@ -287,3 +287,23 @@ fn a_downstream_set_is_classified_after_every_stage() {
         "{headline}"
     );
 }
+
+#[test]
+fn data_inspect_lists_class_sets_and_pseudo_negatives() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = lethe(dir.path(), &["data", "inspect", emoji().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains(
+            "class set `subgroup`: 99 classes of column `subgroup`, prompts \"an emoji of {}\""
+        ),
+        "{shown}"
+    );
+    assert!(shown.contains("class set `group`: 10 classes"), "{shown}");
+    assert!(
+        shown.contains("pseudo negatives: 3 per image, seed 0"),
+        "{shown}"
+    );
+    assert!(!shown.contains("not generated yet"), "{shown}");
+}

@@ -49,6 +49,37 @@ pub fn inspect(manifest: &Manifest) -> Result<String, DataError> {
             bytes as f64 / (1 << 20) as f64
         );
     }
+    for (name, decl) in manifest.class_sets() {
+        let classes: std::collections::BTreeSet<&String> = (0..images.rows())
+            .flat_map(|r| images.values(&decl.column, r).unwrap_or_default())
+            .collect();
+        let prompts = manifest.prompts_path().is_some_and(|p| p.exists());
+        let _ = writeln!(
+            out,
+            "  class set `{name}`: {} classes of column `{}`, prompts \"{}\"{}",
+            classes.len(),
+            decl.column,
+            decl.template,
+            if prompts {
+                ""
+            } else {
+                " (not embedded yet: run `lethe featurize`)"
+            }
+        );
+    }
+    if let Some(p) = manifest.pseudo_negatives() {
+        let _ = writeln!(
+            out,
+            "  pseudo negatives: {} per image, seed {}{}",
+            p.per_image,
+            p.seed,
+            if manifest.pseudo_path().exists() {
+                String::new()
+            } else {
+                " (not generated yet: run `lethe featurize`)".to_string()
+            }
+        );
+    }
     for split in manifest.split_names() {
         let rules = manifest
             .split(split)
