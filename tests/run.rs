@@ -329,6 +329,15 @@ fn the_ablation_files_run_and_share_the_base_chain() {
     let name = |f: &str| format!("ablation-{f}");
     let base = run_json(dir.path(), &name("base"));
     assert_eq!(base["nodes"]["cached"], 0);
+    // Peak memory: the process's, and the kinds whose nodes raised it (Linux).
+    let peak = base["peak_rss_bytes"].as_u64().unwrap();
+    assert!(peak > 1 << 20, "{base}");
+    let raised = base["peak_rss_raised_by"].as_object().unwrap();
+    assert!(raised.contains_key("before nodes"), "{base}");
+    assert!(
+        raised.values().all(|v| v.as_u64().unwrap() <= peak),
+        "{base}"
+    );
     // Reindexing needs no new training: only index, query and evaluate nodes run.
     let reindex = run_json(dir.path(), &name("reindex"));
     assert!(reindex["nodes"]["cached"].as_u64().unwrap() > 0);

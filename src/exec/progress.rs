@@ -5,7 +5,7 @@ use super::schedule::{Events, Outcome};
 use crate::plan::Plan;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use petgraph::graph::NodeIndex;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -17,6 +17,17 @@ pub struct Progress<'a> {
     done: AtomicUsize,
     quiet: bool,
     bars: Option<(MultiProgress, Mutex<HashMap<NodeIndex, ProgressBar>>)>,
+    /// The process's peak resident memory so far, and for each node kind the
+    /// highest peak reached by one of its nodes (`before nodes`: reading the data).
+    peaks: Mutex<(u64, BTreeMap<String, u64>)>,
+}
+
+/// The process's peak resident set (VmHWM), in bytes; `None` where /proc has none.
+pub fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 impl<'a> Progress<'a> {
@@ -28,13 +39,36 @@ impl<'a> Progress<'a> {
                 Mutex::new(HashMap::new()),
             )
         });
+        let before = peak_rss().unwrap_or(0);
         Progress {
             plan,
             total,
             done: AtomicUsize::new(0),
             quiet,
             bars,
+            peaks: Mutex::new((
+                before,
+                BTreeMap::from([("before nodes".to_string(), before)]),
+            )),
         }
+    }
+
+    /// Records the peak reached so far under `what` when it is a new peak.
+    pub fn note_peak(&self, what: &str) {
+        if let (Some(now), Ok(mut peaks)) = (peak_rss(), self.peaks.lock()) {
+            if now > peaks.0 {
+                peaks.0 = now;
+                peaks.1.insert(what.to_string(), now);
+            }
+        }
+    }
+
+    /// The process's peak resident memory, and which node kinds raised it to
+    /// what: a kind is listed when one of its nodes ended with a new peak (with
+    /// `--jobs` above 1, nodes running beside it share the blame).
+    pub fn peaks(&self) -> (u64, BTreeMap<String, u64>) {
+        let (peak, by_kind) = self.peaks.lock().map(|p| p.clone()).unwrap_or_default();
+        (peak_rss().unwrap_or(peak), by_kind)
     }
 
     /// Prints a line above the bars (or plainly).
@@ -86,6 +120,16 @@ impl Events for Progress<'_> {
     }
 
     fn finished(&self, node: NodeIndex, outcome: &Outcome) {
+        if let (Outcome::Executed(_), Some(now), Ok(mut peaks)) =
+            (outcome, peak_rss(), self.peaks.lock())
+        {
+            if now > peaks.0 {
+                peaks.0 = now;
+                let kind = self.plan.node(node).kind().name().to_string();
+                let entry = peaks.1.entry(kind).or_insert(0);
+                *entry = (*entry).max(now);
+            }
+        }
         if let Some((_, bars)) = &self.bars {
             if let Some(bar) = bars.lock().ok().and_then(|mut b| b.remove(&node)) {
                 bar.finish_and_clear();

@@ -37,6 +37,9 @@ pub struct RunSummary {
     pub outcomes: Vec<Outcome>,
     /// (node label, variant names, message) of every failure.
     pub failures: Vec<(String, Vec<String>, String)>,
+    /// The process's peak resident memory (bytes; 0 where /proc is missing) and
+    /// the peak each node kind raised it to (`Progress::peaks`).
+    pub peaks: (u64, std::collections::BTreeMap<String, u64>),
 }
 
 impl RunSummary {
@@ -135,6 +138,7 @@ pub fn run(options: &RunOptions) -> Result<RunSummary, RunError> {
                 .map_err(|e| RunError::Invalid(vec![Diagnostic::error(e)], SourceMap::new()))?;
         }
     }
+    progress.note_peak("reading the data");
     crate::interrupt::install();
     let outcomes = execute(
         &plan,
@@ -174,11 +178,13 @@ pub fn run(options: &RunOptions) -> Result<RunSummary, RunError> {
         })
         .collect();
     // Results are written when every variant finished, or with --keep-going for those that did.
+    let peaks = progress.peaks();
     let mut summary = RunSummary {
         plan,
         run_dir: None,
         outcomes,
         failures,
+        peaks,
     };
     if summary.failures.is_empty() || options.keep_going {
         let (incomplete, dir) = run_directory(&pipeline_dir, started).map_err(RunError::Failed)?;
@@ -444,6 +450,8 @@ fn write_provenance(
         },
         "wall_seconds": (wall * 1e3).round() / 1e3,
         "seconds_by_kind": seconds_by_kind,
+        "peak_rss_bytes": summary.peaks.0,
+        "peak_rss_raised_by": summary.peaks.1,
         "failures": summary.failures.iter().map(|(n, v, m)| serde_json::json!({"node": n, "variants": v, "error": m})).collect::<Vec<_>>(),
     });
     write(
