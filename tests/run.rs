@@ -334,8 +334,12 @@ fn the_ablation_files_run_and_share_the_base_chain() {
     assert!(peak > 1 << 20, "{base}");
     let raised = base["peak_rss_raised_by"].as_object().unwrap();
     assert!(raised.contains_key("before nodes"), "{base}");
+    // Training holds a model and its optimizer state beside the data: some node
+    // kind raised the peak above reading the data.
     assert!(
-        raised.values().all(|v| v.as_u64().unwrap() <= peak),
+        raised
+            .keys()
+            .any(|k| k != "before nodes" && k != "reading the data"),
         "{base}"
     );
     // Reindexing needs no new training: only index, query and evaluate nodes run.

@@ -11,6 +11,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
 use arrow_ipc::writer::FileWriter;
 use arrow_schema::{DataType, Field, Schema};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -180,4 +181,38 @@ pub fn up_to_date(path: &Path, hash: &str) -> bool {
         .get("lethe.raw_hash")
         .map(String::as_str)
         == Some(hash)
+}
+
+/// Writes a small table whole: text `columns` (name, one value per row), then
+/// `feature` as f16 rows of `dim`, with the input `hash` in the schema's metadata
+/// (what [`up_to_date`] reads). The prompts and pseudo negatives tables.
+pub fn write_text_table(
+    path: &Path,
+    columns: &[(&str, Vec<String>)],
+    features: &[f32],
+    dim: usize,
+    hash: &str,
+) -> Result<(), String> {
+    let feature = f16_column(features, dim);
+    let mut fields: Vec<Field> = columns
+        .iter()
+        .map(|(name, _)| Field::new(*name, DataType::Utf8, false))
+        .collect();
+    fields.push(Field::new("feature", feature.data_type().clone(), false));
+    let metadata = HashMap::from([("lethe.raw_hash".to_string(), hash.to_string())]);
+    let schema = Arc::new(Schema::new_with_metadata(fields, metadata));
+    let mut arrays: Vec<ArrayRef> = columns
+        .iter()
+        .map(|(_, values)| {
+            Arc::new(
+                values
+                    .iter()
+                    .map(|v| Some(v.as_str()))
+                    .collect::<StringArray>(),
+            ) as ArrayRef
+        })
+        .collect();
+    arrays.push(feature);
+    let batch = RecordBatch::try_new(schema.clone(), arrays).map_err(|e| e.to_string())?;
+    write_whole(path, &schema, std::iter::once(Ok(batch)))
 }

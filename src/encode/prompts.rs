@@ -3,13 +3,11 @@
 //! are the distinct values of its column over the whole images table, sorted;
 //! each becomes the set's template with the class name in place of `{}`.
 
-use super::chunks::{f16_column, up_to_date, write_whole};
+use super::chunks::{up_to_date, write_text_table};
 use super::text::TextEncoder;
 use crate::data::read::read_table;
 use crate::data::Manifest;
-use arrow_array::{ArrayRef, RecordBatch, StringArray};
-use arrow_schema::{Field, Schema};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// One prompt to embed.
@@ -76,31 +74,19 @@ pub fn featurize_prompts(
     let encoder = encoder()?;
     let texts: Vec<&str> = prompts.iter().map(|p| p.text.as_str()).collect();
     let features = encoder.encode(&texts)?;
-    let column = |f: &dyn Fn(&Prompt) -> String| -> ArrayRef {
-        Arc::new(prompts.iter().map(|p| Some(f(p))).collect::<StringArray>())
-    };
-    let feature = f16_column(&features, encoder.dim);
-    let fields = vec![
-        Field::new("id", arrow_schema::DataType::Utf8, false),
-        Field::new("class_set", arrow_schema::DataType::Utf8, false),
-        Field::new("class", arrow_schema::DataType::Utf8, false),
-        Field::new("prompt", arrow_schema::DataType::Utf8, false),
-        Field::new("feature", feature.data_type().clone(), false),
-    ];
-    let metadata = HashMap::from([("lethe.raw_hash".to_string(), hash)]);
-    let schema = Arc::new(Schema::new_with_metadata(fields, metadata));
-    let batch = RecordBatch::try_new(
-        schema.clone(),
-        vec![
-            column(&|p| format!("{}/{}", p.class_set, p.class)),
-            column(&|p| p.class_set.clone()),
-            column(&|p| p.class.clone()),
-            column(&|p| p.text.clone()),
-            feature,
+    let column = |f: &dyn Fn(&Prompt) -> String| prompts.iter().map(f).collect::<Vec<_>>();
+    write_text_table(
+        &out,
+        &[
+            ("id", column(&|p| format!("{}/{}", p.class_set, p.class))),
+            ("class_set", column(&|p| p.class_set.clone())),
+            ("class", column(&|p| p.class.clone())),
+            ("prompt", column(&|p| p.text.clone())),
         ],
-    )
-    .map_err(|e| e.to_string())?;
-    write_whole(&out, &schema, std::iter::once(Ok(batch)))?;
+        &features,
+        encoder.dim,
+        &hash,
+    )?;
     let sets = manifest.class_sets().count();
     Ok(Some(format!(
         "{}: {} prompts of {sets} class set{} x {}",

@@ -95,7 +95,9 @@ impl<'a> Generator<'a> {
     /// Up to `n` negatives for the image `image_id` with `captions`; fewer only
     /// when no rewrite of its captions is new (an image without words).
     pub fn negatives(&mut self, image_id: &str, captions: &[&str], n: usize) -> Vec<Negative> {
-        let own: BTreeSet<String> = captions.iter().map(|c| c.to_lowercase()).collect();
+        // The texts a negative must not be: the image's captions, then every
+        // negative kept so far (without case).
+        let mut seen: BTreeSet<String> = captions.iter().map(|c| c.to_lowercase()).collect();
         // Every (caption, word range, word, replacement) WordNet offers, in order.
         let mut offers: Vec<(usize, std::ops::Range<usize>, String, String)> = Vec::new();
         let mut content: Vec<(usize, std::ops::Range<usize>, String)> = Vec::new();
@@ -113,7 +115,6 @@ impl<'a> Generator<'a> {
         let mut rng = Rng::derive(self.seed, &["pseudo negatives", image_id]);
         rng.shuffle(&mut offers);
         let mut out: Vec<Negative> = Vec::new();
-        let mut seen = own.clone();
         let mut take = |caption: usize,
                         range: &std::ops::Range<usize>,
                         from: &str,
@@ -188,9 +189,6 @@ pub fn featurize_pseudo(
     encoder: &dyn Fn() -> Result<std::sync::Arc<super::text::TextEncoder>, String>,
     hash_prefix: &str,
 ) -> Result<String, String> {
-    use arrow_array::{ArrayRef, RecordBatch, StringArray};
-    use arrow_schema::{DataType, Field, Schema};
-    use std::sync::Arc;
     let out = manifest.pseudo_path();
     let mut h = blake3::Hasher::new();
     h.update(hash_prefix.as_bytes());
@@ -205,14 +203,15 @@ pub fn featurize_pseudo(
     }
     for file in ["index.noun", "data.noun", "index.adj", "data.adj"] {
         let path = wordnet_dir.join(file);
-        let bytes = std::fs::read(&path).map_err(|e| {
-            format!(
-                "{}: {} (the WordNet database: install Debian's wordnet-base, or give --wordnet DIR)",
-                path.display(),
-                crate::files::io_message(&e)
-            )
-        })?;
-        h.update(&bytes);
+        std::fs::File::open(&path)
+            .and_then(|mut f| std::io::copy(&mut f, &mut h))
+            .map_err(|e| {
+                format!(
+                    "{}: {} (the WordNet database: install Debian's wordnet-base, or give --wordnet DIR)",
+                    path.display(),
+                    crate::files::io_message(&e)
+                )
+            })?;
     }
     let hash = h.finalize().to_hex().to_string();
     if super::chunks::up_to_date(&out, &hash) {
@@ -260,26 +259,12 @@ pub fn featurize_pseudo(
     let texts: Vec<&str> = rows.iter().map(|r| r[3].as_str()).collect();
     let features = encoder.encode(&texts)?;
     let names = ["id", "image_id", "caption_id", "text", "method"];
-    let mut fields: Vec<Field> = names
+    let columns: Vec<(&str, Vec<String>)> = names
         .iter()
-        .map(|n| Field::new(*n, DataType::Utf8, false))
+        .enumerate()
+        .map(|(c, name)| (*name, rows.iter().map(|r| r[c].clone()).collect()))
         .collect();
-    let feature = super::chunks::f16_column(&features, encoder.dim);
-    fields.push(Field::new("feature", feature.data_type().clone(), false));
-    let metadata = HashMap::from([("lethe.raw_hash".to_string(), hash)]);
-    let schema = Arc::new(Schema::new_with_metadata(fields, metadata));
-    let mut columns: Vec<ArrayRef> = (0..names.len())
-        .map(|c| {
-            Arc::new(
-                rows.iter()
-                    .map(|r| Some(r[c].as_str()))
-                    .collect::<StringArray>(),
-            ) as ArrayRef
-        })
-        .collect();
-    columns.push(feature);
-    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())?;
-    super::chunks::write_whole(&out, &schema, std::iter::once(Ok(batch)))?;
+    super::chunks::write_text_table(&out, &columns, &features, encoder.dim, &hash)?;
     Ok(format!(
         "{}: {} pseudo negative captions, {per_image} per image{} x {}",
         out.display(),

@@ -12,7 +12,7 @@ use super::cache::Cache;
 use super::entries::{read_embeddings, write_jsonl};
 use super::schedule::{Events, Runner};
 use crate::data::classes::read_class_set;
-use crate::data::{load_split, ClassSet, LoadedSplit, Manifest};
+use crate::data::{load_split, ClassSet, LoadedSplit};
 use crate::eval::{self, Embedded, Evaluation, TaskEmbeddings};
 use crate::lang::{Modality, TrainSpec};
 use crate::model::{load_checkpoint, save_checkpoint, CheckpointMeta, Model};
@@ -99,11 +99,7 @@ impl<'a> NodeRunner<'a> {
     }
 
     fn read_split(&self, spec: &LoadNode) -> Result<LoadedSplit, String> {
-        let path = self
-            .plan
-            .dataset_path(&spec.dataset)
-            .ok_or_else(|| format!("no manifest with content hash {}", spec.dataset))?;
-        let manifest = Manifest::load(path).map_err(|e| e.to_string())?;
+        let manifest = self.plan.dataset_manifest(&spec.dataset)?;
         load_split(&manifest, &spec.split).map_err(|e| e.to_string())
     }
 
@@ -123,16 +119,12 @@ impl<'a> NodeRunner<'a> {
         let NodeSpec::Load(spec) = &load.spec else {
             return Err(format!("{} is not a load node", load.label));
         };
-        let path = self
-            .plan
-            .dataset_path(&spec.dataset)
-            .ok_or_else(|| format!("no manifest with content hash {}", spec.dataset))?;
-        let manifest = Manifest::load(path).map_err(|e| e.to_string())?;
+        let manifest = self.plan.dataset_manifest(&spec.dataset)?;
         let set = read_class_set(&manifest, name, split.text_dim).map_err(|e| e.to_string())?;
         if set.image_class.len() != split.image_ids.len() {
             return Err(format!(
                 "{}: the images table changed while the run read it",
-                path.display()
+                manifest.path.display()
             ));
         }
         let set = Arc::new(set);
@@ -449,10 +441,7 @@ impl NodeRunner<'_> {
             .embed_all(Modality::Text, &set.features, n_classes)
             .map_err(|e| e.to_string())?;
         let dim = prompts.len() / n_classes.max(1);
-        let class_set = match &spec.images {
-            ZeroshotImages::Tasks { .. } => spec.class_set.clone(),
-            ZeroshotImages::Downstream { name, .. } => format!("{name}/{}", spec.class_set),
-        };
+        let class_set = spec.shown_class_set();
         let mut rows = Vec::new();
         let mut all_images = Vec::new();
         for (task, features, labels) in groups {
@@ -498,14 +487,10 @@ impl NodeRunner<'_> {
         class_set: &str,
         split: &LoadedSplit,
     ) -> Result<(crate::data::tables::Table, ClassSet), String> {
-        let path = self
-            .plan
-            .dataset_path(dataset)
-            .ok_or_else(|| format!("no manifest with content hash {dataset}"))?;
-        let manifest = Manifest::load(path).map_err(|e| e.to_string())?;
+        let manifest = self.plan.dataset_manifest(dataset)?;
         let images = manifest
             .images_path()
-            .ok_or_else(|| format!("{}: names no images table", path.display()))?;
+            .ok_or_else(|| format!("{}: names no images table", manifest.path.display()))?;
         let table = crate::data::read::read_table(&images, &[]).map_err(|e| e.to_string())?;
         if table.dim != split.image_dim {
             return Err(format!(

@@ -392,26 +392,25 @@ fn zeroshot_embeddings(
     // Every class set of a stage classifies the same images by the same model:
     // they are kept once, with the first class set's node.
     let mut images_kept: Vec<(usize, String)> = Vec::new();
+    // Class names by (class set as shown) and a downstream set's image ids by
+    // name: read once, whatever the number of stages.
+    let mut classes_of: HashMap<String, Vec<String>> = HashMap::new();
+    let mut ids_of: HashMap<String, Vec<String>> = HashMap::new();
     for &i in &plan.variant_nodes[v].zeroshot {
         let node = plan.node(i);
         let NodeSpec::Zeroshot(spec) = &node.spec else {
             return Err(format!("{} is not a zero-shot node", node.label));
         };
-        let manifest_path = match &spec.images {
-            ZeroshotImages::Tasks { .. } => e.dataset.clone(),
-            ZeroshotImages::Downstream { dataset, .. } => plan
-                .dataset_path(dataset)
-                .ok_or_else(|| format!("no manifest with content hash {dataset}"))?
-                .to_path_buf(),
+        let shown_set = spec.shown_class_set();
+        let manifest = || match &spec.images {
+            ZeroshotImages::Tasks { .. } => Manifest::load(&e.dataset).map_err(|e| e.to_string()),
+            ZeroshotImages::Downstream { dataset, .. } => plan.dataset_manifest(dataset),
         };
-        let manifest = Manifest::load(&manifest_path).map_err(|e| e.to_string())?;
-        let classes = read_class_set(&manifest, &spec.class_set, split.text_dim)
-            .map_err(|e| e.to_string())?
-            .classes;
-        let shown_set = match &spec.images {
-            ZeroshotImages::Tasks { .. } => spec.class_set.clone(),
-            ZeroshotImages::Downstream { name, .. } => format!("{name}/{}", spec.class_set),
-        };
+        if !classes_of.contains_key(&shown_set) {
+            let set = read_class_set(&manifest()?, &spec.class_set, split.text_dim)
+                .map_err(|e| e.to_string())?;
+            classes_of.insert(shown_set.clone(), set.classes);
+        }
         let model = plan
             .inputs(i)
             .get(spec.model)
@@ -438,12 +437,17 @@ fn zeroshot_embeddings(
                 }
             };
         let (dim, prompts) = rows_of("prompts")?;
-        for (class, vector) in classes.iter().zip(prompts.chunks_exact(dim)) {
+        for (class, vector) in classes_of[&shown_set].iter().zip(prompts.chunks_exact(dim)) {
             table.push(
                 identity,
                 &row(&shown_set, "text", "prompt", class, "", vector),
             );
         }
+        let images_key = (spec.stage, format!("{:?}", spec.images));
+        if images_kept.contains(&images_key) {
+            continue;
+        }
+        images_kept.push(images_key);
         // (task, its images' ids) in the order the node embedded them.
         let groups: Vec<(String, Vec<String>)> = match &spec.images {
             ZeroshotImages::Tasks { tasks } => tasks
@@ -459,16 +463,18 @@ fn zeroshot_embeddings(
                 })
                 .collect::<Result<_, String>>()?,
             ZeroshotImages::Downstream { name, .. } => {
-                let path = downstream_images(plan, &spec.images)?;
-                let table = crate::data::read::read_table(&path, &[]).map_err(|e| e.to_string())?;
-                vec![(name.clone(), table.ids)]
+                if !ids_of.contains_key(name) {
+                    let manifest = manifest()?;
+                    let path = manifest.images_path().ok_or_else(|| {
+                        format!("{}: names no images table", manifest.path.display())
+                    })?;
+                    let images =
+                        crate::data::read::read_table(&path, &[]).map_err(|e| e.to_string())?;
+                    ids_of.insert(name.clone(), images.ids);
+                }
+                vec![(name.clone(), ids_of[name].clone())]
             }
         };
-        let images_key = (spec.stage, format!("{:?}", spec.images));
-        if images_kept.contains(&images_key) {
-            continue;
-        }
-        images_kept.push(images_key);
         let (dim, images) = rows_of("image")?;
         let mut vectors = images.chunks_exact(dim);
         for (task, ids) in &groups {
@@ -481,18 +487,4 @@ fn zeroshot_embeddings(
         }
     }
     Ok(())
-}
-
-/// The images table of a downstream set.
-fn downstream_images(plan: &Plan, images: &ZeroshotImages) -> Result<std::path::PathBuf, String> {
-    let ZeroshotImages::Downstream { dataset, .. } = images else {
-        return Err("not a downstream set".to_string());
-    };
-    let path = plan
-        .dataset_path(dataset)
-        .ok_or_else(|| format!("no manifest with content hash {dataset}"))?;
-    Manifest::load(path)
-        .map_err(|e| e.to_string())?
-        .images_path()
-        .ok_or_else(|| format!("{}: names no images table", path.display()))
 }

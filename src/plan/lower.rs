@@ -250,7 +250,7 @@ impl Builder {
             Schedule::Joint => vec![t],
             Schedule::Sequential => (0..=t).collect(),
         };
-        let mut targets: Vec<(ZeroshotImages, String, String)> = e
+        let mut targets: Vec<(ZeroshotImages, String)> = e
             .evaluate
             .zeroshot
             .iter()
@@ -258,7 +258,7 @@ impl Builder {
                 let images = ZeroshotImages::Tasks {
                     tasks: e.tasks.clone(),
                 };
-                (images, set.clone(), set.clone())
+                (images, set.clone())
             })
             .collect();
         for (d, (hash, name)) in e.evaluate.downstream.iter().zip(downstream) {
@@ -267,11 +267,11 @@ impl Builder {
                     dataset: hash.clone(),
                     name: name.clone(),
                 };
-                targets.push((images, set.clone(), format!("{name}/{set}")));
+                targets.push((images, set.clone()));
             }
         }
         let mut nodes = Vec::new();
-        for (images, class_set, shown) in targets {
+        for (images, class_set) in targets {
             for &k in &stages {
                 let stage_task = match e.schedule {
                     Schedule::Joint => "joint".to_string(),
@@ -292,10 +292,11 @@ impl Builder {
                     ZeroshotImages::Tasks { tasks } => tasks.clone(),
                     ZeroshotImages::Downstream { name, .. } => vec![name.clone()],
                 };
+                let label = format!("zeroshot({}, {k}: {stage_task})", spec.shown_class_set());
                 nodes.push(self.add(
                     NodeSpec::Zeroshot(spec),
                     Display {
-                        label: format!("zeroshot({shown}, {k}: {stage_task})"),
+                        label,
                         tasks,
                         stage: Some(k),
                         direction: None,

@@ -133,6 +133,14 @@ impl Plan {
     pub fn dataset_path(&self, hash: &str) -> Option<&Path> {
         self.datasets.get(hash).map(PathBuf::as_path)
     }
+    /// The manifest with this content hash, read again (the executor's view of a
+    /// dataset the planner hashed).
+    pub fn dataset_manifest(&self, hash: &str) -> Result<crate::data::Manifest, String> {
+        let path = self
+            .dataset_path(hash)
+            .ok_or_else(|| format!("no manifest with content hash {hash}"))?;
+        crate::data::Manifest::load(path).map_err(|e| e.to_string())
+    }
     /// Nodes in topological order.
     pub fn nodes(&self) -> impl Iterator<Item = (NodeIndex, &Node)> {
         self.graph.node_indices().map(move |i| (i, &self.graph[i]))

@@ -290,6 +290,17 @@ pub struct ZeroshotNode {
     pub load: Slot,
 }
 
+impl ZeroshotNode {
+    /// The class set as the result tables name it: `set` for the tasks' images,
+    /// `dataset/set` for a downstream set's (class set names hold no `/`).
+    pub fn shown_class_set(&self) -> String {
+        match &self.images {
+            ZeroshotImages::Tasks { .. } => self.class_set.clone(),
+            ZeroshotImages::Downstream { name, .. } => format!("{name}/{}", self.class_set),
+        }
+    }
+}
+
 /// Which images a zero-shot node classifies.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "of")]

@@ -95,14 +95,7 @@ pub fn render(report: &Report) -> Result<String, String> {
          known, mean ± std over seeds.</p>\n",
         report.k
     ));
-    for m in &report.matrices {
-        body.push_str(&format!(
-            "<h3>{} · {}</h3>\n",
-            escape(&m.variant),
-            escape(&m.direction)
-        ));
-        body.push_str(&plain_table(&matrix_grid(m)));
-    }
+    body.push_str(&matrices(&report.matrices));
     let z = &report.zeroshot;
     if !z.blocks.is_empty() {
         body.push_str(&format!(
@@ -123,14 +116,7 @@ pub fn render(report: &Report) -> Result<String, String> {
             ));
         }
         body.push_str("</div>\n");
-        for m in &z.matrices {
-            body.push_str(&format!(
-                "<h3>{} · {}</h3>\n",
-                escape(&m.variant),
-                escape(&m.direction)
-            ));
-            body.push_str(&plain_table(&matrix_grid(m)));
-        }
+        body.push_str(&matrices(&z.matrices));
     }
     if let Some(grid) = shares_grid(report) {
         body.push_str(
@@ -144,6 +130,20 @@ pub fn render(report: &Report) -> Result<String, String> {
          <title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n{body}</body>\n</html>\n",
         escape(&title)
     ))
+}
+
+/// Each matrix under its variant and name.
+fn matrices(list: &[Matrix]) -> String {
+    list.iter()
+        .map(|m| {
+            format!(
+                "<h3>{} · {}</h3>\n{}",
+                escape(&m.variant),
+                escape(&m.direction),
+                plain_table(&matrix_grid(m))
+            )
+        })
+        .collect()
 }
 
 fn escape(s: &str) -> String {

@@ -32,19 +32,17 @@ pub fn build(results: &RunResults, variants: &[&VariantInfo]) -> Zeroshot {
     let mut out = Zeroshot::default();
     for set in &sets {
         let name = matrix_name(set);
-        // A downstream set's one "task" is its dataset; the tasks' sets have the
-        // variants' tasks.
-        let row_tasks = unique(
-            results
-                .zeroshot
-                .iter()
-                .filter(|r| r.row.class_set == *set)
-                .map(|r| r.row.task.clone()),
-        );
-        let own = row_tasks
-            .iter()
-            .all(|t| variants.iter().any(|v| v.tasks.contains(t)));
-        let tasks = (!own).then_some(row_tasks);
+        // A downstream set (`dataset/set`: class set names hold no `/`) has one
+        // "task", its dataset; the tasks' sets have the variants' tasks.
+        let tasks = set.contains('/').then(|| {
+            unique(
+                results
+                    .zeroshot
+                    .iter()
+                    .filter(|r| r.row.class_set == *set)
+                    .map(|r| r.row.task.clone()),
+            )
+        });
         let matrices: Vec<Matrix> = variants
             .iter()
             .filter_map(|v| matrix(results, v, set, &name, tasks.as_deref().unwrap_or(&v.tasks)))
