@@ -98,6 +98,7 @@ fn stage<'a>(
         label: "bench".into(),
         regularizer: if k > 1 { &train.regularizer } else { &[] },
         data,
+        pseudo_texts: None,
         tasks: vec![rows],
         past: vec![],
         on_step: None,

@@ -4,7 +4,7 @@
 //! whose gradients `tests/train_grad.rs` checks against finite differences.
 
 use candle_core::Device;
-use lethe::data::PairData;
+use lethe::data::{PairData, PseudoTexts};
 use lethe::lang::*;
 use lethe::model::Model;
 use lethe::rng::Rng;
@@ -20,6 +20,8 @@ struct Data {
     captions: Vec<f32>,
     caption_image: Vec<u32>,
     tasks: [Vec<u32>; 2],
+    /// Three pseudo negative texts per image (two for every fifth), caption-like.
+    pseudo: PseudoTexts,
 }
 
 /// Two captions per image, features correlated through a shared latent.
@@ -30,7 +32,9 @@ fn data() -> Data {
         captions: Vec::new(),
         caption_image: Vec::new(),
         tasks: [Vec::new(), Vec::new()],
+        pseudo: PseudoTexts::default(),
     };
+    let (mut pseudo, mut pseudo_image) = (Vec::new(), Vec::new());
     for i in 0..IMAGES {
         let latent: Vec<f32> = (0..4).map(|_| rng.normal() as f32).collect();
         for k in 0..IMAGE_DIM {
@@ -45,7 +49,14 @@ fn data() -> Data {
             d.caption_image.push(i as u32);
             d.tasks[i * 2 / IMAGES].push(c);
         }
+        for _ in 0..if i % 5 == 0 { 2 } else { 3 } {
+            for k in 0..TEXT_DIM {
+                pseudo.push(latent[(k + 2) % 4] * 0.8 + 0.3 * rng.normal() as f32);
+            }
+            pseudo_image.push(i as u32);
+        }
     }
+    d.pseudo = PseudoTexts::new(pseudo, TEXT_DIM, &pseudo_image, IMAGES);
     d
 }
 
@@ -230,6 +241,90 @@ fn cases() -> Vec<Case> {
                 ],
             ),
         },
+        Case {
+            name: "replay + pseudo text, triplet-hardest with dropout",
+            model: two(
+                branch(Activation::Relu, 0.1),
+                branch(Activation::Gelu, 0.1),
+                1,
+            ),
+            train: train_spec(
+                LossSpec::Triplet {
+                    margin: 0.2,
+                    negatives: TripletNegatives::Hardest,
+                    reduction: Reduction::Sum,
+                },
+                ADAMW,
+                vec![
+                    RegularizerSpec::PseudoText {
+                        per_image: 2,
+                        weight: 2.0,
+                    },
+                    RegularizerSpec::Replay {
+                        memory: 30,
+                        per_batch: 8,
+                        sampler: Sampler::Reservoir,
+                    },
+                ],
+            ),
+        },
+        Case {
+            name: "replay + pseudo text + distill, triplet-all mean",
+            model: two(
+                branch(Activation::Tanh, 0.0),
+                branch(Activation::Relu, 0.0),
+                0,
+            ),
+            train: train_spec(
+                LossSpec::Triplet {
+                    margin: 0.5,
+                    negatives: TripletNegatives::All,
+                    reduction: Reduction::Mean,
+                },
+                ADAMW,
+                vec![
+                    RegularizerSpec::Replay {
+                        memory: 30,
+                        per_batch: 8,
+                        sampler: Sampler::Balanced,
+                    },
+                    RegularizerSpec::Distill {
+                        lambda: 1.0,
+                        temperature: 0.5,
+                    },
+                    RegularizerSpec::PseudoText {
+                        per_image: 3,
+                        weight: 1.0,
+                    },
+                ],
+            ),
+        },
+        Case {
+            name: "replay + pseudo text, infonce with a learnable temperature",
+            model: two(
+                branch(Activation::Gelu, 0.1),
+                branch(Activation::Gelu, 0.0),
+                0,
+            ),
+            train: train_spec(
+                LossSpec::Infonce {
+                    temperature: 0.1,
+                    learnable: true,
+                },
+                ADAMW,
+                vec![
+                    RegularizerSpec::Replay {
+                        memory: 40,
+                        per_batch: 10,
+                        sampler: Sampler::Reservoir,
+                    },
+                    RegularizerSpec::PseudoText {
+                        per_image: 3,
+                        weight: 0.5,
+                    },
+                ],
+            ),
+        },
     ]
 }
 
@@ -243,6 +338,7 @@ fn stage<'a>(d: &'a Data, c: &'a Case, train: &'a TrainSpec, k: usize) -> Stage<
         label: format!("task{}", k + 1),
         regularizer: if k == 0 { &[] } else { &train.regularizer },
         data: d.pairs(),
+        pseudo_texts: Some(&d.pseudo),
         tasks: vec![&d.tasks[k]],
         past: (0..k).map(|j| ("past", d.tasks[j].as_slice())).collect(),
         on_step: None,
@@ -352,6 +448,10 @@ fn one_sgd_step_reads_the_same_gradient_from_both_engines() {
         for ((name, a), (other, b)) in lg.terms.iter().zip(&lf.terms) {
             assert_eq!(name, other);
             assert!(close(*a, *b), "{}: {name} term {a} vs {b}", case.name);
+            // The replayed pairs met their pseudo texts: the term is not idle.
+            if name == "pseudo_text" {
+                assert!(*a > 1e-6, "{}: pseudo_text term {a}", case.name);
+            }
         }
     }
 }
@@ -389,5 +489,53 @@ fn training_runs_follow_the_same_trajectory_on_both_engines() {
             case.name,
             max_abs(&diff)
         );
+    }
+}
+
+#[test]
+fn pseudo_text_at_weight_zero_trains_exactly_as_replay_alone() {
+    let d = data();
+    let replay = RegularizerSpec::Replay {
+        memory: 30,
+        per_batch: 8,
+        sampler: Sampler::Reservoir,
+    };
+    let pseudo = RegularizerSpec::PseudoText {
+        per_image: 3,
+        weight: 0.0,
+    };
+    for loss in [
+        LossSpec::Triplet {
+            margin: 0.2,
+            negatives: TripletNegatives::Hardest,
+            reduction: Reduction::Sum,
+        },
+        LossSpec::Infonce {
+            temperature: 0.1,
+            learnable: true,
+        },
+    ] {
+        // No dropout: the pseudo texts' forward pass would draw masks from the
+        // stream the next batch's masks come from.
+        let case = Case {
+            name: "weight zero",
+            model: ModelSpec {
+                image: branch(Activation::Relu, 0.0),
+                text: branch(Activation::Relu, 0.0),
+                share: 1,
+            },
+            train: train_spec(loss, ADAMW, vec![replay.clone()]),
+        };
+        let mut with_term = case.train.clone();
+        with_term.regularizer.push(pseudo.clone());
+        let (_, graph_alone, fused_alone) = both_engines(&d, &case, &case.train);
+        let (_, graph, fused) = both_engines(&d, &case, &with_term);
+        for (alone, with) in [(&graph_alone, &graph), (&fused_alone, &fused)] {
+            assert_eq!(flat(&alone.model), flat(&with.model));
+            for (a, w) in alone.log.iter().zip(&with.log) {
+                assert_eq!(a.loss, w.loss);
+                assert_eq!(w.terms, vec![("pseudo_text".to_string(), 0.0)]);
+            }
+        }
     }
 }

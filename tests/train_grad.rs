@@ -488,3 +488,131 @@ fn modx_correction_requires_the_own_pair_not_another_caption_of_the_image() {
         value(true)
     );
 }
+
+/// Pseudo texts of a batch of 5: row 1 has two, row 3 one, the others none.
+fn pseudo_owner() -> Tensor {
+    let (b, p) = (5, 3);
+    let mut owner = vec![0f64; b * p];
+    owner[p] = 1.0; // row 1, text 0
+    owner[p + 1] = 1.0; // row 1, text 1
+    owner[3 * p + 2] = 1.0; // row 3, text 2
+    Tensor::from_vec(owner, (b, p), &Device::Cpu).unwrap()
+}
+
+/// Autograd against central differences for `f(S, q)`, in both arguments.
+fn check_pseudo_gradient(name: &str, f: impl Fn(&Tensor, &Tensor) -> Tensor) {
+    let (b, p) = (5, 3);
+    let s0 = random(b, b, 42);
+    // Scores near the diagonal's so the hinges are active.
+    let q0: Vec<f64> = random(b, p, 7).iter().map(|x| x * 0.5 + 0.3).collect();
+    let s = Var::from_vec(s0.clone(), (b, b), &Device::Cpu).unwrap();
+    let q = Var::from_vec(q0.clone(), (b, p), &Device::Cpu).unwrap();
+    let grads = f(s.as_tensor(), q.as_tensor()).backward().unwrap();
+    let read = |v: &Var| -> Vec<f64> {
+        grads
+            .get(v.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    let (gs, gq) = (read(&s), read(&q));
+    let value = |sv: &[f64], qv: &[f64]| -> f64 {
+        let st = Tensor::from_vec(sv.to_vec(), (b, b), &Device::Cpu).unwrap();
+        let qt = Tensor::from_vec(qv.to_vec(), (b, p), &Device::Cpu).unwrap();
+        f(&st, &qt).to_scalar::<f64>().unwrap()
+    };
+    let h = 1e-6;
+    let mut worst: f64 = 0.0;
+    for i in 0..b * b {
+        let (mut plus, mut minus) = (s0.clone(), s0.clone());
+        plus[i] += h;
+        minus[i] -= h;
+        let numeric = (value(&plus, &q0) - value(&minus, &q0)) / (2.0 * h);
+        worst = worst.max((numeric - gs[i]).abs());
+    }
+    for i in 0..b * p {
+        let (mut plus, mut minus) = (q0.clone(), q0.clone());
+        plus[i] += h;
+        minus[i] -= h;
+        let numeric = (value(&s0, &plus) - value(&s0, &minus)) / (2.0 * h);
+        worst = worst.max((numeric - gq[i]).abs());
+    }
+    assert!(worst < 1e-6, "{name}: largest gradient error {worst:e}");
+    assert!(
+        gq.iter().any(|g| g.abs() > 1e-3),
+        "{name}: no gradient reaches the pseudo texts"
+    );
+    // A text that negates no row's image gets no gradient from any row.
+    let owner: Vec<f64> = pseudo_owner().flatten_all().unwrap().to_vec1().unwrap();
+    for (g, o) in gq.iter().zip(&owner) {
+        if *o == 0.0 {
+            assert_eq!(*g, 0.0, "{name}: gradient on a text of another image");
+        }
+    }
+}
+
+#[test]
+fn pseudo_text_gradients() {
+    let (pos, owner) = (positives(5), pseudo_owner());
+    let scale = Tensor::new(4.0f64, &Device::Cpu).unwrap();
+    check_pseudo_gradient("pseudo text, infonce", |s, q| {
+        loss::pseudo_text_infonce(s, &pos, &scale, q, &owner).unwrap()
+    });
+    for negatives in [TripletNegatives::All, TripletNegatives::Hardest] {
+        for reduction in [Reduction::Sum, Reduction::Mean] {
+            check_pseudo_gradient(&format!("pseudo text, triplet {negatives:?}"), |s, q| {
+                loss::pseudo_text_triplet(s, q, &owner, 0.4, negatives, reduction).unwrap()
+            });
+        }
+    }
+}
+
+/// At `weight` 1 the task loss plus the term is InfoNCE over rows widened by their
+/// pseudo texts, computed here directly from its definition.
+#[test]
+fn pseudo_text_infonce_is_infonce_over_the_widened_rows() {
+    let b = 5;
+    let (pos, owner) = (positives(b), pseudo_owner());
+    let s = Tensor::from_vec(random(b, b, 3), (b, b), &Device::Cpu).unwrap();
+    let q = Tensor::from_vec(random(b, 3, 4), (b, 3), &Device::Cpu).unwrap();
+    let tau = 0.25;
+    let scale = Tensor::new(1.0 / tau, &Device::Cpu).unwrap();
+    let ours = (loss::infonce(&s, &pos, &scale).unwrap()
+        + loss::pseudo_text_infonce(&s, &pos, &scale, &q, &owner).unwrap())
+    .unwrap()
+    .to_scalar::<f64>()
+    .unwrap();
+    let sv: Vec<f64> = s.flatten_all().unwrap().to_vec1().unwrap();
+    let qv: Vec<f64> = q.flatten_all().unwrap().to_vec1().unwrap();
+    let ov: Vec<f64> = owner.flatten_all().unwrap().to_vec1().unwrap();
+    let pv: Vec<f64> = pos.flatten_all().unwrap().to_vec1().unwrap();
+    let mut total = 0.0;
+    for r in 0..b {
+        // Image r against the captions (other captions of its image left out)
+        // and against its own pseudo texts.
+        let mut row: Vec<f64> = (0..b)
+            .filter(|&c| c == r || pv[r * b + c] == 0.0)
+            .map(|c| sv[r * b + c] / tau)
+            .collect();
+        row.extend(
+            (0..3)
+                .filter(|&p| ov[r * 3 + p] == 1.0)
+                .map(|p| qv[r * 3 + p] / tau),
+        );
+        let lse = row.iter().map(|x| x.exp()).sum::<f64>().ln();
+        total += lse - sv[r * b + r] / tau;
+        // Caption r against the images: unchanged by pseudo texts.
+        let col: Vec<f64> = (0..b)
+            .filter(|&c| c == r || pv[c * b + r] == 0.0)
+            .map(|c| sv[c * b + r] / tau)
+            .collect();
+        total += col.iter().map(|x| x.exp()).sum::<f64>().ln() - sv[r * b + r] / tau;
+    }
+    let expected = total / (2.0 * b as f64);
+    assert!(
+        (ours - expected).abs() < 1e-9,
+        "{ours} vs {expected} from the definition"
+    );
+}

@@ -146,6 +146,9 @@ pub struct PseudoNegatives {
     pub seed: u64,
 }
 
+/// The most pseudo negatives generated per image.
+pub const MAX_PSEUDO_PER_IMAGE: usize = 100;
+
 /// Where `lethe featurize` writes pseudo negatives when no `pseudo:` table is named.
 pub const DEFAULT_PSEUDO: &str = "pseudo.arrow";
 
@@ -397,9 +400,9 @@ fn check_generated(file: &ManifestFile) -> Result<(), String> {
         );
     }
     if let Some(p) = file.pseudo_negatives {
-        if !(1..=100).contains(&p.per_image) {
+        if !(1..=MAX_PSEUDO_PER_IMAGE).contains(&p.per_image) {
             return Err(format!(
-                "`pseudo_negatives.per_image` must be 1 to 100, found {}",
+                "`pseudo_negatives.per_image` must be 1 to {MAX_PSEUDO_PER_IMAGE}, found {}",
                 p.per_image
             ));
         }

@@ -12,9 +12,9 @@ use super::cache::Cache;
 use super::entries::{read_embeddings, write_jsonl};
 use super::schedule::{Events, Runner};
 use crate::data::classes::read_class_set;
-use crate::data::{load_split, ClassSet, LoadedSplit};
+use crate::data::{load_split, read_pseudo_texts, ClassSet, LoadedSplit, PseudoTexts};
 use crate::eval::{self, Embedded, Evaluation, TaskEmbeddings};
-use crate::lang::{Modality, TrainSpec};
+use crate::lang::{Modality, RegularizerSpec, TrainSpec};
 use crate::model::{load_checkpoint, save_checkpoint, CheckpointMeta, Model};
 use crate::plan::{
     EmbedNode, Estimate, EvaluateNode, ImportanceNode, InitNode, LoadNode, NodeSpec, Plan, Slot,
@@ -41,6 +41,8 @@ pub struct NodeRunner<'a> {
     splits: Mutex<HashMap<String, Arc<SplitCell>>>,
     /// Class sets by (load node key, class set name), read once per run.
     class_sets: Mutex<HashMap<(String, String), Arc<ClassSet>>>,
+    /// Pseudo negative texts by load node key, read once per run.
+    pseudo_texts: Mutex<HashMap<String, Arc<PseudoTexts>>>,
 }
 
 impl<'a> NodeRunner<'a> {
@@ -52,6 +54,7 @@ impl<'a> NodeRunner<'a> {
             events: None,
             splits: Mutex::new(HashMap::new()),
             class_sets: Mutex::new(HashMap::new()),
+            pseudo_texts: Mutex::new(HashMap::new()),
         }
     }
 
@@ -133,6 +136,30 @@ impl<'a> NodeRunner<'a> {
             .map_err(|_| "poisoned")?
             .insert(key, set.clone());
         Ok(set)
+    }
+
+    /// The pseudo negative texts of the dataset behind the `load` node in `slot`.
+    fn pseudo_texts(
+        &self,
+        node: NodeIndex,
+        slot: Slot,
+        split: &LoadedSplit,
+    ) -> Result<Arc<PseudoTexts>, String> {
+        let load = self.plan.node(self.input(node, slot)?);
+        // Held while reading, so two train nodes never read the table twice.
+        let mut read = self.pseudo_texts.lock().map_err(|_| "poisoned")?;
+        if let Some(texts) = read.get(&load.key) {
+            return Ok(texts.clone());
+        }
+        let NodeSpec::Load(spec) = &load.spec else {
+            return Err(format!("{} is not a load node", load.label));
+        };
+        let manifest = self.plan.dataset_manifest(&spec.dataset)?;
+        let texts = read_pseudo_texts(&manifest, &split.image_ids, split.text_dim)
+            .map_err(|e| e.to_string())?;
+        let texts = Arc::new(texts);
+        read.insert(load.key.clone(), texts.clone());
+        Ok(texts)
     }
 
     /// The model an `init` or `train` node in `slot` of `node` made.
@@ -230,6 +257,15 @@ impl<'a> NodeRunner<'a> {
             .iter()
             .map(|&slot| self.importance_of(node, slot))
             .collect::<Result<Vec<_>, _>>()?;
+        let pseudo_texts = if spec
+            .regularizer
+            .iter()
+            .any(|r| matches!(r, RegularizerSpec::PseudoText { .. }))
+        {
+            Some(self.pseudo_texts(node, spec.load, &split)?)
+        } else {
+            None
+        };
         let on_step = |done: usize, total: usize| {
             if let Some(events) = self.events {
                 events.progress(node, done, total);
@@ -258,6 +294,7 @@ impl<'a> NodeRunner<'a> {
             label: spec.label(),
             regularizer: &spec.regularizer,
             data: split.pairs(),
+            pseudo_texts: pseudo_texts.as_deref(),
             tasks,
             past,
         };

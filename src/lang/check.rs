@@ -166,7 +166,7 @@ impl<'a> VariantChecker<'a> {
             .value("index")
             .and_then(|v| self.reader.choice(v, "`index`"));
         let model = self.model(manifest.as_deref());
-        let train = self.train(schedule);
+        let train = self.train(schedule, manifest.as_deref());
         let evaluate = self.evaluate(manifest.as_deref());
         Some(Experiment {
             pipeline: pipeline.node.clone(),

@@ -192,6 +192,12 @@ pub enum RegularizerSpec {
         per_batch: usize,
         sampler: Sampler,
     },
+    /// IncCLIP's pseudo text replay: each replayed image meets `per_image` of its
+    /// generated negative texts as extra negatives, their loss times `weight`.
+    PseudoText {
+        per_image: usize,
+        weight: f64,
+    },
 }
 
 impl RegularizerSpec {
@@ -202,6 +208,7 @@ impl RegularizerSpec {
             RegularizerSpec::Modx { .. } => "modx",
             RegularizerSpec::Distill { .. } => "distill",
             RegularizerSpec::Replay { .. } => "replay",
+            RegularizerSpec::PseudoText { .. } => "pseudo_text",
         }
     }
 }

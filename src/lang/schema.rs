@@ -178,6 +178,7 @@ pub(crate) const MAX_LAYERS: u64 = 16;
 pub(crate) const MAX_EPOCHS: u64 = 100_000;
 pub(crate) const MAX_BATCH: u64 = 1 << 20;
 pub(crate) const MAX_MEMORY: u64 = 100_000_000;
+const MAX_PSEUDO_PER_IMAGE: u64 = crate::data::manifest::MAX_PSEUDO_PER_IMAGE as u64;
 
 // The call forms of each call-valued setting. The checker matches on each table's
 // kind to build the typed value: adding a form here is one entry, plus one arm there.
@@ -308,6 +309,7 @@ pub(crate) enum RegularizerCall {
     Modx,
     Distill,
     Replay,
+    PseudoText,
 }
 
 pub(crate) const REGULARIZER_CALLS: CallTable<RegularizerCall> = CallTable {
@@ -355,6 +357,14 @@ pub(crate) const REGULARIZER_CALLS: CallTable<RegularizerCall> = CallTable {
                 whole("memory", 1, MAX_MEMORY, 200),
                 whole_computed("per_batch", 1, MAX_BATCH, "16, or `memory` when smaller"),
                 word("sampler", Sampler::WORDS, "reservoir"),
+            ],
+        ),
+        call(
+            "pseudo_text",
+            RegularizerCall::PseudoText,
+            &[
+                whole("per_image", 1, MAX_PSEUDO_PER_IMAGE, 1),
+                number("weight", Range::NonNegative, 1.0),
             ],
         ),
     ],

@@ -199,7 +199,8 @@ impl Estimate {
             RegularizerSpec::Mas { .. } => Some(Estimate::Omega),
             RegularizerSpec::Modx { .. }
             | RegularizerSpec::Distill { .. }
-            | RegularizerSpec::Replay { .. } => None,
+            | RegularizerSpec::Replay { .. }
+            | RegularizerSpec::PseudoText { .. } => None,
         }
     }
 

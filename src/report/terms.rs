@@ -76,6 +76,7 @@ fn display_name(term: &str) -> String {
         "mas" => "MAS".to_string(),
         "modx" => "Mod-X".to_string(),
         "distill" => "Distillation".to_string(),
+        "pseudo_text" => "Pseudo text replay".to_string(),
         other => other.to_string(),
     }
 }

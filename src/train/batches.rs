@@ -57,6 +57,46 @@ pub fn epoch_batches(
     }
 }
 
+/// What one training step sees.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    /// Caption rows: pair b is caption `captions[b]` and its image. Replayed
+    /// pairs come last.
+    pub captions: Vec<u32>,
+    /// Extra negative texts (`pseudo_text`): (batch row, pseudo text row), the
+    /// text negating the image of that row; grouped by row, rows ascending.
+    pub negatives: Vec<(u32, u32)>,
+}
+
+impl Batch {
+    /// The rows with extra negatives and, for each, its range in `negatives`.
+    pub fn negatives_by_row(&self) -> impl Iterator<Item = (usize, std::ops::Range<usize>)> + '_ {
+        let mut start = 0;
+        std::iter::from_fn(move || {
+            let &(row, _) = self.negatives.get(start)?;
+            let len = self.negatives[start..]
+                .iter()
+                .take_while(|(r, _)| *r == row)
+                .count();
+            let range = start..start + len;
+            start += len;
+            Some((row as usize, range))
+        })
+    }
+}
+
+/// `n` distinct items of `from` (all of them when it has fewer), in draw order.
+pub fn draw_distinct(from: &[u32], n: usize, rng: &mut Rng) -> Vec<u32> {
+    let mut pool = from.to_vec();
+    let n = n.min(pool.len());
+    for i in 0..n {
+        let j = i + rng.below(pool.len() - i);
+        pool.swap(i, j);
+    }
+    pool.truncate(n);
+    pool
+}
+
 /// The replay memory: train pairs (caption rows) kept from past tasks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReplayMemory {

@@ -1,12 +1,15 @@
 //! The training step through candle's autograd: runs on any candle device (the
 //! CUDA path) and is the reference the fused CPU step is tested against.
 
+use super::batches::Batch;
 use super::importance::{self, Importance};
 use super::steps::{StepLosses, Stepper};
-use super::tensors::{batch_tensors, task_loss};
-use super::terms::{required, DistillTerm, LossKind, LossTerm, LossTerms, ModxTerm};
+use super::tensors::{batch_tensors, pseudo_text_loss, task_loss, PseudoScores};
+use super::terms::{
+    required, DistillTerm, LossKind, LossTerm, LossTerms, ModxTerm, PseudoTextTerm,
+};
 use super::{loss, optim, TrainError};
-use crate::data::PairData;
+use crate::data::{PairData, PseudoTexts};
 use crate::lang::LossSpec;
 use crate::model::{Modality, Model};
 use crate::rng::Rng;
@@ -19,6 +22,8 @@ pub struct GraphStep<'a> {
     old_model: Option<&'a Model>,
     /// The previous model's parameters, when a term penalises moving from them.
     anchors: Option<Vec<Tensor>>,
+    /// The dataset's pseudo negative texts, when a term scores them.
+    pseudo_texts: Option<&'a PseudoTexts>,
     loss: LossSpec,
     data: PairData<'a>,
     vars: Vec<Var>,
@@ -40,6 +45,7 @@ impl<'a> GraphStep<'a> {
             terms: terms.terms,
             old_model: terms.old_model,
             anchors,
+            pseudo_texts: terms.pseudo_texts,
             loss: stage.train.loss.clone(),
             data: stage.data,
             vars,
@@ -49,14 +55,46 @@ impl<'a> GraphStep<'a> {
     }
 }
 
+/// The batch's pseudo texts through the text branch, scored against the images.
+fn pseudo_scores(
+    texts: &PseudoTexts,
+    batch: &Batch,
+    image_embeddings: &Tensor,
+    dropout: &mut Rng,
+    model: &Model,
+) -> Result<PseudoScores, TrainError> {
+    let (b, p) = (batch.captions.len(), batch.negatives.len());
+    let mut features = Vec::with_capacity(p * texts.dim);
+    let mut owner = vec![0f32; b * p];
+    for (k, &(row, text)) in batch.negatives.iter().enumerate() {
+        features.extend_from_slice(texts.feature(text));
+        owner[row as usize * p + k] = 1.0;
+    }
+    let device = model.device();
+    let x = Tensor::from_vec(features, (p, texts.dim), device)?;
+    let ep = model.forward(Modality::Text, &x, Some(dropout), false)?;
+    Ok(PseudoScores {
+        q: image_embeddings.matmul(&ep.t()?)?,
+        owner: Tensor::from_vec(owner, (b, p), device)?,
+    })
+}
+
 impl Stepper for GraphStep<'_> {
-    fn losses(&mut self, captions: &[u32], dropout: &mut Rng) -> Result<StepLosses, TrainError> {
+    fn losses(&mut self, batch: &Batch, dropout: &mut Rng) -> Result<StepLosses, TrainError> {
         let model = &self.model;
         let device = model.device();
-        let (images, texts, positives) = batch_tensors(&self.data, captions, device)?;
+        let (images, texts, positives) = batch_tensors(&self.data, &batch.captions, device)?;
         let ei = model.forward(Modality::Image, &images, Some(dropout), false)?;
         let et = model.forward(Modality::Text, &texts, Some(dropout), false)?;
         let s = ei.matmul(&et.t()?)?;
+        // The pseudo texts through the text branch, after the captions (the
+        // dropout masks are drawn in this order by both engines).
+        let pseudo = match self.pseudo_texts {
+            Some(texts) if !batch.negatives.is_empty() => {
+                Some(pseudo_scores(texts, batch, &ei, dropout, model)?)
+            }
+            _ => None,
+        };
         let base = task_loss(model, &self.loss, &s, &positives)?;
         // The old model's similarities, for the distillation terms (no gradient).
         let old_s = match self.old_model {
@@ -94,6 +132,12 @@ impl Stepper for GraphStep<'_> {
                     let old = required(&old_s, term.name, "the previous model's similarities")?;
                     loss::distill(&s, old, *temperature)?.affine(*lambda, 0.0)?
                 }
+                LossKind::PseudoText(PseudoTextTerm { weight }) => match &pseudo {
+                    Some(p) => pseudo_text_loss(model, &self.loss, &s, &positives, p)?
+                        .affine(*weight, 0.0)?,
+                    // No replayed pair in this batch (or none with pseudo texts).
+                    None => base.zeros_like()?,
+                },
             };
             terms.push((term.name.to_string(), value));
         }

@@ -61,13 +61,74 @@ const MASKED: f64 = -1e4;
 pub fn infonce(s: &Tensor, positives: &Tensor, scale: &Tensor) -> Result<Tensor> {
     let b = s.dim(0)?;
     let eye = Tensor::eye(b, s.dtype(), s.device())?;
-    // Other captions of the same image leave the denominator.
-    let mask = ((positives - &eye)? * MASKED)?;
-    let logits = (s.broadcast_mul(scale)? + mask)?;
+    let logits = infonce_logits(s, positives, scale)?;
     let rows = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
     let cols = candle_nn::ops::log_softmax(&logits.t()?, D::Minus1)?;
     let picked = ((rows * &eye)?.sum_all()? + (cols * &eye)?.sum_all()?)?;
     picked.affine(-0.5 / b as f64, 0.0)
+}
+
+/// InfoNCE's logits: `S·scale`, other captions of the same image masked out of
+/// the denominator.
+fn infonce_logits(s: &Tensor, positives: &Tensor, scale: &Tensor) -> Result<Tensor> {
+    let b = s.dim(0)?;
+    let eye = Tensor::eye(b, s.dtype(), s.device())?;
+    let mask = ((positives - &eye)? * MASKED)?;
+    s.broadcast_mul(scale)? + mask
+}
+
+/// log Σ exp over each row (B x 1); the row maximum is a constant for the gradient.
+fn log_sum_exp_rows(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(1)?.detach();
+    x.broadcast_sub(&max)?.exp()?.sum_keepdim(1)?.log()? + max
+}
+
+/// Pseudo text replay with InfoNCE: the increase of the image-to-text rows'
+/// cross-entropy when each row also meets its pseudo negative texts as extra
+/// columns, weighted as InfoNCE weighs a row (½ / B). So the task loss plus this
+/// term at `weight` 1 is exactly InfoNCE over the widened rows, and at 0 it is
+/// nothing. `q` is `φ(I) ψ(T)ᵀ` (B x P) for the P pseudo texts, `owner` (B x P)
+/// 1 where pseudo text p negates row b's image.
+pub fn pseudo_text_infonce(
+    s: &Tensor,
+    positives: &Tensor,
+    scale: &Tensor,
+    q: &Tensor,
+    owner: &Tensor,
+) -> Result<Tensor> {
+    let b = s.dim(0)?;
+    let logits = infonce_logits(s, positives, scale)?;
+    // Pseudo texts of other rows' images are no columns of this row.
+    let extra = (q.broadcast_mul(scale)? + (owner.affine(-1.0, 1.0)? * MASKED)?)?;
+    let widened = Tensor::cat(&[&logits, &extra], 1)?;
+    let has = owner.max_keepdim(1)?;
+    let increase = (log_sum_exp_rows(&widened)? - log_sum_exp_rows(&logits)?)?;
+    (increase * has)?.sum_all()?.affine(0.5 / b as f64, 0.0)
+}
+
+/// Pseudo text replay with the triplet loss: a hinge `[m + q(b,p) − S[b,b]]₊` for
+/// each pseudo text p of row b's image (the hardest one per row with `hardest`
+/// negatives), summed or averaged over the B pairs as the task loss is.
+pub fn pseudo_text_triplet(
+    s: &Tensor,
+    q: &Tensor,
+    owner: &Tensor,
+    margin: f64,
+    negatives: TripletNegatives,
+    reduction: Reduction,
+) -> Result<Tensor> {
+    let b = s.dim(0)? as f64;
+    let cost = (q.broadcast_sub(&diagonal(s)?)? + margin)?
+        .relu()?
+        .mul(owner)?;
+    let total = match negatives {
+        TripletNegatives::Hardest => hardest(&cost, 1)?,
+        TripletNegatives::All => cost.sum_all()?,
+    };
+    match reduction {
+        Reduction::Sum => Ok(total),
+        Reduction::Mean => total.affine(1.0 / b, 0.0),
+    }
 }
 
 /// Σ_rows KL(softmax(old/τ) ‖ softmax(new/τ)) as a vector of per-row values (B).

@@ -17,7 +17,7 @@ mod steps;
 pub mod tensors;
 pub mod terms;
 
-use crate::data::PairData;
+use crate::data::{PairData, PseudoTexts};
 use crate::lang::{LossSpec, ModelSpec, RegularizerSpec, Schedule, TrainSpec};
 use crate::model::Model;
 use candle_core::Device;
@@ -37,6 +37,8 @@ pub struct Stage<'a> {
     /// The regularizer of this stage, `on = query` resolved; empty at stage 1.
     pub regularizer: &'a [RegularizerSpec],
     pub data: PairData<'a>,
+    /// The dataset's pseudo negative texts, when a regularizer term uses them.
+    pub pseudo_texts: Option<&'a PseudoTexts>,
     /// Training captions of the task(s) learned now (several for a joint schedule).
     pub tasks: Vec<&'a [u32]>,
     /// Earlier tasks in learning order, for the replay memory.

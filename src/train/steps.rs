@@ -2,7 +2,7 @@
 //! replay), learning rate, clipping, logging and the finiteness checks. The two
 //! steppers, `fused` (CPU) and `graph` (candle autograd), compute the same step.
 
-use super::batches::epoch_batches;
+use super::batches::{draw_distinct, epoch_batches, Batch};
 use super::terms::BatchTerm;
 use super::{optim, LogRow, Stage, TrainError, Trained};
 use crate::model::Model;
@@ -20,8 +20,8 @@ pub struct StepLosses {
 /// One way of computing a training step. Gradients stay inside the stepper
 /// between `losses` and `update`.
 pub trait Stepper {
-    /// Forward and backward pass on a batch of caption rows (and their images).
-    fn losses(&mut self, captions: &[u32], dropout: &mut Rng) -> Result<StepLosses, TrainError>;
+    /// Forward and backward pass on a batch.
+    fn losses(&mut self, batch: &Batch, dropout: &mut Rng) -> Result<StepLosses, TrainError>;
     /// The global L2 norm of the gradients of the last `losses` call.
     fn gradient_norm(&mut self) -> Result<f64, TrainError>;
     /// One optimizer update with the gradients multiplied by `grad_scale`.
@@ -49,11 +49,15 @@ pub fn run_steps(
     let total_steps = steps_per_epoch * t.epochs as usize;
     let mut dropout_rng = Rng::derive(stage.seed, &["dropout", &stage.stage.to_string()]);
     let mut replay_rng = Rng::derive(stage.seed, &["replay", "draw", &stage.stage.to_string()]);
+    let mut pseudo_rng = Rng::derive(
+        stage.seed,
+        &["pseudo_text", "draw", &stage.stage.to_string()],
+    );
     let started = Instant::now();
     let mut log = Vec::with_capacity(total_steps);
     let mut step = 0;
     for epoch in 0..t.epochs as usize {
-        for mut batch in epoch_batches(
+        for captions in epoch_batches(
             &stage.tasks,
             t.batch,
             t.negatives,
@@ -61,10 +65,32 @@ pub fn run_steps(
             stage.stage,
             epoch,
         ) {
+            let fresh = captions.len();
+            let mut batch = Batch {
+                captions,
+                negatives: Vec::new(),
+            };
+            // Replay first: pseudo texts go to the replayed pairs, whatever the
+            // order the regularizer lists the two in.
+            for term in batch_terms {
+                if let BatchTerm::Replay { memory, per_batch } = term {
+                    batch
+                        .captions
+                        .extend(memory.sample(*per_batch, &mut replay_rng));
+                }
+            }
             for term in batch_terms {
                 match term {
-                    BatchTerm::Replay { memory, per_batch } => {
-                        batch.extend(memory.sample(*per_batch, &mut replay_rng));
+                    BatchTerm::Replay { .. } => {}
+                    BatchTerm::PseudoText { texts, per_image } => {
+                        for row in fresh..batch.captions.len() {
+                            let image = stage.data.caption_image[batch.captions[row] as usize];
+                            let drawn =
+                                draw_distinct(texts.of_image(image), *per_image, &mut pseudo_rng);
+                            batch
+                                .negatives
+                                .extend(drawn.into_iter().map(|t| (row as u32, t)));
+                        }
                     }
                 }
             }

@@ -69,11 +69,48 @@ pub fn task_loss(
             reduction,
         } => loss::triplet(s, positives, *margin, *negatives, *reduction),
         LossSpec::Infonce { temperature, .. } => {
-            let scale = match model.logit_scale() {
-                Some(v) => v.as_tensor().exp()?.reshape(())?,
-                None => Tensor::new(1.0 / *temperature as f32, s.device())?,
-            };
-            loss::infonce(s, positives, &scale)
+            loss::infonce(s, positives, &infonce_scale(model, *temperature, s)?)
         }
+    }
+}
+
+/// InfoNCE's inverse temperature: `exp(logit_scale)` when learnable, else 1/τ.
+fn infonce_scale(model: &Model, temperature: f64, s: &Tensor) -> candle_core::Result<Tensor> {
+    match model.logit_scale() {
+        Some(v) => v.as_tensor().exp()?.reshape(()),
+        None => Tensor::new(1.0 / temperature as f32, s.device()),
+    }
+}
+
+/// The pseudo texts of a batch as the loss sees them: `q = φ(I) ψ(T)ᵀ` (B x P)
+/// and `owner` (B x P), 1 where text p negates the image of pair b.
+pub struct PseudoScores {
+    pub q: Tensor,
+    pub owner: Tensor,
+}
+
+/// The loss the pseudo texts add to the task loss (unweighted).
+pub fn pseudo_text_loss(
+    model: &Model,
+    loss: &LossSpec,
+    s: &Tensor,
+    positives: &Tensor,
+    pseudo: &PseudoScores,
+) -> candle_core::Result<Tensor> {
+    match loss {
+        LossSpec::Triplet {
+            margin,
+            negatives,
+            reduction,
+        } => {
+            loss::pseudo_text_triplet(s, &pseudo.q, &pseudo.owner, *margin, *negatives, *reduction)
+        }
+        LossSpec::Infonce { temperature, .. } => loss::pseudo_text_infonce(
+            s,
+            positives,
+            &infonce_scale(model, *temperature, s)?,
+            &pseudo.q,
+            &pseudo.owner,
+        ),
     }
 }

@@ -6,11 +6,13 @@
 //! decided here and only here. A term whose input is missing (no previous model,
 //! no importance estimate of its method) fails the stage loudly: it is never
 //! dropped. Replay changes the batches rather than the loss: it is a
-//! [`BatchTerm`], which the epoch loop applies.
+//! [`BatchTerm`], which the epoch loop applies. Pseudo text replay is both: a
+//! batch term draws each replayed image's pseudo texts, a loss term scores them.
 
 use super::batches::ReplayMemory;
 use super::importance::{Importance, Method};
 use super::{Previous, Stage, TrainError};
+use crate::data::PseudoTexts;
 use crate::lang::{Coverage, RegularizerSpec};
 use crate::model::Model;
 
@@ -35,6 +37,7 @@ pub enum LossKind<I> {
     },
     Modx(ModxTerm),
     Distill(DistillTerm),
+    PseudoText(PseudoTextTerm),
 }
 
 /// Mod-X: `alpha` times the (with `correct`: only where the previous model ranks
@@ -52,6 +55,13 @@ pub struct ModxTerm {
 pub struct DistillTerm {
     pub lambda: f64,
     pub temperature: f64,
+}
+
+/// Pseudo text replay: `weight` times the loss the batch's pseudo negative texts
+/// add (InfoNCE: the rows' extra columns; triplet: extra hinge terms).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PseudoTextTerm {
+    pub weight: f64,
 }
 
 /// What a loss term reads besides the batch and the model being trained.
@@ -74,6 +84,7 @@ impl<I> LossKind<I> {
                 anchors: false,
                 old_similarities: true,
             },
+            LossKind::PseudoText(_) => Needs::default(),
         }
     }
 }
@@ -96,6 +107,7 @@ impl<I> LossTerm<I> {
             },
             LossKind::Modx(term) => LossKind::Modx(*term),
             LossKind::Distill(term) => LossKind::Distill(*term),
+            LossKind::PseudoText(term) => LossKind::PseudoText(*term),
         };
         Ok(LossTerm {
             name: self.name,
@@ -112,21 +124,29 @@ pub struct LossTerms<'a> {
     pub old_model: Option<&'a Model>,
     /// The previous model, exactly when a term pulls the parameters towards its own.
     pub anchor_model: Option<&'a Model>,
+    /// The dataset's pseudo negative texts, exactly when a term scores them.
+    pub pseudo_texts: Option<&'a PseudoTexts>,
 }
 
 /// A term that changes what a step trains on rather than its loss.
-pub enum BatchTerm {
+pub enum BatchTerm<'a> {
     /// Adds `per_batch` pairs drawn from the memory of past tasks to every batch.
     Replay {
         memory: ReplayMemory,
         per_batch: usize,
+    },
+    /// Gives every replayed pair `per_image` of its image's pseudo texts (fewer
+    /// when the generator made fewer), drawn without repetition.
+    PseudoText {
+        texts: &'a PseudoTexts,
+        per_image: usize,
     },
 }
 
 /// Every term of a stage.
 pub struct Terms<'a> {
     pub loss: LossTerms<'a>,
-    pub batch: Vec<BatchTerm>,
+    pub batch: Vec<BatchTerm<'a>>,
 }
 
 const NO_PREVIOUS: &str = "the previous stage's model";
@@ -156,12 +176,13 @@ pub fn required<'t, T>(
 /// Turns the stage's regularizer list into its terms; `previous` is the chain's
 /// state after the previous stage (none at stage 1).
 pub fn resolve<'a>(
-    stage: &Stage,
+    stage: &Stage<'a>,
     previous: Option<&Previous<'a>>,
 ) -> Result<Terms<'a>, TrainError> {
     let mut loss = Vec::new();
     let mut batch = Vec::new();
     let mut needs = Needs::default();
+    let mut pseudo_texts = None;
     for spec in stage.regularizer {
         let kind = match spec {
             RegularizerSpec::Ewc { on, .. } | RegularizerSpec::Mas { on, .. } => {
@@ -196,6 +217,24 @@ pub fn resolve<'a>(
                 });
                 continue;
             }
+            RegularizerSpec::PseudoText { per_image, weight } => {
+                let texts = stage
+                    .pseudo_texts
+                    .ok_or_else(|| missing(spec, "the dataset's pseudo negative texts"))?;
+                if !stage
+                    .regularizer
+                    .iter()
+                    .any(|r| matches!(r, RegularizerSpec::Replay { .. }))
+                {
+                    return Err(missing(spec, "replayed images (a `replay` term)"));
+                }
+                pseudo_texts = Some(texts);
+                batch.push(BatchTerm::PseudoText {
+                    texts,
+                    per_image: *per_image,
+                });
+                LossKind::PseudoText(PseudoTextTerm { weight: *weight })
+            }
         };
         let term_needs = kind.needs();
         if (term_needs.anchors || term_needs.old_similarities) && previous.is_none() {
@@ -214,6 +253,7 @@ pub fn resolve<'a>(
             terms: loss,
             old_model: previous_model.filter(|_| needs.old_similarities),
             anchor_model: previous_model.filter(|_| needs.anchors),
+            pseudo_texts,
         },
         batch,
     })
@@ -229,7 +269,8 @@ pub fn penalty_coefficient(spec: &RegularizerSpec) -> Option<(Method, f64)> {
         RegularizerSpec::Mas { lambda, .. } => Some((Method::Omega, *lambda)),
         RegularizerSpec::Modx { .. }
         | RegularizerSpec::Distill { .. }
-        | RegularizerSpec::Replay { .. } => None,
+        | RegularizerSpec::Replay { .. }
+        | RegularizerSpec::PseudoText { .. } => None,
     }
 }
 

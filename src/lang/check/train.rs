@@ -13,7 +13,11 @@ use crate::lang::values::Args;
 const MAX_K: u64 = 1_000_000;
 
 impl VariantChecker<'_> {
-    pub(super) fn train(&mut self, schedule: Option<Schedule>) -> Option<TrainSpec> {
+    pub(super) fn train(
+        &mut self,
+        schedule: Option<Schedule>,
+        manifest: Option<&Manifest>,
+    ) -> Option<TrainSpec> {
         let loss = self.loss();
         let optimizer = self.optimizer();
         let schedule_lr = self.schedule_lr();
@@ -39,7 +43,7 @@ impl VariantChecker<'_> {
         let log = self
             .value("train.log")
             .and_then(|v| self.reader.choice(v, "`train.log`"));
-        let regularizer = self.regularizer(decouple);
+        let regularizer = self.regularizer(decouple, manifest);
 
         // Combinations that cannot mean anything.
         if let (Some(Negatives::CrossTask), Some(Schedule::Sequential), Some(s)) =
@@ -139,7 +143,11 @@ impl VariantChecker<'_> {
     }
 
     /// The regularizer's terms and the span of the whole value.
-    fn regularizer(&mut self, decouple: Option<bool>) -> Option<(Vec<RegularizerSpec>, Span)> {
+    fn regularizer(
+        &mut self,
+        decouple: Option<bool>,
+        manifest: Option<&Manifest>,
+    ) -> Option<(Vec<RegularizerSpec>, Span)> {
         let setting = self.setting("train.regularizer")?;
         let value = self.reader.plain(&setting.value);
         let terms: Vec<&Value> = match &value.kind {
@@ -191,11 +199,21 @@ impl VariantChecker<'_> {
                 ok = false;
                 continue;
             }
-            match call.build(|call| regularizer_term(call, decouple)) {
+            match call.build(|call| regularizer_term(call, decouple, manifest)) {
                 Some(Some(term)) => out.push(term),
                 Some(None) => {}
                 None => ok = false,
             }
+        }
+        // Pseudo texts are negatives of replayed images: without replay there are none.
+        let span_of = |name: &str| names.iter().find(|(n, _)| *n == name).map(|(_, s)| *s);
+        if let (Some(pseudo), None) = (span_of("pseudo_text"), span_of("replay")) {
+            self.reader.error(
+                Diagnostic::error("`pseudo_text` needs `replay` in the same regularizer")
+                    .at(pseudo, "no replayed images to give pseudo texts to")
+                    .hint("combine them: `train.regularizer = replay(memory = 200) + pseudo_text(per_image = 1)`"),
+            );
+            ok = false;
         }
         ok.then_some((out, value.span))
     }
@@ -357,6 +375,7 @@ impl VariantChecker<'_> {
 fn regularizer_term(
     call: &mut Args<'_, '_, RegularizerCall>,
     decouple: Option<bool>,
+    manifest: Option<&Manifest>,
 ) -> Option<Option<RegularizerSpec>> {
     let term = match call.kind() {
         RegularizerCall::None => return Some(None),
@@ -409,8 +428,52 @@ fn regularizer_term(
                 sampler: call.choice("sampler")?,
             }
         }
+        RegularizerCall::PseudoText => RegularizerSpec::PseudoText {
+            per_image: pseudo_per_image(call, manifest)?,
+            weight: call.number("weight")?,
+        },
     };
     Some(Some(term))
+}
+
+/// `per_image` of `pseudo_text`: at most what the dataset generates per image
+/// (when its manifest could be read).
+fn pseudo_per_image(
+    call: &mut Args<'_, '_, RegularizerCall>,
+    manifest: Option<&Manifest>,
+) -> Option<usize> {
+    let n = call.whole("per_image")? as usize;
+    let Some(m) = manifest else {
+        return Some(n);
+    };
+    let at = call.param_span("per_image");
+    let generated = match m.pseudo_negatives() {
+        None => {
+            call.error(
+                Diagnostic::error(format!(
+                    "the dataset `{}` generates no pseudo negative texts",
+                    m.name
+                ))
+                .at(call.span(), "needs them")
+                .hint("declare them in the manifest, `pseudo_negatives: { per_image: 3 }`, and run `lethe featurize`"),
+            );
+            return None;
+        }
+        Some(p) => p.per_image,
+    };
+    if n > generated {
+        let what = call.what("per_image");
+        call.error(
+            Diagnostic::error(format!(
+                "{what} = {n} is more than the dataset `{}` generates ({generated} per image)",
+                m.name
+            ))
+            .at(at, "too many")
+            .hint("raise `pseudo_negatives.per_image` in the manifest and run `lethe featurize` again"),
+        );
+        return None;
+    }
+    Some(n)
 }
 
 /// `on` of a weight penalty; `query` needs one model per direction.

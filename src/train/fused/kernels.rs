@@ -184,3 +184,8 @@ pub fn multiply_in_place(a: &mut [f32], b: &[f32]) {
         *x *= y;
     }
 }
+
+/// Σ a_i b_i.
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}

@@ -232,3 +232,109 @@ pub fn distill(
     }
     total
 }
+
+/// A batch's pseudo texts as the losses see them: each row with some, with its
+/// range of texts; `q[p]` the score of text p against its row's image.
+pub struct PseudoScores<'a> {
+    pub rows: &'a [(usize, std::ops::Range<usize>)],
+    pub q: &'a [f32],
+}
+
+/// Pseudo text replay with the triplet loss (`train::loss::pseudo_text_triplet`):
+/// a hinge `[m + q_p − S[r,r]]₊` per pseudo text of row r (only the hardest, first
+/// on ties, with `hardest`), reduced as the task loss. Adds `weight · ∂/∂S` to
+/// `grad` and `weight · ∂/∂q` to `grad_q`.
+#[allow(clippy::too_many_arguments)]
+pub fn pseudo_text_triplet(
+    s: &[f32],
+    b: usize,
+    pseudo: &PseudoScores,
+    margin: f64,
+    negatives: TripletNegatives,
+    reduction: Reduction,
+    weight: f64,
+    grad: &mut [f32],
+    grad_q: &mut [f32],
+) -> f64 {
+    let scale = match reduction {
+        Reduction::Sum => weight,
+        Reduction::Mean => weight / b as f64,
+    };
+    let mut total = 0.0;
+    for (r, texts) in pseudo.rows {
+        let diagonal = s[r * b + r] as f64;
+        let cost = |p: usize| margin + pseudo.q[p] as f64 - diagonal;
+        let mut count = |p: usize, total: &mut f64, grad_q: &mut [f32]| {
+            *total += cost(p);
+            grad_q[p] += scale as f32;
+            grad[r * b + r] -= scale as f32;
+        };
+        match negatives {
+            TripletNegatives::All => {
+                for p in texts.clone().filter(|&p| cost(p) > 0.0) {
+                    count(p, &mut total, grad_q);
+                }
+            }
+            TripletNegatives::Hardest => {
+                let mut hardest: Option<usize> = None;
+                for p in texts.clone().filter(|&p| cost(p) > 0.0) {
+                    if hardest.is_none_or(|h| cost(p) > cost(h)) {
+                        hardest = Some(p);
+                    }
+                }
+                if let Some(p) = hardest {
+                    count(p, &mut total, grad_q);
+                }
+            }
+        }
+    }
+    total * scale
+}
+
+/// log Σ exp of `values`.
+fn log_sum_exp(values: impl Iterator<Item = f64> + Clone) -> f64 {
+    let max = values.clone().fold(f64::NEG_INFINITY, f64::max);
+    max + values.map(|v| (v - max).exp()).sum::<f64>().ln()
+}
+
+/// Pseudo text replay with InfoNCE (`train::loss::pseudo_text_infonce`): for each
+/// row with pseudo texts, ½/B · [LSE(row ∪ its texts) − LSE(row)] at inverse
+/// temperature `scale`. Returns the weighted value and its derivative with
+/// respect to `scale`; adds `weight · ∂/∂S` to `grad`, `weight · ∂/∂q` to `grad_q`.
+pub fn pseudo_text_infonce(
+    s: &[f32],
+    pos: &Positives,
+    pseudo: &PseudoScores,
+    scale: f64,
+    weight: f64,
+    grad: &mut [f32],
+    grad_q: &mut [f32],
+) -> (f64, f64) {
+    let b = pos.b;
+    let factor = 0.5 * weight / b as f64;
+    let (mut total, mut d_scale) = (0.0, 0.0);
+    for (r, texts) in pseudo.rows {
+        let r = *r;
+        let logit = |c: usize| {
+            let masked = pos.at(r, c) && r != c;
+            s[r * b + c] as f64 * scale + if masked { MASKED } else { 0.0 }
+        };
+        let extra = |p: usize| pseudo.q[p] as f64 * scale;
+        let row = (0..b).map(logit);
+        let lse_row = log_sum_exp(row.clone());
+        let lse_widened = log_sum_exp(row.chain(texts.clone().map(extra)));
+        total += lse_widened - lse_row;
+        for c in 0..b {
+            // ∂/∂logit_c of the increase: p_widened(c) − p_row(c).
+            let d_logit = factor * ((logit(c) - lse_widened).exp() - (logit(c) - lse_row).exp());
+            grad[r * b + c] += (d_logit * scale) as f32;
+            d_scale += d_logit * s[r * b + c] as f64;
+        }
+        for p in texts.clone() {
+            let d_logit = factor * (extra(p) - lse_widened).exp();
+            grad_q[p] += (d_logit * scale) as f32;
+            d_scale += d_logit * pseudo.q[p] as f64;
+        }
+    }
+    (factor * total, d_scale)
+}

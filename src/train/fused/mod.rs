@@ -10,16 +10,19 @@ mod losses;
 mod net;
 mod update;
 
+use super::batches::Batch;
 use super::importance::{self, Importance};
 use super::steps::{StepLosses, Stepper};
-use super::terms::{required, DistillTerm, LossKind, LossTerm, LossTerms, ModxTerm};
+use super::terms::{
+    required, DistillTerm, LossKind, LossTerm, LossTerms, ModxTerm, PseudoTextTerm,
+};
 use super::{optim, TrainError};
-use crate::data::PairData;
+use crate::data::{PairData, PseudoTexts};
 use crate::lang::{Coverage, LossSpec};
 use crate::model::{Modality, Model};
 use crate::rng::Rng;
 use kernels::View;
-use losses::Positives;
+use losses::{Positives, PseudoScores};
 use net::{Grads, Net, Tape};
 use update::OptimizerState;
 
@@ -37,6 +40,15 @@ pub struct FusedStep<'a> {
     terms: Vec<LossTerm<PenaltyWeights>>,
     loss: LossSpec,
     data: PairData<'a>,
+    /// The dataset's pseudo negative texts, when a term scores them.
+    pseudo_texts: Option<&'a PseudoTexts>,
+    /// The batch's pseudo texts through the text branch.
+    pseudo_tape: Tape,
+    /// Each row with pseudo texts and its range of them; their scores and ∂/∂score.
+    pseudo_rows: Vec<(usize, std::ops::Range<usize>)>,
+    pseudo_scores: Vec<f32>,
+    d_pseudo_scores: Vec<f32>,
+    d_pseudo: Vec<f32>,
     grads: Grads,
     optimizer: OptimizerState,
     tapes: [Tape; 2],
@@ -55,7 +67,7 @@ impl<'a> FusedStep<'a> {
     pub fn new(
         model: Model,
         stage: &super::Stage<'a>,
-        terms: LossTerms,
+        terms: LossTerms<'a>,
     ) -> Result<FusedStep<'a>, TrainError> {
         let net = Net::from_model(&model)?;
         let old = terms.old_model.map(Net::from_model).transpose()?;
@@ -79,6 +91,12 @@ impl<'a> FusedStep<'a> {
             terms: fused_terms,
             loss: stage.train.loss.clone(),
             data: stage.data,
+            pseudo_texts: terms.pseudo_texts,
+            pseudo_tape: Tape::default(),
+            pseudo_rows: Vec::new(),
+            pseudo_scores: Vec::new(),
+            d_pseudo_scores: Vec::new(),
+            d_pseudo: Vec::new(),
             grads,
             optimizer,
             tapes: Default::default(),
@@ -118,6 +136,68 @@ impl<'a> FusedStep<'a> {
     }
 }
 
+impl FusedStep<'_> {
+    /// The batch's pseudo texts through the text branch (after the captions: both
+    /// engines draw dropout masks in this order) and their scores against their
+    /// rows' images. Leaves `pseudo_rows` empty when the batch has none.
+    fn score_pseudo_texts(&mut self, batch: &Batch, dropout: &mut Rng) {
+        self.pseudo_rows.clear();
+        let Some(texts) = self.pseudo_texts.filter(|_| !batch.negatives.is_empty()) else {
+            return;
+        };
+        self.pseudo_rows.extend(batch.negatives_by_row());
+        let p = batch.negatives.len();
+        let features = self.pseudo_tape.features(p, texts.dim);
+        for (k, &(_, text)) in batch.negatives.iter().enumerate() {
+            features[k * texts.dim..(k + 1) * texts.dim].copy_from_slice(texts.feature(text));
+        }
+        self.net
+            .forward(Modality::Text, &mut self.pseudo_tape, Some(dropout));
+        let images = &self.tapes[0].embeddings;
+        let pseudo = &self.pseudo_tape.embeddings;
+        let dim = pseudo.len() / p;
+        self.pseudo_scores.clear();
+        self.pseudo_scores
+            .extend(batch.negatives.iter().enumerate().map(|(k, &(row, _))| {
+                let r = row as usize;
+                kernels::dot(
+                    &images[r * dim..(r + 1) * dim],
+                    &pseudo[k * dim..(k + 1) * dim],
+                )
+            }));
+        self.d_pseudo_scores.clear();
+        self.d_pseudo_scores.resize(p, 0.0);
+    }
+
+    /// Adds the pseudo texts' share of the gradient to `d_image` (before the image
+    /// branch's backward pass) and runs their backward pass through the text branch.
+    fn pseudo_backward(&mut self, batch: &Batch) {
+        if self.pseudo_rows.is_empty() {
+            return;
+        }
+        let images = &self.tapes[0].embeddings;
+        let pseudo = &self.pseudo_tape.embeddings;
+        let p = batch.negatives.len();
+        let dim = pseudo.len() / p;
+        self.d_pseudo.clear();
+        self.d_pseudo.resize(p * dim, 0.0);
+        for (k, &(row, _)) in batch.negatives.iter().enumerate() {
+            let r = row as usize;
+            let g = self.d_pseudo_scores[k];
+            for j in 0..dim {
+                self.d_image[r * dim + j] += g * pseudo[k * dim + j];
+                self.d_pseudo[k * dim + j] = g * images[r * dim + j];
+            }
+        }
+        self.net.backward(
+            Modality::Text,
+            &mut self.pseudo_tape,
+            &self.d_pseudo,
+            &mut self.grads,
+        );
+    }
+}
+
 /// The importance of `imp` laid out like `net`'s parameters, for the parameters
 /// coverage `on` penalises (by name: a checkpoint comes back in file order).
 fn penalised(net: &Net, imp: &Importance, on: Coverage) -> candle_core::Result<PenaltyWeights> {
@@ -149,13 +229,14 @@ fn similarity(out: &mut Vec<f32>, a: &[f32], b_rows: &[f32], b: usize) {
 }
 
 impl Stepper for FusedStep<'_> {
-    fn losses(&mut self, captions: &[u32], dropout: &mut Rng) -> Result<StepLosses, TrainError> {
-        self.gather(captions);
-        let b = captions.len();
+    fn losses(&mut self, batch: &Batch, dropout: &mut Rng) -> Result<StepLosses, TrainError> {
+        self.gather(&batch.captions);
+        let b = batch.captions.len();
         self.net
             .forward(Modality::Image, &mut self.tapes[0], Some(dropout));
         self.net
             .forward(Modality::Text, &mut self.tapes[1], Some(dropout));
+        self.score_pseudo_texts(batch, dropout);
         let [image_tape, text_tape] = &mut self.tapes;
         similarity(
             &mut self.similarity,
@@ -246,6 +327,49 @@ impl Stepper for FusedStep<'_> {
                         &mut self.d_similarity,
                     )
                 }
+                LossKind::PseudoText(PseudoTextTerm { weight }) => {
+                    let pseudo = PseudoScores {
+                        rows: &self.pseudo_rows,
+                        q: &self.pseudo_scores,
+                    };
+                    match &self.loss {
+                        LossSpec::Triplet {
+                            margin,
+                            negatives,
+                            reduction,
+                        } => losses::pseudo_text_triplet(
+                            &self.similarity,
+                            b,
+                            &pseudo,
+                            *margin,
+                            *negatives,
+                            *reduction,
+                            weight,
+                            &mut self.d_similarity,
+                            &mut self.d_pseudo_scores,
+                        ),
+                        LossSpec::Infonce { temperature, .. } => {
+                            let learnable = self.net.logit_scale;
+                            let scale = match learnable {
+                                Some(i) => (self.net.values[i][0]).exp() as f64,
+                                None => 1.0 / temperature,
+                            };
+                            let (value, d_scale) = losses::pseudo_text_infonce(
+                                &self.similarity,
+                                &pos,
+                                &pseudo,
+                                scale,
+                                weight,
+                                &mut self.d_similarity,
+                                &mut self.d_pseudo_scores,
+                            );
+                            if let Some(i) = learnable {
+                                self.grads.buffer(i)[0] += (d_scale * scale) as f32;
+                            }
+                            value
+                        }
+                    }
+                }
             };
             values.push((term.name.to_string(), value));
         }
@@ -266,6 +390,8 @@ impl Stepper for FusedStep<'_> {
             View::Plain(&image_tape.embeddings, b, dim),
             false,
         );
+        self.pseudo_backward(batch);
+        let [image_tape, text_tape] = &mut self.tapes;
         self.net
             .backward(Modality::Image, image_tape, &self.d_image, &mut self.grads);
         self.net
@@ -290,7 +416,7 @@ impl Stepper for FusedStep<'_> {
                         );
                     }
                 }
-                LossKind::Modx(_) | LossKind::Distill(_) => {} // before the backward pass
+                LossKind::Modx(_) | LossKind::Distill(_) | LossKind::PseudoText(_) => {} // before the backward pass
             }
         }
         let total = task + values.iter().map(|(_, v)| v).sum::<f64>();
