@@ -211,6 +211,77 @@ def zeroshot_table(run):
     return "\n".join(rows)
 
 
+def mean_std(values):
+    """Mean and sample std of a list (std 0 for one value); (None, 0) for none."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, 0.0
+    m = sum(values) / len(values)
+    if len(values) < 2:
+        return m, 0.0
+    return m, (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def incclip_claim(run):
+    """IncCLIP's claim (pseudo text replay helps most) per setting and figure: the
+    IncCLIP variant against the best of the others, each mean ± sample std over
+    seeds, after the last stage."""
+    summary = pl.read_ipc(run.path / "summary.arrow", memory_map=False)
+    acc = pl.read_ipc(run.path / "zeroshot.arrow", memory_map=False).filter(pl.col("k") == 1)
+    settings = []
+    for label in run.labels:
+        setting = line_label(label)
+        if setting not in settings:
+            settings.append(setting)
+    downstream = sorted({g for g in acc["class_set"].to_list() if "/" in g})
+    own = sorted({g for g in summary.filter(pl.col("direction") == "zeroshot")["gallery"].to_list()
+                  if "/" not in g})
+
+    def summary_figure(label, direction, gallery, k):
+        rows = summary.filter((pl.col("variant") == label) & (pl.col("direction") == direction)
+                              & (pl.col("gallery") == gallery) & (pl.col("k") == k)
+                              & (pl.col("metric") == "average"))
+        get = lambda stat: next(iter(rows.filter(pl.col("statistic") == stat)["value"].to_list()), None)
+        return get("mean"), get("std") or 0.0
+
+    def downstream_figure(label, name):
+        mine = acc.filter((pl.col("variant") == label) & (pl.col("class_set") == name))
+        if mine.is_empty():
+            return None, 0.0
+        last = mine.filter(pl.col("stage") == mine["stage"].max())
+        per_seed = last.group_by("seed").agg(pl.col("accuracy").mean())["accuracy"].to_list()
+        return mean_std(per_seed)
+
+    figures = [("retrieval im2txt R@10 (average over tasks)", lambda l: summary_figure(l, "im2txt", "per_task", 10)),
+               ("retrieval txt2im R@10 (average over tasks)", lambda l: summary_figure(l, "txt2im", "per_task", 10))]
+    figures += [(f"zero-shot {s} top-1 (average over tasks)", lambda l, s=s: summary_figure(l, "zeroshot", s, 1))
+                for s in own]
+    figures += [(f"zero-shot {d} top-1 (downstream)", lambda l, d=d: downstream_figure(l, d))
+                for d in downstream]
+    out = []
+    for setting in settings:
+        labels = [l for l in run.labels if line_label(l) == setting]
+        names = [l[len(setting) + 2:] for l in labels]
+        out.append(f"#### {setting}\n")
+        out.append("| figure (after the last stage, mean ± std over seeds) | "
+                   + " | ".join(names) + " | pseudo text replay helps most |")
+        out.append("| :-- |" + " --: |" * len(names) + " :-: |")
+        for title, figure in figures:
+            values = {n: figure(l) for n, l in zip(names, labels)}
+            cells = [f"{fmt(m)} ± {sd:.1f}" if m is not None else "–" for m, sd in values.values()]
+            ours = values.get("IncCLIP", (None, 0.0))
+            others = {n: v for n, v in values.items() if n != "IncCLIP" and v[0] is not None}
+            if ours[0] is None or not others:
+                claim = "–"
+            else:
+                best = max(others, key=lambda n: others[n][0])
+                claim = (verdict(ours[0], ours[1], others[best][0], others[best][1])
+                         + f" (best other: {best})")
+            out.append(f"| {title} | " + " | ".join(cells) + f" | {claim} |")
+        out.append("")
+    return "\n".join(out).strip()
+
+
 # The columns a Table-1-like grid has, which the comparison and findings need.
 TABLE1_COLUMNS = {"joint", "joint CTNP", "reindex ft", "frozen ft", "frozen EWC"}
 
@@ -233,7 +304,9 @@ def block(lethe, runs):
                                 check=True, capture_output=True, text=True).stdout
         return "\n\n".join([provenance(run.info), chosen.strip()])
     parts = [provenance(run.info), report_tables(lethe, run.path)]
-    if (run.path / "zeroshot.arrow").exists():
+    if run.info["pipeline"] == "incclip":
+        parts.append("### IncCLIP's claim on this run\n\n" + incclip_claim(run))
+    elif (run.path / "zeroshot.arrow").exists():
         parts.append("### Zero-shot classification (top-1 %, mean over seeds)\n\n" + zeroshot_table(run))
     if TABLE1_COLUMNS <= {line_label(v) for v in run.labels}:
         parts.append("### Ours next to the seed's\n\n" + comparison(run))

@@ -28,10 +28,11 @@ fn strip_marker(text: &str) -> (String, (usize, usize)) {
 /// The body setting every setting of `form` to `call(args)`. Only the first
 /// setting's line keeps a `‸` marker, so an error is expected there.
 fn body(form: &CallForm, args: &[String], extra: &str) -> String {
+    let (needs, dataset) = companion(form);
     let call = if args.is_empty() {
-        form.name.to_string()
+        format!("{needs}{}", form.name)
     } else {
-        format!("{}({})", form.name, args.join(", "))
+        format!("{needs}{}({})", form.name, args.join(", "))
     };
     let mut lines = vec![CONTEXT.to_string()];
     for (i, setting) in form.settings.iter().enumerate() {
@@ -45,7 +46,26 @@ fn body(form: &CallForm, args: &[String], extra: &str) -> String {
     if !extra.is_empty() {
         lines.push(extra.to_string());
     }
-    with_header(&lines.join("\n"))
+    with_header(&lines.join("\n")).replace(
+        &fixture("toy.yaml").display().to_string(),
+        &fixture(dataset).display().to_string(),
+    )
+}
+
+/// Whether `form` is valid only in a `+` combination, where no parameter can be
+/// set by path.
+fn only_combined(form: &CallForm) -> bool {
+    !companion(form).0.is_empty()
+}
+
+/// What a form needs beside it to be valid: a term it combines with (written
+/// before it) and the dataset fixture. `pseudo_text` gives replayed images pseudo
+/// negative texts, so it needs `replay` and a dataset that generates them.
+fn companion(form: &CallForm) -> (&'static str, &'static str) {
+    match form.name {
+        "pseudo_text" => ("replay(memory = 50) + ", "pseudo.yaml"),
+        _ => ("", "toy.yaml"),
+    }
 }
 
 /// How messages name a parameter (`lambda` of `ewc`); a call that serves several
@@ -331,7 +351,14 @@ fn misspelt_parameters_are_rejected_with_a_suggestion() {
             &required_args(form, ""),
             &format!("    ‸{}.{misspelt} = {value}", form.settings[0]),
         );
-        for text in [body(form, &inline, ""), by_path] {
+        // A form that only exists in a `+` combination has no paths (they would be
+        // ambiguous: `combined_terms_cannot_be_set_by_path`).
+        let texts = if only_combined(form) {
+            vec![body(form, &inline, "")]
+        } else {
+            vec![body(form, &inline, ""), by_path]
+        };
+        for text in texts {
             if let Some(problem) = error_at(&text, &message, Some(&hint)) {
                 failures.push(format!("{}: {problem}", form.name));
             }
@@ -395,6 +422,9 @@ fn bare_calls_mean_their_written_defaults() {
 #[test]
 fn parameter_paths_equal_parameters_in_the_call() {
     for_every_param(|form, p, failures| {
+        if only_combined(form) {
+            return;
+        }
         let value = valid_values(p).pop().expect("a valid value");
         let inline = experiments(&body(form, &args_with(form, p.name, &value), ""));
         let paths: Vec<String> = form
@@ -571,5 +601,22 @@ fn step_schedule_reads_whole_epochs() {
             every: 3,
             gamma: 0.5
         }
+    );
+}
+
+#[test]
+fn combined_terms_cannot_be_set_by_path() {
+    let text = body(
+        &call_forms().find(|f| f.name == "pseudo_text").unwrap(),
+        &[],
+        "    ‸train.regularizer.weight = 2",
+    );
+    assert_eq!(
+        error_at(
+            &text,
+            "a parameter of a `+` combination cannot be set by path",
+            None
+        ),
+        None
     );
 }
