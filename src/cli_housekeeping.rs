@@ -37,6 +37,7 @@ pub fn runs_cmd(root: &Path) -> ExitCode {
             RunStatus::Complete => "complete".to_string(),
             RunStatus::Partial { failed_nodes } => format!("partial ({failed_nodes} failed)"),
             RunStatus::Incomplete => "incomplete (killed?)".to_string(),
+            RunStatus::Submitted => "submitted to Slurm".to_string(),
         };
         let headline = run
             .headline

@@ -11,6 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod cli_cluster;
 mod cli_housekeeping;
 mod cli_import;
 
@@ -127,6 +128,25 @@ Exit status: 0 success, 1 a node failed, 2 invalid input."
         /// Say why each node that runs has a new key.
         #[arg(long)]
         explain: bool,
+        #[command(flatten)]
+        cluster: cli_cluster::ClusterArgs,
+    },
+    /// Show the Slurm jobs of a run started with `lethe run --executor slurm --detach`.
+    #[command(after_help = "Example:\n  lethe status runs/table1/2026-12-02T10-00-00Z.pending")]
+    Status {
+        /// The `<run-id>.pending` folder `lethe run --detach` printed.
+        #[arg(value_name = "RUN_DIR")]
+        dir: PathBuf,
+    },
+    /// Follow a detached Slurm run to its end and write its tables.
+    #[command(
+        after_help = "Example:\n  lethe collect runs/table1/2026-12-02T10-00-00Z.pending\n\n\
+Jobs that failed are submitted again; the run directory is written as an attached run writes it."
+    )]
+    Collect {
+        /// The `<run-id>.pending` folder `lethe run --detach` printed.
+        #[arg(value_name = "RUN_DIR")]
+        dir: PathBuf,
     },
     /// Print a run's results the way papers show them: tables, recall matrices, plots.
     #[command(
@@ -309,17 +329,34 @@ fn main() -> ExitCode {
             keep_going,
             quiet,
             explain,
-        } => run_cmd(RunOptions {
-            file,
-            out,
-            cache,
-            jobs: cap_jobs(jobs),
-            device,
-            keep_embeddings,
-            keep_going,
-            quiet,
-            explain,
-        }),
+            cluster,
+        } => {
+            let executor = match cluster.executor() {
+                Ok(e) => e,
+                Err(e) => {
+                    print_diagnostics(&[Diagnostic::error(e)], &SourceMap::new());
+                    return ExitCode::from(2);
+                }
+            };
+            let options = RunOptions {
+                file,
+                out,
+                cache,
+                jobs: cap_jobs(jobs),
+                device,
+                keep_embeddings,
+                keep_going,
+                quiet,
+                explain,
+                executor,
+            };
+            match cluster.job_keys() {
+                Some(keys) => cli_cluster::job_cmd(&options, keys),
+                None => run_cmd(options),
+            }
+        }
+        Command::Status { dir } => cli_cluster::status_cmd(&dir),
+        Command::Collect { dir } => cli_cluster::collect_cmd(&dir),
     }
 }
 
@@ -330,7 +367,7 @@ fn is_manifest(path: &Path) -> bool {
     )
 }
 
-fn print_diagnostics(diagnostics: &[Diagnostic], sources: &SourceMap) {
+pub(crate) fn print_diagnostics(diagnostics: &[Diagnostic], sources: &SourceMap) {
     let mut stderr = std::io::stderr().lock();
     let _ = stderr.write_all(render_all(diagnostics, sources).as_bytes());
 }
@@ -437,7 +474,7 @@ fn plan_cmd(
     ExitCode::SUCCESS
 }
 
-fn run_cmd(options: RunOptions) -> ExitCode {
+pub(crate) fn run_cmd(options: RunOptions) -> ExitCode {
     let summary = match run::run(&options) {
         Ok(s) => s,
         Err(RunError::Invalid(diagnostics, sources)) => {
@@ -463,6 +500,10 @@ fn run_cmd(options: RunOptions) -> ExitCode {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+    }
+    if let Some(dir) = &summary.detached {
+        eprintln!("{}", cli_cluster::pending_note(dir));
+        return ExitCode::SUCCESS;
     }
     if let Some(dir) = &summary.run_dir {
         if !options.quiet {

@@ -43,6 +43,8 @@ pub enum RunStatus {
     Partial { failed_nodes: usize },
     /// `<id>.incomplete`: killed while writing, or still being written.
     Incomplete,
+    /// `<id>.pending`: submitted to Slurm with `--detach`, not collected yet.
+    Submitted,
 }
 
 /// A run directory found by [`list_runs`].
@@ -82,8 +84,12 @@ fn is_incomplete(dir: &Path) -> bool {
         .is_some_and(|n| n.ends_with(".incomplete"))
 }
 
+fn is_pending(dir: &Path) -> bool {
+    dir.join(super::run::PENDING_FILE).is_file()
+}
+
 fn is_run_dir(dir: &Path) -> bool {
-    dir.join("run.json").is_file() || is_incomplete(dir)
+    dir.join("run.json").is_file() || is_incomplete(dir) || is_pending(dir)
 }
 
 fn collect_run_dirs(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
@@ -125,7 +131,9 @@ fn listing(dir: &Path) -> RunListing {
                 .map(|n| n.to_string_lossy().into_owned())
         })
         .unwrap_or_default();
-    let status = if is_incomplete(dir) || run.is_none() {
+    let status = if is_pending(dir) {
+        RunStatus::Submitted
+    } else if is_incomplete(dir) || run.is_none() {
         RunStatus::Incomplete
     } else {
         match field("nodes").and_then(|n| n["failed"].as_u64()) {
@@ -138,7 +146,10 @@ fn listing(dir: &Path) -> RunListing {
     RunListing {
         dir: dir.to_path_buf(),
         pipeline,
-        run_id: name.trim_end_matches(".incomplete").to_string(),
+        run_id: name
+            .trim_end_matches(".incomplete")
+            .trim_end_matches(".pending")
+            .to_string(),
         status,
         variants: field("variants").and_then(|v| v.as_u64()),
         wall_seconds: field("wall_seconds").and_then(|v| v.as_f64()),

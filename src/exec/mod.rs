@@ -10,6 +10,7 @@ pub mod nodes;
 pub mod progress;
 pub mod run;
 pub mod schedule;
+pub mod slurm;
 pub mod tables;
 
 pub use cache::Cache;

@@ -9,6 +9,7 @@ use super::cache::Cache;
 use super::nodes::NodeRunner;
 use super::progress::Progress;
 use super::schedule::{execute, needed, ExecOptions, Outcome};
+use super::slurm::{self, Driven, JobCommand, SlurmOptions};
 use crate::diagnostics::{Diagnostic, SourceMap};
 use crate::lang::{self, DeviceSpec, ManifestCache};
 use crate::plan::{self, Format, Plan};
@@ -28,6 +29,16 @@ pub struct RunOptions {
     pub keep_going: bool,
     pub quiet: bool,
     pub explain: bool,
+    pub executor: Executor,
+}
+
+/// Where the nodes are computed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Executor {
+    /// In this process.
+    Local,
+    /// As Slurm jobs over the shared cache (`exec/slurm`).
+    Slurm(SlurmOptions),
 }
 
 /// What a finished (or failed) run did.
@@ -40,6 +51,8 @@ pub struct RunSummary {
     /// The process's peak resident memory (bytes; 0 where /proc is missing) and
     /// the peak each node kind raised it to (`Progress::peaks`).
     pub peaks: (u64, std::collections::BTreeMap<String, u64>),
+    /// `--detach`: the folder that says what was submitted (`lethe status`).
+    pub detached: Option<PathBuf>,
 }
 
 impl RunSummary {
@@ -87,6 +100,13 @@ pub fn run(options: &RunOptions) -> Result<RunSummary, RunError> {
             options.cache.display()
         ))
     })?;
+    if let Executor::Slurm(_) = options.executor {
+        // Before anything is planned to run: no Slurm, or a cache the jobs
+        // cannot write, is a mistake in the command (exit 2).
+        let invalid = |m: String| RunError::Invalid(vec![Diagnostic::error(m)], SourceMap::new());
+        slurm::sbatch::available().map_err(invalid)?;
+        slurm::state_dir(&cache).map_err(invalid)?;
+    }
     let _ = cache.clean_scratch();
     // `lethe cache gc` in another process keeps what this run uses.
     let _active = cache
@@ -140,16 +160,49 @@ pub fn run(options: &RunOptions) -> Result<RunSummary, RunError> {
     }
     progress.note_peak("reading the data");
     crate::interrupt::install();
-    let outcomes = execute(
-        &plan,
-        &cache,
-        &runner,
-        &progress,
-        ExecOptions {
-            jobs: options.jobs,
-            keep_going: options.keep_going,
-        },
-    );
+    let outcomes = match &options.executor {
+        Executor::Local => execute(
+            &plan,
+            &cache,
+            &runner,
+            &progress,
+            ExecOptions {
+                jobs: options.jobs,
+                keep_going: options.keep_going,
+            },
+        ),
+        Executor::Slurm(slurm_options) => {
+            let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+            let (file, cache_root) = (absolute(&options.file), absolute(cache.root()));
+            let command = JobCommand {
+                file: &file,
+                cache: &cache_root,
+                device: device_spec,
+                pipeline: &plan.pipeline,
+            };
+            match slurm::drive(&plan, &cache, &needed, &command, slurm_options, &progress)
+                .map_err(RunError::Failed)?
+            {
+                Driven::Done(outcomes) => outcomes,
+                Driven::Interrupted(message) => return Err(RunError::Interrupted(message)),
+                Driven::Detached(jobs) => {
+                    let dir = write_pending(&pipeline_dir, started, options, device_spec, &jobs)
+                        .map_err(RunError::Failed)?;
+                    let peaks = progress.peaks();
+                    drop(runner);
+                    drop(progress);
+                    return Ok(RunSummary {
+                        plan,
+                        run_dir: None,
+                        outcomes: Vec::new(),
+                        failures: Vec::new(),
+                        peaks,
+                        detached: Some(dir),
+                    });
+                }
+            }
+        }
+    };
     if crate::interrupt::requested() {
         let done = outcomes
             .iter()
@@ -185,6 +238,7 @@ pub fn run(options: &RunOptions) -> Result<RunSummary, RunError> {
         outcomes,
         failures,
         peaks,
+        detached: None,
     };
     if summary.failures.is_empty() || options.keep_going {
         let (incomplete, dir) = run_directory(&pipeline_dir, started).map_err(RunError::Failed)?;
@@ -252,6 +306,53 @@ pub fn run(options: &RunOptions) -> Result<RunSummary, RunError> {
         summary.run_dir = Some(dir);
     }
     Ok(summary)
+}
+
+/// What `lethe status` and `lethe collect` read of a detached Slurm run
+/// (`<out>/<pipeline>/<run-id>.pending/slurm.json`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Pending {
+    pub file: PathBuf,
+    pub out: PathBuf,
+    pub cache: PathBuf,
+    pub device: String,
+    pub keep_embeddings: bool,
+    pub slurm: SlurmOptions,
+    pub jobs: Vec<slurm::JobRecord>,
+}
+
+/// The file in a `.pending` folder.
+pub const PENDING_FILE: &str = "slurm.json";
+
+fn write_pending(
+    pipeline_dir: &Path,
+    started: SystemTime,
+    options: &RunOptions,
+    device: DeviceSpec,
+    jobs: &[slurm::JobRecord],
+) -> Result<PathBuf, String> {
+    let Executor::Slurm(slurm_options) = &options.executor else {
+        return Err("only a Slurm run is detached".into());
+    };
+    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let pending = Pending {
+        file: absolute(&options.file),
+        out: absolute(&options.out),
+        cache: absolute(&options.cache),
+        device: device.to_string(),
+        keep_embeddings: options.keep_embeddings,
+        slurm: SlurmOptions {
+            detach: false,
+            ..slurm_options.clone()
+        },
+        jobs: jobs.to_vec(),
+    };
+    let dir = pipeline_dir.join(format!("{}.pending", timestamp(started, '-')));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let text = serde_json::to_string_pretty(&pending).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join(PENDING_FILE), text)
+        .map_err(|e| format!("cannot write {}: {e}", dir.join(PENDING_FILE).display()))?;
+    Ok(dir)
 }
 
 /// `YYYY-MM-DDTHH-MM-SSZ` of a time (UTC), for run ids and provenance.

@@ -88,8 +88,20 @@ pub fn execute(
     events: &dyn Events,
     options: ExecOptions,
 ) -> Vec<Outcome> {
+    execute_nodes(plan, cache, &needed(plan, cache), runner, events, options)
+}
+
+/// Runs the nodes `needed` marks (a Slurm job's share of a plan), each after its
+/// marked inputs. An unmarked input must be cached: its runner reads it.
+pub fn execute_nodes(
+    plan: &Plan,
+    cache: &Cache,
+    needed: &[bool],
+    runner: &dyn Runner,
+    events: &dyn Events,
+    options: ExecOptions,
+) -> Vec<Outcome> {
     let n = plan.graph.node_count();
-    let needed = needed(plan, cache);
     let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
     let mut waiting_on = vec![0usize; n];
     let mut ready = VecDeque::new();
