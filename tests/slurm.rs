@@ -288,3 +288,120 @@ fn table1_is_tens_of_jobs_each_after_its_inputs() {
     // A larger budget spreads the trainings over more jobs.
     assert!(group(&plan, &needed, 200).len() > jobs.len());
 }
+
+#[test]
+fn gpus_go_to_training_jobs_only() {
+    use lethe::exec::slurm::{sbatch_args, JobGroup, SlurmOptions};
+    let options = SlurmOptions {
+        partition: Some("gpu".into()),
+        account: Some("lab".into()),
+        time: Some("2:00:00".into()),
+        gpus_for_training: Some(1),
+        sbatch_args: vec!["--qos=short".into()],
+        max_jobs: 32,
+        detach: false,
+        cancel_on_exit: false,
+    };
+    let job = |trains| JobGroup {
+        nodes: Vec::new(),
+        wave: 1,
+        trains,
+        label: "wave1-x".into(),
+    };
+    let args = |trains| {
+        sbatch_args(
+            &job(trains),
+            &["11".to_string(), "12".to_string()],
+            "t1",
+            Path::new("/c/slurm/logs/wave1-x-%j.log"),
+            Path::new("/work"),
+            &options,
+        )
+    };
+    let training = args(true);
+    for expected in [
+        "--job-name=lethe:t1:wave1-x",
+        "--output=/c/slurm/logs/wave1-x-%j.log",
+        "--chdir=/work",
+        "--kill-on-invalid-dep=yes",
+        "--dependency=afterok:11:12",
+        "--partition=gpu",
+        "--account=lab",
+        "--time=2:00:00",
+        "--gpus=1",
+        "--qos=short",
+    ] {
+        assert!(
+            training.contains(&expected.to_string()),
+            "{expected}: {training:?}"
+        );
+    }
+    let light = args(false);
+    assert!(!light.iter().any(|a| a.starts_with("--gpus")), "{light:?}");
+    assert_eq!(light.len(), training.len() - 1);
+}
+
+#[test]
+fn ctrl_c_with_cancel_on_exit_cancels_the_jobs() {
+    if !cluster() {
+        return;
+    }
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    pipeline(dir.path(), "s", BODY);
+    let mut driver = Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .args([
+            "run",
+            "s.pipe",
+            "--executor",
+            "slurm",
+            "--cancel-on-exit",
+            "--quiet",
+        ])
+        .current_dir(dir.path())
+        .env("LETHE_SLURM_POLL_MS", "300")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(driver.stderr.take().unwrap()).lines();
+    let mut ids = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(id) = line
+            .trim()
+            .strip_prefix("job ")
+            .and_then(|l| l.split(' ').next())
+        {
+            ids.push(id.to_string());
+        }
+        if line.contains(", log ") && ids.len() > 1 {
+            break;
+        }
+    }
+    assert!(ids.len() > 1, "job ids are printed");
+    let kill = Command::new("kill")
+        .args(["-INT", &driver.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+    let status = driver.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.contains("cancelled Slurm jobs")),
+        "{rest:?}"
+    );
+    // None of the submitted jobs waits or runs any more (a cancelled running job
+    // may show as completing for a moment).
+    let queued = Command::new("squeue")
+        .args(["-h", "-o", "%i %T", "-j", &ids.join(",")])
+        .output()
+        .unwrap();
+    let queued = text(&queued.stdout);
+    assert!(
+        !queued
+            .lines()
+            .any(|l| l.ends_with(" PENDING") || l.ends_with(" RUNNING")),
+        "{queued}"
+    );
+}

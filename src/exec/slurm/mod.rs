@@ -265,10 +265,35 @@ fn submit(
     });
     let log = dir.join("logs").join(format!("{}-%j.log", g.label));
     let cwd = std::env::current_dir().map_err(|e| e.to_string())?;
+    let args = sbatch_args(g, after, command.pipeline, &log, &cwd, options);
+    let id = sbatch::submit(&args, &wrap.join(" "))?;
+    let record = JobRecord {
+        log: PathBuf::from(log.to_string_lossy().replace("%j", &id)),
+        id,
+        label: g.label.clone(),
+        keys,
+    };
+    let path = dir.join("jobs").join(format!("{}.json", record.id));
+    let text = serde_json::to_string_pretty(&record).map_err(|e| e.to_string())?;
+    std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(record)
+}
+
+/// The `sbatch` options of a job (before `--wrap`): its name, log, working
+/// folder, dependencies, and the user's settings; GPUs only for training jobs.
+pub fn sbatch_args(
+    g: &JobGroup,
+    after: &[String],
+    pipeline: &str,
+    log: &Path,
+    cwd: &Path,
+    options: &SlurmOptions,
+) -> Vec<String> {
     let mut args = vec![
-        format!("--job-name=lethe:{}:{}", command.pipeline, g.label),
+        format!("--job-name=lethe:{pipeline}:{}", g.label),
         format!("--output={}", log.display()),
         format!("--chdir={}", cwd.display()),
+        // A job whose input job failed is cancelled rather than left pending forever.
         "--kill-on-invalid-dep=yes".to_string(),
     ];
     if !after.is_empty() {
@@ -287,17 +312,7 @@ fn submit(
         args.push(format!("--gpus={n}"));
     }
     args.extend(options.sbatch_args.iter().cloned());
-    let id = sbatch::submit(&args, &wrap.join(" "))?;
-    let record = JobRecord {
-        log: PathBuf::from(log.to_string_lossy().replace("%j", &id)),
-        id,
-        label: g.label.clone(),
-        keys,
-    };
-    let path = dir.join("jobs").join(format!("{}.json", record.id));
-    let text = serde_json::to_string_pretty(&record).map_err(|e| e.to_string())?;
-    std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    Ok(record)
+    args
 }
 
 /// Follows the jobs that make the needed nodes until all have ended.
