@@ -317,9 +317,11 @@ pub fn gc(
     older_than: Option<Duration>,
     dry_run: bool,
 ) -> Result<GcReport, String> {
-    let active = cache
+    let mut active = cache
         .active_keys()
         .map_err(|e| format!("{}: {e}", cache.root().display()))?;
+    // Slurm jobs still queued have marked nothing yet: keep what they make and read.
+    active.extend(super::slurm::recorded_keys(cache));
     let now = SystemTime::now();
     let mut report = GcReport::default();
     for key in cache.keys() {

@@ -52,6 +52,10 @@ pub struct JobRecord {
     pub label: String,
     /// The node keys it computes.
     pub keys: Vec<String>,
+    /// The keys of the cached entries its nodes read (kept by `lethe cache gc`
+    /// while the job is recorded).
+    #[serde(default)]
+    pub reads: Vec<String>,
     pub log: PathBuf,
 }
 
@@ -267,11 +271,21 @@ fn submit(
     let cwd = std::env::current_dir().map_err(|e| e.to_string())?;
     let args = sbatch_args(g, after, command.pipeline, &log, &cwd, options);
     let id = sbatch::submit(&args, &wrap.join(" "))?;
+    let mut reads: Vec<String> = Vec::new();
+    for &n in &g.nodes {
+        for input in plan.graph.neighbors_directed(n, Incoming) {
+            let key = &plan.node(input).key;
+            if !keys.contains(key) && !reads.contains(key) {
+                reads.push(key.clone());
+            }
+        }
+    }
     let record = JobRecord {
         log: PathBuf::from(log.to_string_lossy().replace("%j", &id)),
         id,
         label: g.label.clone(),
         keys,
+        reads,
     };
     let path = dir.join("jobs").join(format!("{}.json", record.id));
     let text = serde_json::to_string_pretty(&record).map_err(|e| e.to_string())?;
@@ -473,6 +487,23 @@ fn interrupted(ours: &[JobRecord], options: &SlurmOptions) -> Result<String, Str
             ids.join(" ")
         ))
     }
+}
+
+/// Every key a recorded Slurm job makes or reads (records are removed when a
+/// driver sees their job ended).
+pub fn recorded_keys(cache: &Cache) -> HashSet<String> {
+    let mut keys = HashSet::new();
+    let Ok(entries) = std::fs::read_dir(cache.root().join("slurm").join("jobs")) else {
+        return keys;
+    };
+    for entry in entries.flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        if let Ok(r) = serde_json::from_str::<JobRecord>(&text) {
+            keys.extend(r.keys);
+            keys.extend(r.reads);
+        }
+    }
+    keys
 }
 
 /// Which of `keys` are cached, for `lethe status`.
