@@ -56,6 +56,9 @@ pub struct JobRecord {
     /// while the job is recorded).
     #[serde(default)]
     pub reads: Vec<String>,
+    /// The jobs it waits for (`afterok`).
+    #[serde(default)]
+    pub after: Vec<String>,
     pub log: PathBuf,
 }
 
@@ -101,9 +104,11 @@ pub fn state_dir(cache: &Cache) -> Result<PathBuf, String> {
     Ok(dir)
 }
 
-/// The live jobs of earlier submissions on this cache, by node key; the records
-/// of ended ones are removed.
-fn live_jobs(dir: &Path) -> Result<HashMap<String, JobRecord>, String> {
+/// The live jobs of earlier submissions on this cache that can still finish, by
+/// node key. The records of ended jobs are removed; a job waiting for a job that
+/// ended without making its nodes never runs: it is cancelled and its record
+/// removed, so its nodes are submitted again.
+fn live_jobs(dir: &Path, cache: &Cache) -> Result<HashMap<String, JobRecord>, String> {
     let mut records = Vec::new();
     for entry in std::fs::read_dir(dir.join("jobs")).map_err(|e| e.to_string())? {
         let path = entry.map_err(|e| e.to_string())?.path();
@@ -116,9 +121,27 @@ fn live_jobs(dir: &Path) -> Result<HashMap<String, JobRecord>, String> {
     }
     let ids: Vec<String> = records.iter().map(|(_, r)| r.id.clone()).collect();
     let alive = sbatch::alive(&ids)?;
+    let mut failed: HashSet<String> = records
+        .iter()
+        .filter(|(_, r)| !alive.contains_key(&r.id) && !r.keys.iter().all(|k| cache.contains(k)))
+        .map(|(_, r)| r.id.clone())
+        .collect();
+    loop {
+        let doomed: Vec<String> = records
+            .iter()
+            .filter(|(_, r)| alive.contains_key(&r.id) && !failed.contains(&r.id))
+            .filter(|(_, r)| r.after.iter().any(|a| failed.contains(a)))
+            .map(|(_, r)| r.id.clone())
+            .collect();
+        if doomed.is_empty() {
+            break;
+        }
+        sbatch::cancel(&doomed)?;
+        failed.extend(doomed);
+    }
     let mut by_key = HashMap::new();
     for (path, record) in records {
-        if alive.contains_key(&record.id) {
+        if alive.contains_key(&record.id) && !failed.contains(&record.id) {
             for key in &record.keys {
                 by_key.insert(key.clone(), record.clone());
             }
@@ -150,7 +173,7 @@ pub fn drive(
         .map_err(|e| format!("cannot lock {}: {e}", dir.display()))?;
     lock.lock()
         .map_err(|e| format!("cannot lock {}: {e}", dir.display()))?;
-    let external = live_jobs(&dir)?;
+    let external = live_jobs(&dir, cache)?;
     let mut maker: HashMap<NodeIndex, JobRecord> = HashMap::new();
     let mut ours_needed = needed.to_vec();
     for (i, node) in plan.nodes() {
@@ -286,6 +309,7 @@ fn submit(
         label: g.label.clone(),
         keys,
         reads,
+        after: after.to_vec(),
     };
     let path = dir.join("jobs").join(format!("{}.json", record.id));
     let text = serde_json::to_string_pretty(&record).map_err(|e| e.to_string())?;

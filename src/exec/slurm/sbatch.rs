@@ -64,9 +64,11 @@ pub fn alive(ids: &[String]) -> Result<HashMap<String, String>, String> {
         for line in out.lines() {
             let mut parts = line.split_whitespace();
             if let (Some(id), Some(state)) = (parts.next(), parts.next()) {
+                // A completing job's script has ended: what it made is in the cache.
                 let ended = matches!(
                     state,
-                    "COMPLETED"
+                    "COMPLETING"
+                        | "COMPLETED"
                         | "FAILED"
                         | "CANCELLED"
                         | "TIMEOUT"
