@@ -182,8 +182,8 @@ fn a_cancelled_job_is_resubmitted_by_collect() {
     // The last job waits on the others: cancel it before it can start.
     let last = err
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("job ")?.split(' ').next())
-        .last()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("job ")?.split(' ').next())
         .expect("job ids are printed")
         .to_string();
     let cancel = Command::new("scancel").arg(&last).status().unwrap();
