@@ -1,8 +1,8 @@
 //! `lethe run --executor slurm ...`, `lethe status` and `lethe collect`: the
 //! command-line side of [`lethe::exec::slurm`].
 
-use lethe::exec::run::{Executor, Pending, RunOptions, PENDING_FILE};
-use lethe::exec::slurm::{self, job, sbatch, SlurmOptions};
+use lethe::exec::run::{Executor, Pending, RunOptions};
+use lethe::exec::slurm::{self, job, sbatch, SlurmOptions, PENDING_FILE};
 use lethe::exec::Cache;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

@@ -85,7 +85,7 @@ fn is_incomplete(dir: &Path) -> bool {
 }
 
 fn is_pending(dir: &Path) -> bool {
-    dir.join(super::run::PENDING_FILE).is_file()
+    dir.join(super::slurm::PENDING_FILE).is_file()
 }
 
 fn is_run_dir(dir: &Path) -> bool {

@@ -321,9 +321,6 @@ pub struct Pending {
     pub jobs: Vec<slurm::JobRecord>,
 }
 
-/// The file in a `.pending` folder.
-pub const PENDING_FILE: &str = "slurm.json";
-
 fn write_pending(
     pipeline_dir: &Path,
     started: SystemTime,
@@ -350,8 +347,12 @@ fn write_pending(
     let dir = pipeline_dir.join(format!("{}.pending", timestamp(started, '-')));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let text = serde_json::to_string_pretty(&pending).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join(PENDING_FILE), text)
-        .map_err(|e| format!("cannot write {}: {e}", dir.join(PENDING_FILE).display()))?;
+    std::fs::write(dir.join(slurm::PENDING_FILE), text).map_err(|e| {
+        format!(
+            "cannot write {}: {e}",
+            dir.join(slurm::PENDING_FILE).display()
+        )
+    })?;
     Ok(dir)
 }
 

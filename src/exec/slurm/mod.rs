@@ -62,6 +62,9 @@ pub struct JobRecord {
     pub log: PathBuf,
 }
 
+/// The file in a detached run's `<run-id>.pending` folder.
+pub const PENDING_FILE: &str = "slurm.json";
+
 /// What the driver ended with.
 pub enum Driven {
     /// Every job ended: one outcome per node, as a local run's.
