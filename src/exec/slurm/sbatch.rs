@@ -57,9 +57,19 @@ pub fn alive(ids: &[String]) -> Result<HashMap<String, String>, String> {
             "-j".to_string(),
             chunk.join(","),
         ];
-        // squeue fails for a list of ids all of which have left its memory.
-        let Ok(out) = slurm("squeue", &args) else {
-            continue;
+        // squeue fails for a list of ids all of which have left its memory; any
+        // other failure (slurmctld unreachable) is retried, never read as "ended".
+        let mut tries = 0;
+        let out = loop {
+            match slurm("squeue", &args) {
+                Ok(out) => break out,
+                Err(e) if e.contains("Invalid job id") => break String::new(),
+                Err(e) if tries >= 5 => return Err(e),
+                Err(_) => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_secs(2));
+                }
+            }
         };
         for line in out.lines() {
             let mut parts = line.split_whitespace();
