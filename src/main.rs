@@ -93,7 +93,8 @@ and a table already made from the same raw list is kept. Nothing is downloaded."
     /// Execute a pipeline: compute the nodes not cached yet, write the result tables.
     #[command(
         after_help = "Examples:\n  lethe run pipelines/quickstart.pipe\n  lethe run pipelines/table1.pipe --jobs 2 --keep-going\n  \
-lethe run pipelines/emoji-ewc.pipe --device cuda --explain\n\n\
+lethe run pipelines/emoji-ewc.pipe --device cuda --explain\n  \
+lethe run pipelines/table1.pipe --executor slurm --partition gpu --gpus-per-node-kind train=1 --device cuda\n\n\
 Results go to runs/<pipeline>/<run-id>/ (recall.arrow, summary.arrow, train_log.arrow, drift.arrow,\n\
 run.json, plan.dot, pipeline.json). Node outputs are cached under .lethe/cache by key, so a second\n\
 run of the same file computes nothing, and an interrupted run resumes where it stopped.\n\
