@@ -388,9 +388,13 @@ impl<'a> NodeRunner<'a> {
 
     fn evaluate(&self, node: NodeIndex, spec: &EvaluateNode, out: &Path) -> Result<(), String> {
         let split = self.split(node, spec.load)?;
-        // Each input read once, however many directions use it.
-        let mut read: HashMap<Slot, Embedded> = HashMap::new();
+        let (mut recall, mut drift) = (Vec::new(), Vec::new());
+        // One direction at a time, each input read once for it: only one
+        // direction's embeddings are in memory at once (they grow with the test
+        // sets; docs/PERFORMANCE.md). Rows come out in direction order, as
+        // `eval::evaluate` writes them for several directions.
         for d in &spec.directions {
+            let mut read: HashMap<Slot, Embedded> = HashMap::new();
             for t in &d.tasks {
                 let drift = t.drift.iter().flat_map(|d| d.now.iter().chain(&d.then));
                 for &slot in [t.query, t.gallery].iter().chain(drift) {
@@ -400,39 +404,34 @@ impl<'a> NodeRunner<'a> {
                     }
                 }
             }
+            let tasks = d
+                .tasks
+                .iter()
+                .map(|t| TaskEmbeddings {
+                    query: &read[&t.query],
+                    gallery: &read[&t.gallery],
+                    gallery_stage: t.gallery_stage,
+                    drift: t
+                        .drift
+                        .as_ref()
+                        .map(|d| (merged(&read, &d.now), merged(&read, &d.then))),
+                })
+                .collect();
+            let (r, dr) = eval::evaluate(
+                &split,
+                &Evaluation {
+                    stage: spec.stage,
+                    stage_task: &spec.stage_task,
+                    tasks: &spec.tasks,
+                    seen: spec.seen,
+                    recall: &spec.recall,
+                    galleries: &spec.galleries,
+                    directions: vec![(d.direction, tasks)],
+                },
+            )?;
+            recall.extend(r);
+            drift.extend(dr);
         }
-        let directions = spec
-            .directions
-            .iter()
-            .map(|d| {
-                let tasks = d
-                    .tasks
-                    .iter()
-                    .map(|t| TaskEmbeddings {
-                        query: &read[&t.query],
-                        gallery: &read[&t.gallery],
-                        gallery_stage: t.gallery_stage,
-                        drift: t
-                            .drift
-                            .as_ref()
-                            .map(|d| (merged(&read, &d.now), merged(&read, &d.then))),
-                    })
-                    .collect();
-                (d.direction, tasks)
-            })
-            .collect();
-        let (recall, drift) = eval::evaluate(
-            &split,
-            &Evaluation {
-                stage: spec.stage,
-                stage_task: &spec.stage_task,
-                tasks: &spec.tasks,
-                seen: spec.seen,
-                recall: &spec.recall,
-                galleries: &spec.galleries,
-                directions,
-            },
-        )?;
         write_jsonl(&out.join("recall.jsonl"), &recall)?;
         write_jsonl(&out.join("drift.jsonl"), &drift)
     }
