@@ -146,7 +146,7 @@ fn read_pending(dir: &Path) -> Result<Pending, String> {
 
 /// `lethe status DIR`: each job of a detached run, its state and its nodes done.
 pub fn status_cmd(dir: &Path) -> ExitCode {
-    let result = (|| -> Result<bool, String> {
+    let result = (|| -> Result<(), String> {
         let pending = read_pending(dir)?;
         let cache = Cache::open(&pending.cache)
             .map_err(|e| format!("cannot open the cache {}: {e}", pending.cache.display()))?;
@@ -180,10 +180,10 @@ pub fn status_cmd(dir: &Path) -> ExitCode {
         if running == 0 {
             println!("write the tables with: lethe collect {}", dir.display());
         }
-        Ok(true)
+        Ok(())
     })();
     match result {
-        Ok(_) => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(2)

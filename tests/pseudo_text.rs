@@ -10,33 +10,6 @@ use common::runs::{latest_run, lethe, text};
 use common::*;
 use lethe::data::{read_pseudo_texts, Manifest};
 
-fn emoji() -> std::path::PathBuf {
-    repo().join("datasets/emoji/emoji.yaml")
-}
-
-/// A pipeline over the shipped emoji set's `sevige` split with `extra` in its body.
-fn emoji_pipeline(extra: &str) -> String {
-    format!(
-        "pipeline \"p\" {{\n    dataset = \"{}\"\n    split = \"sevige\"\n    tasks = [animals, vehicles, clothes]\n{extra}\n}}\n",
-        emoji().display()
-    )
-}
-
-fn error_at(text_with_marker: &str, message: &str) -> String {
-    let at = text_with_marker.find('‸').expect("a ‸ marker");
-    let before = &text_with_marker[..at];
-    let expected = (
-        before.matches('\n').count() + 1,
-        before[before.rfind('\n').map_or(0, |i| i + 1)..]
-            .chars()
-            .count()
-            + 1,
-    );
-    let outcome = check(&text_with_marker.replacen('‸', "", 1));
-    assert_eq!(outcome.located(message), expected, "{}", outcome.rendered());
-    outcome.rendered()
-}
-
 #[test]
 fn pseudo_text_without_replay_is_located() {
     let rendered = error_at(
@@ -143,22 +116,22 @@ fn pseudo_terms(log: &std::path::Path) -> Vec<f64> {
 fn replayed_pairs_meet_their_pseudo_texts_in_a_run() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
-        dir.path().join("p.pipe"),
+        dir.path().join("e.pipe"),
         emoji_pipeline(
             "    model { image = mlp(hidden = [128], embed = 64); text = mlp(hidden = [128], embed = 64) }\n    train { epochs = 1; batch = 32; loss = infonce(temperature = 0.07); regularizer = replay(memory = 60, per_batch = 8) + pseudo_text(per_image = 2, weight = 1) }",
         ),
     )
     .unwrap();
-    let out = lethe(dir.path(), &["run", "p.pipe", "--quiet"]);
+    let out = lethe(dir.path(), &["run", "e.pipe", "--quiet"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let run = latest_run(dir.path(), "p");
+    let run = latest_run(dir.path(), "e");
     let terms = pseudo_terms(&run.join("train_log.arrow"));
     assert!(!terms.is_empty());
     // Every batch after the first task replays pairs, and with InfoNCE extra
     // negatives always raise the loss.
     assert!(terms.iter().all(|&t| t > 0.0), "{terms:?}");
     // The term and its settings are in the train nodes' specs, so in their keys.
-    let plan = lethe(dir.path(), &["plan", "p.pipe", "--format", "json"]);
+    let plan = lethe(dir.path(), &["plan", "e.pipe", "--format", "json"]);
     let plan = text(&plan.stdout);
     assert!(
         plan.contains(r#""kind":"pseudo_text""#) || plan.contains(r#""kind": "pseudo_text""#),

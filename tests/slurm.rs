@@ -63,6 +63,18 @@ fn latest_run_json(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(last.join("run.json")).unwrap()).unwrap()
 }
 
+/// A successful `--detach` run's stderr and the pending folder it printed.
+fn detached(out: &Output) -> (String, String) {
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let pending = err
+        .lines()
+        .find_map(|l| l.split("lethe status ").nth(1)?.split('`').next())
+        .expect("the pending folder is printed")
+        .to_string();
+    (err, pending)
+}
+
 /// How many nodes the jobs' logs say they computed.
 fn computed_by_jobs(cache: &Path) -> usize {
     let mut n = 0;
@@ -172,13 +184,7 @@ fn a_cancelled_job_is_resubmitted_by_collect() {
         dir.path(),
         &["run", "s.pipe", "--executor", "slurm", "--detach"],
     );
-    let err = text(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    let pending = err
-        .lines()
-        .find_map(|l| l.split("lethe status ").nth(1)?.split('`').next())
-        .expect("the pending folder is printed")
-        .to_string();
+    let (err, pending) = detached(&out);
     // The last job waits on the others: cancel it before it can start.
     let last = err
         .lines()
@@ -438,13 +444,7 @@ fn a_job_cancelled_part_way_is_resubmitted_by_collect() {
         dir.path(),
         &["run", "s.pipe", "--executor", "slurm", "--detach"],
     );
-    let err = text(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    let pending = err
-        .lines()
-        .find_map(|l| l.split("lethe status ").nth(1)?.split('`').next())
-        .expect("the pending folder is printed")
-        .to_string();
+    let (err, pending) = detached(&out);
     // The first training job, cancelled while it trains.
     let training = err
         .lines()

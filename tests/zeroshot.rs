@@ -10,33 +10,6 @@ use lethe::data::classes::read_class_set;
 use lethe::data::Manifest;
 use std::path::Path;
 
-fn emoji() -> std::path::PathBuf {
-    repo().join("datasets/emoji/emoji.yaml")
-}
-
-/// A pipeline over the shipped emoji set's `sevige` split with `extra` in its body.
-fn emoji_pipeline(extra: &str) -> String {
-    format!(
-        "pipeline \"z\" {{\n    dataset = \"{}\"\n    split = \"sevige\"\n    tasks = [animals, vehicles, clothes]\n{extra}\n}}\n",
-        emoji().display()
-    )
-}
-
-fn error_at(text_with_marker: &str, message: &str) -> String {
-    let at = text_with_marker.find('‸').expect("a ‸ marker");
-    let before = &text_with_marker[..at];
-    let expected = (
-        before.matches('\n').count() + 1,
-        before[before.rfind('\n').map_or(0, |i| i + 1)..]
-            .chars()
-            .count()
-            + 1,
-    );
-    let outcome = check(&text_with_marker.replacen('‸', "", 1));
-    assert_eq!(outcome.located(message), expected, "{}", outcome.rendered());
-    outcome.rendered()
-}
-
 #[test]
 fn zeroshot_naming_an_undeclared_class_set_is_located() {
     let rendered = error_at(
@@ -185,7 +158,7 @@ fn stale_or_missing_prompts_are_errors_that_say_to_featurize() {
 #[test]
 fn a_run_classifies_every_task_after_every_stage_and_reports_it() {
     let dir = tempfile::tempdir().unwrap();
-    let pipe = dir.path().join("z.pipe");
+    let pipe = dir.path().join("e.pipe");
     std::fs::write(
         &pipe,
         emoji_pipeline(
@@ -193,7 +166,7 @@ fn a_run_classifies_every_task_after_every_stage_and_reports_it() {
         ),
     )
     .unwrap();
-    let args = ["run", "z.pipe", "--quiet", "--keep-embeddings"];
+    let args = ["run", "e.pipe", "--quiet", "--keep-embeddings"];
     let out = lethe(dir.path(), &args);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
@@ -201,7 +174,7 @@ fn a_run_classifies_every_task_after_every_stage_and_reports_it() {
         "the headline shows the average accuracy:\n{}",
         text(&out.stdout)
     );
-    let run = latest_run(dir.path(), "z");
+    let run = latest_run(dir.path(), "e");
     let rows = rows_without_run_id(&run.join("zeroshot.arrow"));
     // Stages 0..=3 x 3 tasks x top-1 and top-5.
     assert_eq!(rows.len(), 4 * 3 * 2, "{rows:#?}");
@@ -212,7 +185,7 @@ fn a_run_classifies_every_task_after_every_stage_and_reports_it() {
     // The same run again is served from the cache, with the same table.
     let again = lethe(dir.path(), &args);
     assert!(again.status.success());
-    let rerun = latest_run(dir.path(), "z");
+    let rerun = latest_run(dir.path(), "e");
     assert_ne!(rerun, run);
     assert_eq!(rows_without_run_id(&rerun.join("zeroshot.arrow")), rows);
 }
@@ -266,15 +239,15 @@ fn a_downstream_set_is_classified_after_every_stage() {
         .replace("name: emoji", "name: other");
     std::fs::write(dir.path().join("other.yaml"), manifest).unwrap();
     std::fs::write(
-        dir.path().join("z.pipe"),
+        dir.path().join("e.pipe"),
         emoji_pipeline(
             "    model { image = mlp(hidden = [64], embed = 32); text = mlp(hidden = [64], embed = 32) }\n    train { epochs = 1; batch = 32 }\n    evaluate { zeroshot = [group]; downstream = [\"other.yaml\"] }",
         ),
     )
     .unwrap();
-    let out = lethe(dir.path(), &["run", "z.pipe", "--quiet"]);
+    let out = lethe(dir.path(), &["run", "e.pipe", "--quiet"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let rows = rows_without_run_id(&latest_run(dir.path(), "z").join("zeroshot.arrow"));
+    let rows = rows_without_run_id(&latest_run(dir.path(), "e").join("zeroshot.arrow"));
     let downstream: Vec<&String> = rows.iter().filter(|r| r.contains("|other/")).collect();
     // Two class sets (group, subgroup) x stages 0..=3 x top-1 and top-5, every image.
     assert_eq!(downstream.len(), 2 * 4 * 2, "{rows:#?}");

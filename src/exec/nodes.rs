@@ -81,8 +81,24 @@ impl<'a> NodeRunner<'a> {
 
     /// Reads the split of a `load` node now (it is kept for the nodes that need it),
     /// so that invalid data is found before anything is computed.
-    pub fn preload(&self, load: NodeIndex) -> Result<(), String> {
+    fn preload(&self, load: NodeIndex) -> Result<(), String> {
         self.split_of(load).map(|_| ())
+    }
+
+    /// Reads now the split of every `load` node that a node `needed` marks is
+    /// or reads, so that invalid data is found before anything is computed.
+    pub fn preload_needed(&self, needed: &[bool]) -> Result<(), String> {
+        for (i, node) in self.plan.nodes() {
+            let used = self
+                .plan
+                .graph
+                .neighbors_directed(i, petgraph::Direction::Outgoing)
+                .any(|d| needed[d.index()]);
+            if matches!(node.spec, NodeSpec::Load(_)) && (used || needed[i.index()]) {
+                self.preload(i)?;
+            }
+        }
+        Ok(())
     }
 
     fn split_of(&self, load: NodeIndex) -> Result<Arc<LoadedSplit>, String> {

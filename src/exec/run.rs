@@ -147,17 +147,9 @@ pub fn run(options: &RunOptions) -> Result<RunSummary, RunError> {
     let runner = NodeRunner::new(&plan, &cache, device).with_events(&progress);
     // Invalid data is invalid input (exit 2, no run directory), as with
     // `lethe validate`: read every split a computing node needs before computing.
-    for (i, node) in plan.nodes() {
-        let used = plan
-            .graph
-            .neighbors_directed(i, petgraph::Direction::Outgoing)
-            .any(|d| needed[d.index()]);
-        if matches!(node.spec, plan::NodeSpec::Load(_)) && (used || needed[i.index()]) {
-            runner
-                .preload(i)
-                .map_err(|e| RunError::Invalid(vec![Diagnostic::error(e)], SourceMap::new()))?;
-        }
-    }
+    runner
+        .preload_needed(&needed)
+        .map_err(|e| RunError::Invalid(vec![Diagnostic::error(e)], SourceMap::new()))?;
     progress.note_peak("reading the data");
     crate::interrupt::install();
     let outcomes = match &options.executor {
@@ -172,7 +164,6 @@ pub fn run(options: &RunOptions) -> Result<RunSummary, RunError> {
             },
         ),
         Executor::Slurm(slurm_options) => {
-            let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
             let (file, cache_root) = (absolute(&options.file), absolute(cache.root()));
             let command = JobCommand {
                 file: &file,
@@ -321,6 +312,11 @@ pub struct Pending {
     pub jobs: Vec<slurm::JobRecord>,
 }
 
+/// `path` made absolute (jobs run elsewhere, `collect` from anywhere).
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
 fn write_pending(
     pipeline_dir: &Path,
     started: SystemTime,
@@ -331,7 +327,6 @@ fn write_pending(
     let Executor::Slurm(slurm_options) = &options.executor else {
         return Err("only a Slurm run is detached".into());
     };
-    let absolute = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let pending = Pending {
         file: absolute(&options.file),
         out: absolute(&options.out),

@@ -25,6 +25,14 @@ fn hardest(cost: &Tensor, dim: usize) -> Result<Tensor> {
     cost.contiguous()?.gather(&first, dim)?.sum_all()
 }
 
+/// A triplet total over `b` pairs, summed (VSE++) or averaged.
+fn reduce(total: Tensor, reduction: Reduction, b: f64) -> Result<Tensor> {
+    match reduction {
+        Reduction::Sum => Ok(total),
+        Reduction::Mean => total.affine(1.0 / b, 0.0),
+    }
+}
+
 /// VSE++ bidirectional hinge ranking loss, summed over the B pairs as VSE++'s
 /// code does (`cost_s.sum() + cost_im.sum()`), or averaged.
 pub fn triplet(
@@ -47,10 +55,7 @@ pub fn triplet(
         TripletNegatives::Hardest => (hardest(&cost_caption, 1)? + hardest(&cost_image, 0)?)?,
         TripletNegatives::All => (cost_caption.sum_all()? + cost_image.sum_all()?)?,
     };
-    match reduction {
-        Reduction::Sum => Ok(total),
-        Reduction::Mean => total.affine(1.0 / b, 0.0),
-    }
+    reduce(total, reduction, b)
 }
 
 /// Added to logits that must not act as negatives: exp() of it is exactly 0.
@@ -125,10 +130,7 @@ pub fn pseudo_text_triplet(
         TripletNegatives::Hardest => hardest(&cost, 1)?,
         TripletNegatives::All => cost.sum_all()?,
     };
-    match reduction {
-        Reduction::Sum => Ok(total),
-        Reduction::Mean => total.affine(1.0 / b, 0.0),
-    }
+    reduce(total, reduction, b)
 }
 
 /// Σ_rows KL(softmax(old/τ) ‖ softmax(new/τ)) as a vector of per-row values (B).

@@ -41,6 +41,37 @@ pub fn with_header(body: &str) -> String {
     )
 }
 
+/// The shipped emoji manifest.
+pub fn emoji() -> PathBuf {
+    repo().join("datasets/emoji/emoji.yaml")
+}
+
+/// A pipeline `e` over the shipped emoji set's `sevige` split with `extra` in its
+/// body (from line 5).
+pub fn emoji_pipeline(extra: &str) -> String {
+    format!(
+        "pipeline \"e\" {{\n    dataset = \"{}\"\n    split = \"sevige\"\n    tasks = [animals, vehicles, clothes]\n{extra}\n}}\n",
+        emoji().display()
+    )
+}
+
+/// Checks a pipeline whose `‸` marks where `message` must be located; returns
+/// the rendered diagnostics.
+pub fn error_at(text_with_marker: &str, message: &str) -> String {
+    let at = text_with_marker.find('‸').expect("a ‸ marker");
+    let before = &text_with_marker[..at];
+    let expected = (
+        before.matches('\n').count() + 1,
+        before[before.rfind('\n').map_or(0, |i| i + 1)..]
+            .chars()
+            .count()
+            + 1,
+    );
+    let outcome = check(&text_with_marker.replacen('‸', "", 1));
+    assert_eq!(outcome.located(message), expected, "{}", outcome.rendered());
+    outcome.rendered()
+}
+
 /// The outcome of checking a file: the pipeline, or the diagnostics and sources.
 pub struct Outcome {
     pub result: Result<Pipeline, Vec<Diagnostic>>,

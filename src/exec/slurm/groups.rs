@@ -86,7 +86,8 @@ pub fn group(plan: &Plan, needed: &[bool], max_jobs: usize) -> Vec<JobGroup> {
     };
     let has_light = |w: usize| (0..n).any(|i| needed[i] && unit_of[i].is_none() && wave[i] == w);
     let light_jobs = (0..=last).filter(|&w| has_light(w)).count();
-    let heavy_waves = (1..=last).count().max(1);
+    // Trainings are in waves 1..=last.
+    let heavy_waves = last.max(1);
     let heavy_per_wave = (max_jobs.saturating_sub(light_jobs) / heavy_waves).max(1);
     let mut jobs = Vec::new();
     for w in 0..=last {
@@ -95,14 +96,15 @@ pub fn group(plan: &Plan, needed: &[bool], max_jobs: usize) -> Vec<JobGroup> {
             .filter(|&i| needed[i] && wave[i] == w && unit_of[i] == Some(i))
             .collect();
         let count = units.len().min(heavy_per_wave);
+        let slot: std::collections::HashMap<usize, usize> = units
+            .iter()
+            .enumerate()
+            .map(|(k, &u)| (u, k % count))
+            .collect();
         let mut heavy: Vec<Vec<NodeIndex>> = vec![Vec::new(); count];
         for i in 0..n {
             if let (true, Some(u)) = (needed[i] && wave[i] == w, unit_of[i]) {
-                let slot = units
-                    .iter()
-                    .position(|&x| x == u)
-                    .expect("unit of this wave");
-                heavy[slot % count].push(NodeIndex::new(i));
+                heavy[slot[&u]].push(NodeIndex::new(i));
             }
         }
         for (k, nodes) in heavy.into_iter().enumerate() {

@@ -9,7 +9,7 @@ use super::super::progress::Progress;
 use super::super::schedule::{execute_nodes, ExecOptions, Outcome};
 use crate::diagnostics::{Diagnostic, SourceMap};
 use crate::lang::{self, DeviceSpec, ManifestCache};
-use crate::plan::{self, NodeSpec};
+use crate::plan;
 use petgraph::graph::NodeIndex;
 use petgraph::Direction::Incoming;
 use std::path::Path;
@@ -89,15 +89,7 @@ pub fn run_job(
     let to_run = needed.iter().filter(|x| **x).count();
     let progress = Progress::new(&plan, to_run, false);
     let runner = NodeRunner::new(&plan, &cache, device).with_events(&progress);
-    for (i, node) in plan.nodes() {
-        let used = plan
-            .graph
-            .neighbors_directed(i, petgraph::Direction::Outgoing)
-            .any(|d| needed[d.index()]);
-        if matches!(node.spec, NodeSpec::Load(_)) && (used || needed[i.index()]) {
-            runner.preload(i).map_err(invalid)?;
-        }
-    }
+    runner.preload_needed(&needed).map_err(invalid)?;
     crate::interrupt::install();
     let outcomes = execute_nodes(
         &plan,

@@ -165,7 +165,7 @@ pub fn drive(
     options: &SlurmOptions,
     events: &dyn Events,
 ) -> Result<Driven, String> {
-    sbatch::available()?;
+    // `run` checked that sbatch is here before reading the data.
     let dir = state_dir(cache)?;
     // One driver submits at a time, so two never submit the same node.
     let lock = File::options()
@@ -535,6 +535,5 @@ pub fn recorded_keys(cache: &Cache) -> HashSet<String> {
 
 /// Which of `keys` are cached, for `lethe status`.
 pub fn cached_count(cache: &Cache, keys: &[String]) -> usize {
-    let set: HashSet<&String> = keys.iter().collect();
-    set.iter().filter(|k| cache.contains(k)).count()
+    keys.iter().filter(|k| cache.contains(k)).count()
 }

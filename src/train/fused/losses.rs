@@ -18,6 +18,14 @@ impl Positives<'_> {
     }
 }
 
+/// What each hinge term is multiplied by: the weight, over B when averaged.
+fn hinge_scale(reduction: Reduction, weight: f64, b: usize) -> f64 {
+    match reduction {
+        Reduction::Sum => weight,
+        Reduction::Mean => weight / b as f64,
+    }
+}
+
 /// VSE++ bidirectional hinge loss, summed over the B pairs (VSE++) or averaged.
 /// Hardest negatives take the first maximum on ties.
 pub fn triplet(
@@ -30,10 +38,7 @@ pub fn triplet(
     grad: &mut [f32],
 ) -> f64 {
     let b = pos.b;
-    let scale = match reduction {
-        Reduction::Sum => weight,
-        Reduction::Mean => weight / b as f64,
-    };
+    let scale = hinge_scale(reduction, weight, b);
     let at = |r: usize, c: usize| s[r * b + c] as f64;
     let mut total = 0.0;
     // Direction 0: image r against captions c (cost m + S[r,c] − S[r,r]);
@@ -256,10 +261,7 @@ pub fn pseudo_text_triplet(
     grad: &mut [f32],
     grad_q: &mut [f32],
 ) -> f64 {
-    let scale = match reduction {
-        Reduction::Sum => weight,
-        Reduction::Mean => weight / b as f64,
-    };
+    let scale = hinge_scale(reduction, weight, b);
     let mut total = 0.0;
     for (r, texts) in pseudo.rows {
         let diagonal = s[r * b + r] as f64;

@@ -216,6 +216,14 @@ fn penalised(net: &Net, imp: &Importance, on: Coverage) -> candle_core::Result<P
         .collect()
 }
 
+/// InfoNCE's inverse temperature: `exp(logit_scale)` when it is learned, else 1/τ.
+fn infonce_scale(net: &Net, temperature: f64) -> f64 {
+    match net.logit_scale {
+        Some(i) => (net.values[i][0]).exp() as f64,
+        None => 1.0 / temperature,
+    }
+}
+
 /// `S = A · Bᵀ` for two row-major (b x dim) embedding matrices.
 fn similarity(out: &mut Vec<f32>, a: &[f32], b_rows: &[f32], b: usize) {
     let dim = a.len() / b.max(1);
@@ -267,10 +275,7 @@ impl Stepper for FusedStep<'_> {
             ),
             LossSpec::Infonce { temperature, .. } => {
                 let learnable = self.net.logit_scale;
-                let scale = match learnable {
-                    Some(i) => (self.net.values[i][0]).exp() as f64,
-                    None => 1.0 / temperature,
-                };
+                let scale = infonce_scale(&self.net, *temperature);
                 let (value, d_scale) =
                     losses::infonce(&self.similarity, &pos, scale, 1.0, &mut self.d_similarity);
                 if let Some(i) = learnable {
@@ -350,10 +355,7 @@ impl Stepper for FusedStep<'_> {
                         ),
                         LossSpec::Infonce { temperature, .. } => {
                             let learnable = self.net.logit_scale;
-                            let scale = match learnable {
-                                Some(i) => (self.net.values[i][0]).exp() as f64,
-                                None => 1.0 / temperature,
-                            };
+                            let scale = infonce_scale(&self.net, *temperature);
                             let (value, d_scale) = losses::pseudo_text_infonce(
                                 &self.similarity,
                                 &pos,
