@@ -49,10 +49,21 @@ if len(sys.argv) > 5 and sys.argv[5] == "cuda":
     print(f"peer torch_cuda {len(queries) / dt:.1f}")
     sys.exit(0)
 
+# The best of three where one run is short (as benches/search_bench.rs does).
+REPEATS = 3 if len(queries) * len(gallery) < 1_000_000_000 else 1
+
+
+def best_time(search):
+    best = float("inf")
+    for _ in range(REPEATS):
+        t = time.perf_counter()
+        ids = search()
+        best = min(best, time.perf_counter() - t)
+    return ids, best
+
+
 numpy_search(queries[:256], gallery)
-t = time.perf_counter()
-ids = numpy_search(queries, gallery)
-dt = time.perf_counter() - t
+ids, dt = best_time(lambda: numpy_search(queries, gallery))
 print(f"search numpy: {len(queries) / dt:.0f} queries/s ({dt:.2f} s); top-1 agreement with lethe {np.mean(ids[:, 0] == lethe_top1):.4f}")
 print(f"peer numpy {len(queries) / dt:.1f}")
 
@@ -65,8 +76,6 @@ faiss.omp_set_num_threads(int(threads))
 index = faiss.IndexFlatIP(gallery.shape[1])
 index.add(gallery)
 index.search(queries[:256], K)
-t = time.perf_counter()
-_, ids = index.search(queries, K)
-dt = time.perf_counter() - t
+ids, dt = best_time(lambda: index.search(queries, K)[1])
 print(f"search faiss IndexFlatIP: {len(queries) / dt:.0f} queries/s ({dt:.2f} s); top-1 agreement with lethe {np.mean(ids[:, 0] == lethe_top1):.4f}")
 print(f"peer faiss {len(queries) / dt:.1f}")

@@ -1,21 +1,30 @@
-//! Exact top-10 search, 10,000 queries over 100,000 gallery vectors of 512
-//! dimensions (cosine on normalised vectors), against numpy and FAISS
-//! `IndexFlatIP` measured in the same run on the same data and thread count.
+//! Exact top-10 search (cosine on normalised 512-d vectors) against numpy and
+//! FAISS `IndexFlatIP`, measured in the same run on the same data and thread
+//! count: the headline 10,000 queries over 100,000 items, then the shapes
+//! `lethe run` searches (COCO's 5k test protocol both ways, a 25k gallery, a
+//! 1k task). `LETHE_SEARCH_SCORING=f32` measures the f32 scoring instead of the
+//! machine's best (bf16 shortlist on AMX).
 //! Run everything with `bench/run-search` (it installs the peers); alone,
 //! `cargo bench --bench search_bench` measures lethe and runs the peers only if
 //! `LETHE_PEER_PYTHON` names a Python that has numpy (and faiss-cpu).
 
-use lethe::eval::search::{top_k_search, top_k_search_on, Matrix};
+use lethe::eval::search::{top_k_search_on, top_k_search_with, Matrix, Scoring};
 use lethe::rng::Rng;
 use rayon::prelude::*;
 use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-const QUERIES: usize = 10_000;
-const GALLERY: usize = 100_000;
 const DIM: usize = 512;
 const K: usize = 10;
+/// (queries, gallery items, name of the ratio): the headline first.
+const SHAPES: &[(usize, usize, &str)] = &[
+    (10_000, 100_000, ""),
+    (25_000, 5_000, "_coco5k_txt2im"),
+    (5_000, 25_000, "_coco5k_im2txt"),
+    (2_000, 25_000, "_2k_x_25k"),
+    (1_000, 1_000, "_1k_x_1k"),
+];
 
 fn normalised(rows: usize, stream: &str) -> Vec<f32> {
     let mut data = vec![0f32; rows * DIM];
@@ -48,9 +57,6 @@ fn write_npy(path: &Path, data: &[f32], rows: usize) {
 }
 
 fn main() {
-    let queries = normalised(QUERIES, "queries");
-    let gallery = normalised(GALLERY, "gallery");
-    let threads = rayon::current_num_threads();
     // `LETHE_BENCH_DEVICE=cuda` (a `--features cuda` build): the device search,
     // against PyTorch on the same GPU.
     let gpu = std::env::var("LETHE_BENCH_DEVICE").as_deref() == Ok("cuda");
@@ -65,34 +71,81 @@ fn main() {
     } else {
         None
     };
-    let search = |q: &[f32]| match &device {
-        Some(d) => top_k_search_on(Matrix::new(q, DIM), Matrix::new(&gallery, DIM), K, d),
-        None => top_k_search(Matrix::new(q, DIM), Matrix::new(&gallery, DIM), K),
+    let scoring = match std::env::var("LETHE_SEARCH_SCORING").as_deref() {
+        Ok("f32") => Scoring::F32,
+        Ok(other) if !other.is_empty() => {
+            eprintln!("LETHE_SEARCH_SCORING={other}: expected f32 (or unset for the best)");
+            std::process::exit(2);
+        }
+        _ => Scoring::best(),
     };
-    // Warm-up on a slice, then the timed run.
-    let _ = search(&queries[..256 * DIM]).unwrap();
-    let started = Instant::now();
-    let found = search(&queries).unwrap();
-    let seconds = started.elapsed().as_secs_f64();
-    let lethe_qps = QUERIES as f64 / seconds;
+    let threads = rayon::current_num_threads();
     let place = if gpu {
         "on cuda".to_string()
     } else {
-        format!("{threads} threads")
+        format!("{threads} threads, {scoring:?} scoring")
     };
-    println!("search lethe: {lethe_qps:.0} queries/s ({seconds:.2} s, {place}, top-{K} of {GALLERY} x {DIM}-d)");
-    let Ok(python) = std::env::var("LETHE_PEER_PYTHON") else {
-        println!("(set LETHE_PEER_PYTHON, or run bench/run-search, for the numpy and FAISS peers)");
-        return;
-    };
+    for &(queries_n, gallery_n, name) in SHAPES {
+        let queries = normalised(queries_n, &format!("queries {queries_n}"));
+        let gallery = normalised(gallery_n, &format!("gallery {gallery_n}"));
+        let search = |q: &[f32]| match &device {
+            Some(d) => top_k_search_on(Matrix::new(q, DIM), Matrix::new(&gallery, DIM), K, d),
+            None => Ok(top_k_search_with(
+                Matrix::new(q, DIM),
+                Matrix::new(&gallery, DIM),
+                K,
+                scoring,
+            )),
+        };
+        // Warm-up on a slice, then the timed run: the best of three where one
+        // run is short (the peers do the same).
+        let _ = search(&queries[..256.min(queries_n) * DIM]).unwrap();
+        let repeats = if queries_n * gallery_n < 1_000_000_000 {
+            3
+        } else {
+            1
+        };
+        let mut seconds = f64::MAX;
+        let mut found = Vec::new();
+        for _ in 0..repeats {
+            let started = Instant::now();
+            found = search(&queries).unwrap();
+            seconds = seconds.min(started.elapsed().as_secs_f64());
+        }
+        let lethe_qps = queries_n as f64 / seconds;
+        println!("search{name} lethe: {lethe_qps:.0} queries/s ({seconds:.3} s, {place}, top-{K} of {gallery_n} x {DIM}-d, {queries_n} queries)");
+        let Ok(python) = std::env::var("LETHE_PEER_PYTHON") else {
+            println!(
+                "(set LETHE_PEER_PYTHON, or run bench/run-search, for the numpy and FAISS peers)"
+            );
+            continue;
+        };
+        run_peers(
+            &python, &queries, &gallery, &found, gpu, threads, name, lethe_qps,
+        );
+    }
+}
+
+/// Runs bench/search_peers.py on the same data and prints one ratio per peer.
+#[allow(clippy::too_many_arguments)]
+fn run_peers(
+    python: &str,
+    queries: &[f32],
+    gallery: &[f32],
+    found: &[Vec<(usize, f32)>],
+    gpu: bool,
+    threads: usize,
+    name: &str,
+    lethe_qps: f64,
+) {
     let dir = tempfile::tempdir().unwrap();
     let (qp, gp, ip) = (
         dir.path().join("q.npy"),
         dir.path().join("g.npy"),
         dir.path().join("ids.npy"),
     );
-    write_npy(&qp, &queries, QUERIES);
-    write_npy(&gp, &gallery, GALLERY);
+    write_npy(&qp, queries, queries.len() / DIM);
+    write_npy(&gp, gallery, gallery.len() / DIM);
     // Our top-1 ids, so the peers can confirm they found the same neighbours.
     std::fs::write(
         &ip,
@@ -121,10 +174,13 @@ fn main() {
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         // Peer lines: "peer <name> <queries/s>"
         let parts: Vec<&str> = line.split_whitespace().collect();
-        if let ["peer", name, qps] = parts.as_slice() {
+        if let ["peer", peer, qps] = parts.as_slice() {
             if let Ok(q) = qps.parse::<f64>() {
                 let suffix = if gpu { "_cuda" } else { "" };
-                println!("ratio search_top10{suffix}_vs_{name} {:.2}", lethe_qps / q);
+                println!(
+                    "ratio search_top10{name}{suffix}_vs_{peer} {:.2}",
+                    lethe_qps / q
+                );
             }
         }
     }

@@ -59,7 +59,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let r = first_correct_rank(row, |j| shows[j] == targets[i]).unwrap_or(row.len() + 1);
             ranks.lock().expect("lock")[i] = r;
         },
-    )?;
+    );
     let ranks = ranks.into_inner()?;
     let figures: Vec<serde_json::Value> = [1, 5, 10]
         .iter()

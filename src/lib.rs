@@ -21,6 +21,7 @@ pub mod files;
 pub mod import;
 pub mod interrupt;
 pub mod lang;
+pub mod linalg;
 pub mod model;
 pub mod plan;
 pub mod report;

@@ -12,6 +12,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("diagnostics", &[]),
     ("files", &[]),
     ("interrupt", &[]),
+    ("linalg", &[]),
     ("rng", &[]),
     ("results", &["files"]),
     // Data, then the language (its checker asks manifests for split names).
@@ -22,9 +23,17 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("model", &["lang", "rng"]),
     (
         "train",
-        &["data", "interrupt", "lang", "model", "results", "rng"],
+        &[
+            "data",
+            "interrupt",
+            "lang",
+            "linalg",
+            "model",
+            "results",
+            "rng",
+        ],
     ),
-    ("eval", &["data", "lang", "results", "rng"]),
+    ("eval", &["data", "lang", "linalg", "results", "rng"]),
     ("encode", &["data", "files", "model", "rng"]),
     ("import", &["data", "encode", "files"]),
     // Readers of run directories.

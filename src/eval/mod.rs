@@ -55,8 +55,7 @@ pub fn search(
         if let Ok(mut o) = other.lock() {
             *o += foreign;
         }
-    })
-    .map_err(|e| e.to_string())?;
+    });
     let shown = queries.rows * overlap_k.min(gallery.rows);
     Ok(Searched {
         ranks: ranks.into_inner().map_err(|_| "poisoned")?,

@@ -1,82 +1,9 @@
-//! The arithmetic of the fused CPU step: matrix products through the `gemm`
-//! crate (the same kernels candle's CPU backend calls, minus its per-operation
-//! allocations and layout fixes), activations with their derivatives, and the
-//! row-wise L2 normalisation forward and backward.
+//! The arithmetic of the fused CPU step besides the matrix products (those are
+//! [`crate::linalg`]'s): activations with their derivatives, and the row-wise L2
+//! normalisation forward and backward.
 
 use crate::lang::Activation;
-
-/// Row-major matrix views: `rows x cols`, element (r, c) at `r * cols + c`.
-/// `Transposed` reads the same buffer as its transpose (no copy).
-#[derive(Clone, Copy)]
-pub enum View<'a> {
-    Plain(&'a [f32], usize, usize),
-    Transposed(&'a [f32], usize, usize),
-}
-
-impl View<'_> {
-    /// (rows, cols, row stride, column stride) of the matrix this view reads.
-    fn geometry(&self) -> (usize, usize, isize, isize, *const f32) {
-        match *self {
-            View::Plain(data, r, c) => {
-                debug_assert!(data.len() >= r * c);
-                (r, c, c as isize, 1, data.as_ptr())
-            }
-            View::Transposed(data, r, c) => {
-                debug_assert!(data.len() >= r * c);
-                (c, r, 1, c as isize, data.as_ptr())
-            }
-        }
-    }
-}
-
-fn parallelism() -> gemm::Parallelism {
-    match rayon::current_num_threads() {
-        0 | 1 => gemm::Parallelism::None,
-        n => gemm::Parallelism::Rayon(n),
-    }
-}
-
-/// `dst = a · b` (`accumulate`: `dst += a · b`); `dst` is row-major (rows of a) x (cols of b).
-pub fn matmul(dst: &mut [f32], a: View, b: View, accumulate: bool) {
-    let (m, k, a_rs, a_cs, a_ptr) = a.geometry();
-    let (k2, n, b_rs, b_cs, b_ptr) = b.geometry();
-    assert_eq!(k, k2, "inner dimensions of a matrix product");
-    assert!(dst.len() >= m * n, "destination of a matrix product");
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            dst[..m * n].fill(0.0);
-        }
-        return;
-    }
-    // SAFETY: the geometry checks above keep every index of the three matrices
-    // inside its slice; `dst` does not alias `a` or `b` (a `&mut` borrow).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a_ptr,
-            a_cs,
-            a_rs,
-            b_ptr,
-            b_cs,
-            b_rs,
-            if accumulate { 1.0 } else { 0.0 },
-            1.0,
-            false,
-            false,
-            false,
-            parallelism(),
-        );
-    }
-}
+pub use crate::linalg::{matmul, View};
 
 /// Adds `bias` to every row of the row-major `x` (rows x bias.len()).
 pub fn add_bias(x: &mut [f32], bias: &[f32]) {

@@ -1,0 +1,98 @@
+//! Dense f32 matrix products through the `gemm` crate: the kernels candle's CPU
+//! backend calls, without its per-operation allocations and layout fixes, for
+//! the two hot loops that own their buffers (the fused training step and exact
+//! search). `gemm` picks its AVX-512 kernels at run time where the CPU has them
+//! (the crate's `x86-v4` feature), AVX2/FMA otherwise. [`amx`] has the bf16
+//! tile products of Intel AMX, for search's scoring pass.
+
+pub mod amx;
+
+/// Row-major matrix views: `rows x cols`, element (r, c) at `r * cols + c`.
+/// `Transposed` reads the same buffer as its transpose (no copy).
+#[derive(Clone, Copy)]
+pub enum View<'a> {
+    Plain(&'a [f32], usize, usize),
+    Transposed(&'a [f32], usize, usize),
+}
+
+impl View<'_> {
+    /// (rows, cols, row stride, column stride) of the matrix this view reads.
+    fn geometry(&self) -> (usize, usize, isize, isize, *const f32) {
+        match *self {
+            View::Plain(data, r, c) => {
+                assert!(data.len() >= r * c, "matrix view past its buffer");
+                (r, c, c as isize, 1, data.as_ptr())
+            }
+            View::Transposed(data, r, c) => {
+                assert!(data.len() >= r * c, "matrix view past its buffer");
+                (c, r, 1, c as isize, data.as_ptr())
+            }
+        }
+    }
+}
+
+/// How many threads one matrix product may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Threads {
+    /// Every thread of the current rayon pool.
+    All,
+    /// The calling thread only: for products run inside a parallel loop.
+    One,
+}
+
+impl Threads {
+    fn parallelism(self) -> gemm::Parallelism {
+        match (self, rayon::current_num_threads()) {
+            (Threads::One, _) | (Threads::All, 0 | 1) => gemm::Parallelism::None,
+            (Threads::All, n) => gemm::Parallelism::Rayon(n),
+        }
+    }
+}
+
+/// `dst = a · b` (`accumulate`: `dst += a · b`) on every thread of the pool;
+/// `dst` is row-major (rows of a) x (cols of b).
+pub fn matmul(dst: &mut [f32], a: View, b: View, accumulate: bool) {
+    matmul_on(dst, a, b, accumulate, Threads::All)
+}
+
+/// [`matmul`] on the given threads.
+pub fn matmul_on(dst: &mut [f32], a: View, b: View, accumulate: bool, threads: Threads) {
+    let (m, k, a_rs, a_cs, a_ptr) = a.geometry();
+    let (k2, n, b_rs, b_cs, b_ptr) = b.geometry();
+    assert_eq!(k, k2, "inner dimensions of a matrix product");
+    assert!(dst.len() >= m * n, "destination of a matrix product");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst[..m * n].fill(0.0);
+        }
+        return;
+    }
+    // SAFETY: the geometry checks above keep every index of the three matrices
+    // inside its slice; `dst` does not alias `a` or `b` (a `&mut` borrow).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a_ptr,
+            a_cs,
+            a_rs,
+            b_ptr,
+            b_cs,
+            b_rs,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            threads.parallelism(),
+        );
+    }
+}
