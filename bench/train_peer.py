@@ -5,8 +5,14 @@ the given number of threads. Variants: triplet with hardest negatives (VSE++),
 InfoNCE (tau 0.07), triplet + EWC (lambda 100 against a fixed Fisher), and
 InfoNCE + Mod-X (alpha 1, tau 1, rows the old model ranks correctly).
 
+On the CPU each variant also runs under torch.compile (inductor): the forward pass
+with the loss compiled as one function, the clipped AdamW update as another; the
+compilation happens in the 8 warm-up steps and is reported apart.
+
 Usage: train_peer.py THREADS STEPS [DEVICE]. DEVICE is cpu (the default) or cuda.
-Prints 'peer train_step_<variant> <steps/s>'.
+Prints 'peer train_step_<variant> <steps/s>', 'peer train_step_<variant>_compiled
+<steps/s>', 'compile train_step_<variant> <seconds>' and 'peer matmul_numpy
+<GFLOP/s>' (numpy's BLAS at the step's largest product, a candidate floor).
 """
 import sys
 import time
@@ -55,7 +61,10 @@ def modx(s, old_s, tau=1.0):
     return 0.5 * ((kl_rows(old_s, s, tau) * rows_ok).sum() + (kl_rows(old_s.t(), s.t(), tau) * cols_ok).sum())
 
 
-def run(variant):
+def run(variant, compiled=False):
+    """Steps per second of one variant; with `compiled`, torch.compile (inductor)
+    compiles the forward pass with the loss and, separately, the clipped AdamW
+    step. Returns (steps/s, seconds spent compiling: the warm-up steps)."""
     image_net, text_net = branch(2048), branch(768)
     params = list(image_net.parameters()) + list(text_net.parameters())
     opt = torch.optim.AdamW(params, lr=2e-4, weight_decay=1e-4)
@@ -64,9 +73,7 @@ def run(variant):
     old_image, old_text = branch(2048), branch(768)
     order = torch.randperm(N, device=DEVICE)
 
-    def step(k):
-        rows = order[(k * B) % N:(k * B) % N + B]
-        x_i, x_t = images[rows], captions[rows]
+    def forward_loss(x_i, x_t):
         e_i = F.normalize(image_net(x_i), dim=1)
         e_t = F.normalize(text_net(x_t), dim=1)
         s = e_i @ e_t.t()
@@ -77,19 +84,52 @@ def run(variant):
             with torch.no_grad():
                 old_s = F.normalize(old_image(x_i), dim=1) @ F.normalize(old_text(x_t), dim=1).t()
             loss = loss + modx(s, old_s)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        return loss
+
+    def update():
         torch.nn.utils.clip_grad_norm_(params, 2.0)
         opt.step()
+
+    if compiled:
+        forward_loss = torch.compile(forward_loss)
+        update = torch.compile(update)
+
+    def step(k):
+        rows = order[(k * B) % N:(k * B) % N + B]
+        loss = forward_loss(images[rows], captions[rows])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        update()
         return loss.item()
 
-    for k in range(8):  # warm-up, as the lethe side skips its first epoch
+    started = time.perf_counter()
+    for k in range(8):  # warm-up (and compilation), as the lethe side skips its first epoch
         step(k)
+    warm_up = time.perf_counter() - started
     started = time.perf_counter()
     for k in range(steps):
         step(k)
-    return steps / (time.perf_counter() - started)
+    return steps / (time.perf_counter() - started), warm_up
 
 
+# The machine's f32 matrix-product rate through numpy's BLAS at the step's
+# largest shape: a candidate for the floor of benches/train_step.rs.
+import numpy as np  # noqa: E402
+
+a = np.random.rand(128, 2048).astype(np.float32)
+w = np.random.rand(2048, 1024).astype(np.float32)
+a @ w
+reps = 200
+t = time.perf_counter()
+for _ in range(reps):
+    a @ w
+print(f"peer matmul_numpy {reps * 2 * 128 * 2048 * 1024 / (time.perf_counter() - t) / 1e9:.1f}", flush=True)
+
+modes = [False] if DEVICE.type == "cuda" else [False, True]
 for variant in ("triplet", "infonce", "triplet_ewc", "infonce_modx"):
-    print(f"peer train_step_{variant} {run(variant):.2f}", flush=True)
+    for compiled in modes:
+        rate, warm_up = run(variant, compiled)
+        suffix = "_compiled" if compiled else ""
+        print(f"peer train_step_{variant}{suffix} {rate:.2f}", flush=True)
+        if compiled:
+            print(f"compile train_step_{variant} {warm_up:.1f} s (torch.compile, inductor; the 8 warm-up steps)", flush=True)

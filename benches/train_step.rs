@@ -217,7 +217,13 @@ fn main() {
         let k = if spec.regularizer.is_empty() { 1 } else { 2 };
         let prev = (k == 2).then_some(&previous);
         let mut rates = Vec::new();
-        for engine in [Engine::Fused, Engine::Graph] {
+        // LETHE_BENCH_ENGINES=fused leaves out candle's autograd step (for profiling).
+        let engines: &[Engine] = if std::env::var("LETHE_BENCH_ENGINES").as_deref() == Ok("fused") {
+            &[Engine::Fused]
+        } else {
+            &[Engine::Fused, Engine::Graph]
+        };
+        for &engine in engines {
             let out = train_stage_with(
                 &stage(&model, spec, k, data, &rows),
                 prev,
@@ -232,7 +238,7 @@ fn main() {
             rates[0],
             1e3 / rates[0],
             100.0 * rates[0] * floor_ms / 1e3,
-            rates[1]
+            rates.get(1).copied().unwrap_or(f64::NAN)
         );
         println!("figure train_step_{name} {:.2}", rates[0]);
         lethe.push((name.to_string(), rates[0]));
@@ -248,20 +254,56 @@ fn main() {
         .output()
         .expect("run the PyTorch peer");
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let parts: Vec<&str> = line.split_whitespace().collect();
-        if let ["peer", figure, value] = parts.as_slice() {
-            let (Some((_, ours)), Ok(theirs)) = (
-                lethe
-                    .iter()
-                    .find(|(n, _)| format!("train_step_{n}") == *figure),
-                value.parse::<f64>(),
-            ) else {
-                continue;
-            };
-            println!("{figure}: PyTorch {theirs:.1} steps/s");
-            println!("ratio {figure}_vs_pytorch {:.2}", ours / theirs);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The floor is the machine's best measured f32 product rate: gemm's (above)
+    // or numpy's BLAS, whichever is faster.
+    let numpy_rate = stdout.lines().find_map(|line| {
+        line.strip_prefix("peer matmul_numpy ")
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    });
+    if let Some(numpy_rate) = numpy_rate {
+        let best = rate.max(numpy_rate);
+        let floor_ms = step_flops() / (best * 1e9) * 1e3;
+        println!(
+            "train_step floor, the best measured rate: gemm {rate:.0}, numpy's BLAS {numpy_rate:.0} GFLOP/s = {floor_ms:.1} ms, {:.0} steps/s",
+            1e3 / floor_ms
+        );
+        for (name, ours) in &lethe {
+            println!(
+                "train_step {name}: fused at {:.0}% of the best floor's speed",
+                100.0 * ours * floor_ms / 1e3
+            );
         }
+    }
+    for line in stdout.lines() {
+        if line.starts_with("compile ") {
+            println!("{line}");
+        }
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        let ["peer", figure, value] = parts.as_slice() else {
+            continue;
+        };
+        let (base, peer) = match figure.strip_suffix("_compiled") {
+            Some(base) => (base, "torch_compile"),
+            None => (*figure, "pytorch"),
+        };
+        let (Some((_, ours)), Ok(theirs)) = (
+            lethe
+                .iter()
+                .find(|(n, _)| format!("train_step_{n}") == base),
+            value.parse::<f64>(),
+        ) else {
+            continue;
+        };
+        println!(
+            "{figure}: PyTorch{} {theirs:.1} steps/s",
+            if peer == "torch_compile" {
+                " (torch.compile)"
+            } else {
+                ""
+            }
+        );
+        println!("ratio {base}_vs_{peer} {:.2}", ours / theirs);
     }
 }
 

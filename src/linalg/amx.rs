@@ -150,7 +150,10 @@ pub fn scores(
         rows.depth, columns.depth,
         "bf16 operands of different depths"
     );
-    assert!([r0, nr, c0, nc].iter().all(|x| x.is_multiple_of(STEP)), "tile-misaligned scores");
+    assert!(
+        [r0, nr, c0, nc].iter().all(|x| x.is_multiple_of(STEP)),
+        "tile-misaligned scores"
+    );
     assert!(
         (r0 + nr) * rows.depth <= rows.data.len(),
         "rows past the padded matrix"

@@ -96,3 +96,27 @@ pub fn matmul_on(dst: &mut [f32], a: View, b: View, accumulate: bool, threads: T
         );
     }
 }
+
+/// Runs `f` compiled for AVX-512 where the CPU has it, for the element-wise
+/// loops of a step (the crate itself targets baseline x86-64, so SSE2 is all
+/// the compiler may assume). `f` is inlined into a function with the AVX-512
+/// target features, so its loops are vectorised 16 floats wide. No fast-math
+/// is involved: every element's result is the same bits at any width.
+#[inline(always)]
+pub fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::is_x86_feature_detected!("avx512f") {
+            #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2")]
+            fn wide<R>(f: impl FnOnce() -> R) -> R {
+                f()
+            }
+            // SAFETY: the CPU has AVX-512F (checked just above); the features
+            // enabled are those `is_x86_feature_detected!` implies on every CPU
+            // that has it (AVX-512VL and DQ: Skylake-SP and later, Zen 4 and
+            // later).
+            return unsafe { wide(f) };
+        }
+    }
+    f()
+}

@@ -5,12 +5,29 @@
 
 use super::net::Grads;
 use crate::lang::OptimizerSpec;
+use crate::linalg::vectorized;
 use crate::train::optim::UpdateRule;
 use rayon::prelude::*;
 
 /// Elements per parallel chunk: large enough to amortise scheduling, small
 /// enough to share the biggest layer (2M weights) between threads.
 const CHUNK: usize = 1 << 15;
+
+/// Eight running f64 sums, element `i` going to sum `i % 8`, added up in a
+/// fixed order: the same result on any machine and thread count, and eight
+/// independent additions the compiler can vectorise (one running sum would
+/// wait on the previous addition's latency for every element).
+#[derive(Default)]
+struct LaneSums([f64; LANES]);
+
+const LANES: usize = 8;
+
+impl LaneSums {
+    fn total(&self) -> f64 {
+        let s = &self.0;
+        ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]))
+    }
+}
 
 /// `coefficient · Σ Ω (θ − θ*)²` over parameter `i`; adds its gradient
 /// `2 · coefficient · Ω (θ − θ*)` to `grads`. Returns the (weighted) value.
@@ -27,13 +44,31 @@ pub fn penalty(
         .zip(anchor.par_chunks(CHUNK))
         .zip(omega.par_chunks(CHUNK))
         .map(|(((g, t), a), o)| {
-            let mut sum = 0f64;
-            for i in 0..g.len() {
-                let diff = t[i] - a[i];
-                sum += (o[i] * diff * diff) as f64;
-                g[i] += 2.0 * c * o[i] * diff;
-            }
-            sum
+            vectorized(|| {
+                let mut sums = LaneSums::default();
+                let mut g8 = g.chunks_exact_mut(LANES);
+                let (t8, a8, o8) = (
+                    t.chunks_exact(LANES),
+                    a.chunks_exact(LANES),
+                    o.chunks_exact(LANES),
+                );
+                let (t_rest, a_rest, o_rest) = (t8.remainder(), a8.remainder(), o8.remainder());
+                let one =
+                    |sums: &mut LaneSums, lane: usize, g: &mut f32, t: f32, a: f32, o: f32| {
+                        let diff = t - a;
+                        sums.0[lane] += (o * diff * diff) as f64;
+                        *g += 2.0 * c * o * diff;
+                    };
+                for (((g, t), a), o) in (&mut g8).zip(t8).zip(a8).zip(o8) {
+                    for l in 0..LANES {
+                        one(&mut sums, l, &mut g[l], t[l], a[l], o[l]);
+                    }
+                }
+                for (l, g) in g8.into_remainder().iter_mut().enumerate() {
+                    one(&mut sums, l, g, t_rest[l], a_rest[l], o_rest[l]);
+                }
+                sums.total()
+            })
         })
         .collect::<Vec<f64>>()
         .iter()
@@ -50,7 +85,22 @@ pub fn gradient_norm(grads: &Grads) -> f64 {
         }
         let parts: Vec<f64> = g
             .par_chunks(CHUNK)
-            .map(|c| c.iter().map(|&v| (v as f64) * (v as f64)).sum())
+            .map(|c| {
+                vectorized(|| {
+                    let mut sums = LaneSums::default();
+                    let eights = c.chunks_exact(LANES);
+                    let rest = eights.remainder();
+                    for v in eights {
+                        for l in 0..LANES {
+                            sums.0[l] += (v[l] as f64) * (v[l] as f64);
+                        }
+                    }
+                    for (l, &v) in rest.iter().enumerate() {
+                        sums.0[l] += (v as f64) * (v as f64);
+                    }
+                    sums.total()
+                })
+            })
             .collect();
         total += parts.iter().sum::<f64>();
     }
@@ -107,9 +157,11 @@ impl OptimizerState {
                         .zip(self.second[i].par_chunks_mut(CHUNK))
                         .zip(g.par_chunks(CHUNK))
                         .for_each(|(((th, m), v), g)| {
-                            for k in 0..th.len() {
-                                rule.apply(&mut th[k], &mut m[k], &mut v[k], g[k] * scale);
-                            }
+                            vectorized(|| {
+                                for (((th, m), v), g) in th.iter_mut().zip(m).zip(v).zip(g) {
+                                    rule.apply(th, m, v, g * scale);
+                                }
+                            })
                         });
                 }
                 UpdateRule::Sgd(c) => {
@@ -119,9 +171,11 @@ impl OptimizerState {
                         .zip(self.first[i].par_chunks_mut(CHUNK))
                         .zip(g.par_chunks(CHUNK))
                         .for_each(|((th, b), g)| {
-                            for k in 0..th.len() {
-                                rule.apply(&mut th[k], &mut b[k], g[k] * scale, first_update);
-                            }
+                            vectorized(|| {
+                                for ((th, b), g) in th.iter_mut().zip(b).zip(g) {
+                                    rule.apply(th, b, g * scale, first_update);
+                                }
+                            })
                         });
                 }
             }
