@@ -90,13 +90,10 @@ pub fn gradient_norm(grads: &Grads) -> f64 {
                     let mut sums = LaneSums::default();
                     let eights = c.chunks_exact(LANES);
                     let rest = eights.remainder();
-                    for v in eights {
-                        for l in 0..LANES {
-                            sums.0[l] += (v[l] as f64) * (v[l] as f64);
+                    for v in eights.chain([rest]) {
+                        for (sum, &x) in sums.0.iter_mut().zip(v) {
+                            *sum += (x as f64) * (x as f64);
                         }
-                    }
-                    for (l, &v) in rest.iter().enumerate() {
-                        sums.0[l] += (v as f64) * (v as f64);
                     }
                     sums.total()
                 })
