@@ -15,7 +15,7 @@ pub mod zeroshot;
 use crate::data::LoadedSplit;
 use crate::lang::{Direction, GalleryScope};
 use crate::results::{DriftRow, RecallRow};
-use search::{first_correct_rank, for_each_similarity_row, top_k, Matrix};
+use search::{for_each_row, Matrix, Scoring};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -42,10 +42,13 @@ pub fn search(
 ) -> Result<Searched, String> {
     let ranks = Mutex::new(vec![0usize; queries.rows]);
     let other = Mutex::new(0usize);
-    for_each_similarity_row(queries, gallery, |i, row| {
+    for_each_row(queries, gallery, Scoring::best(), |i, row| {
         let target = targets[i];
-        let rank = first_correct_rank(row, |j| gallery_image[j] == target).unwrap_or(row.len() + 1);
-        let foreign = top_k(row, overlap_k)
+        let rank = row
+            .first_correct_rank(|j| gallery_image[j] == target)
+            .unwrap_or(row.len() + 1);
+        let foreign = row
+            .top_k(overlap_k)
             .into_iter()
             .filter(|&j| gallery_task[j] != query_task)
             .count();

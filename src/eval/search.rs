@@ -1,7 +1,7 @@
 //! Exact search by cosine over L2-normalised embeddings.
 //!
 //! Similarities are computed in blocks of queries (matrix products), so memory
-//! is bounded by `BLOCK x gallery` whatever the number of queries. Ties in
+//! is bounded by a block of rows (`rows.rs`) whatever the number of queries. Ties in
 //! similarity are broken by gallery order: of two equally similar items the
 //! earlier one ranks first, which makes every rank deterministic.
 
@@ -9,11 +9,10 @@ use crate::linalg::{amx, matmul_on, Threads, View};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
+mod rows;
 mod shortlist;
+pub use rows::{for_each_row, Row};
 pub use shortlist::bf16_margin;
-
-/// Queries per block.
-pub const BLOCK: usize = 1024;
 
 /// A row-major matrix of embeddings.
 #[derive(Debug, Clone, Copy)]
@@ -36,29 +35,15 @@ impl<'a> Matrix<'a> {
     }
 }
 
-/// Calls `f(query index, similarities to every gallery item)` for every query,
-/// block by block (blocks in parallel, one thread per block's matrix product).
+/// Calls `f(query index, f32 similarities to every gallery item)` for every
+/// query, block by block (see [`for_each_row`], whose f32 rows these are).
 pub fn for_each_similarity_row<F>(queries: Matrix, gallery: Matrix, f: F)
 where
     F: Fn(usize, &[f32]) + Sync,
 {
-    if queries.rows == 0 || gallery.rows == 0 {
-        return;
-    }
-    let gallery_t = View::Transposed(gallery.data, gallery.rows, gallery.dim);
-    let starts: Vec<usize> = (0..queries.rows).step_by(BLOCK).collect();
-    starts.par_iter().for_each(|&start| {
-        let n = BLOCK.min(queries.rows - start);
-        let mut s = vec![0f32; n * gallery.rows];
-        matmul_on(
-            &mut s,
-            query_rows(queries, start, n),
-            gallery_t,
-            false,
-            Threads::One,
-        );
-        for (i, row) in s.chunks_exact(gallery.rows).enumerate() {
-            f(start + i, row);
+    for_each_row(queries, gallery, Scoring::F32, |i, row| {
+        if let Row::Exact(s) = row {
+            f(i, s)
         }
     });
 }
@@ -483,6 +468,57 @@ mod tests {
                 truth,
                 "{scoring:?}"
             );
+        }
+    }
+
+    #[test]
+    fn both_scorings_give_the_same_ranks_and_top_k() {
+        // Captions as queries with one correct image each, and images with five
+        // correct captions; near-duplicate items make many close calls.
+        let mut rng = crate::rng::Rng::derive(8, &["rows"]);
+        let dim = 48;
+        let images: Vec<f32> = (0..700 * dim).map(|_| rng.normal() as f32).collect();
+        let mut captions = Vec::new();
+        for c in 0..3_500 {
+            for v in 0..dim {
+                let noise = if c % 7 == 0 { 1e-3 } else { 0.8 };
+                captions.push(images[(c / 5) * dim + v] + noise * rng.normal() as f32);
+            }
+        }
+        let (im, cap) = (Matrix::new(&images, dim), Matrix::new(&captions, dim));
+        for (queries, gallery, correct) in [
+            (
+                cap,
+                im,
+                (|i: usize, j: usize| i / 5 == j) as fn(usize, usize) -> bool,
+            ),
+            (im, cap, |i: usize, j: usize| j / 5 == i),
+        ] {
+            let collect = |scoring| {
+                let out = std::sync::Mutex::new(vec![(0usize, Vec::new()); queries.rows]);
+                for_each_row(queries, gallery, scoring, |i, row| {
+                    let rank = row.first_correct_rank(|j| correct(i, j)).unwrap();
+                    out.lock().unwrap()[i] = (rank, row.top_k(7));
+                });
+                out.into_inner().unwrap()
+            };
+            let f32_rows = collect(Scoring::F32);
+            assert_eq!(collect(Scoring::Bf16Shortlist), f32_rows);
+            // And the f32 rows against the slice functions on direct dot products.
+            for (i, (rank, top)) in f32_rows.iter().enumerate().step_by(97) {
+                let row: Vec<f32> = (0..gallery.rows)
+                    .map(|j| {
+                        queries
+                            .row(i)
+                            .iter()
+                            .zip(gallery.row(j))
+                            .map(|(a, b)| a * b)
+                            .sum()
+                    })
+                    .collect();
+                assert_eq!(first_correct_rank(&row, |j| correct(i, j)), Some(*rank));
+                assert_eq!(&top_k(&row, 7), top);
+            }
         }
     }
 

@@ -33,32 +33,61 @@ pub fn bf16_margin(query_norm: f64, item_norm: f64, dim: usize) -> f64 {
 /// Largest `‖q‖·‖g‖` the bf16 path accepts: beyond it an f32 sum could overflow.
 const LARGEST_NORM_PRODUCT: f64 = 1e30;
 
+/// Queries and gallery in bf16, with what the error bound needs.
+pub(super) struct Bf16Operands {
+    pub rows: Bf16Rows,
+    pub packed: PackedColumns,
+    query_norms: Vec<f64>,
+    largest_item: f64,
+    dim: usize,
+}
+
+impl Bf16Operands {
+    /// `None` when the vectors are not finite or too large for the bound (the
+    /// caller then scores in f32).
+    pub fn new(queries: Matrix, gallery: Matrix) -> Option<Bf16Operands> {
+        let norm = |row: &[f32]| {
+            row.iter()
+                .map(|&x| f64::from(x) * f64::from(x))
+                .sum::<f64>()
+                .sqrt()
+        };
+        let query_norms: Vec<f64> = (0..queries.rows)
+            .into_par_iter()
+            .map(|i| norm(queries.row(i)))
+            .collect();
+        let largest_item = (0..gallery.rows)
+            .into_par_iter()
+            .map(|j| norm(gallery.row(j)))
+            .reduce(|| 0.0, f64::max);
+        let largest_query = query_norms.iter().copied().fold(0.0, f64::max);
+        let product = largest_query * largest_item;
+        if !product.is_finite() || product > LARGEST_NORM_PRODUCT {
+            return None;
+        }
+        let (rows, packed) = rayon::join(
+            || Bf16Rows::new(queries.data, queries.rows, queries.dim),
+            || PackedColumns::new(gallery.data, gallery.rows, gallery.dim),
+        );
+        Some(Bf16Operands {
+            rows,
+            packed,
+            query_norms,
+            largest_item,
+            dim: queries.dim,
+        })
+    }
+
+    /// The bound on |bf16 score − f32 dot product| for query `i` and any item.
+    pub fn margin(&self, i: usize) -> f64 {
+        bf16_margin(self.query_norms[i], self.largest_item, self.dim)
+    }
+}
+
 /// The exact top `k` of every query, or `None` when the vectors are not finite
 /// or too large for the bound (the caller then searches in f32).
 pub(super) fn top_k(queries: Matrix, gallery: Matrix, k: usize) -> Option<Vec<Vec<(usize, f32)>>> {
-    let norm = |row: &[f32]| {
-        row.iter()
-            .map(|&x| f64::from(x) * f64::from(x))
-            .sum::<f64>()
-            .sqrt()
-    };
-    let query_norms: Vec<f64> = (0..queries.rows)
-        .into_par_iter()
-        .map(|i| norm(queries.row(i)))
-        .collect();
-    let largest_item = (0..gallery.rows)
-        .into_par_iter()
-        .map(|j| norm(gallery.row(j)))
-        .reduce(|| 0.0, f64::max);
-    let largest_query = query_norms.iter().copied().fold(0.0, f64::max);
-    let product = largest_query * largest_item;
-    if !product.is_finite() || product > LARGEST_NORM_PRODUCT {
-        return None;
-    }
-    let (query_rows, packed) = rayon::join(
-        || Bf16Rows::new(queries.data, queries.rows, queries.dim),
-        || PackedColumns::new(gallery.data, gallery.rows, gallery.dim),
-    );
+    let operands = Bf16Operands::new(queries, gallery)?;
     let padded_items = gallery.rows.div_ceil(STEP) * STEP;
     let starts: Vec<usize> = (0..queries.rows).step_by(QUERY_BLOCK).collect();
     let blocks: Vec<Vec<Vec<(usize, f32)>>> = starts
@@ -69,16 +98,19 @@ pub(super) fn top_k(queries: Matrix, gallery: Matrix, k: usize) -> Option<Vec<Ve
                 let n = QUERY_BLOCK.min(queries.rows - start);
                 let padded_n = n.div_ceil(STEP) * STEP;
                 let mut lists: Vec<Shortlist> = (start..start + n)
-                    .map(|i| {
-                        Shortlist::new(
-                            k,
-                            2.0 * bf16_margin(query_norms[i], largest_item, queries.dim),
-                        )
-                    })
+                    .map(|i| Shortlist::new(k, 2.0 * operands.margin(i)))
                     .collect();
                 for offset in (0..padded_items).step_by(GALLERY_BLOCK) {
                     let width = GALLERY_BLOCK.min(padded_items - offset);
-                    amx::scores(&query_rows, start, padded_n, &packed, offset, width, scores);
+                    amx::scores(
+                        &operands.rows,
+                        start,
+                        padded_n,
+                        &operands.packed,
+                        offset,
+                        width,
+                        scores,
+                    );
                     // Padding items (past the gallery) are never offered.
                     let real = width.min(gallery.rows - offset);
                     for (list, row) in lists.iter_mut().zip(scores.chunks_exact(width)) {
@@ -98,7 +130,7 @@ pub(super) fn top_k(queries: Matrix, gallery: Matrix, k: usize) -> Option<Vec<Ve
 
 /// The items of one query whose bf16 score is within `window` (twice the
 /// error bound) of the `k`-th best bf16 score seen so far.
-struct Shortlist {
+pub(super) struct Shortlist {
     k: usize,
     window: f64,
     items: Vec<(usize, f32)>,
@@ -108,7 +140,7 @@ struct Shortlist {
 }
 
 impl Shortlist {
-    fn new(k: usize, window: f64) -> Self {
+    pub fn new(k: usize, window: f64) -> Self {
         let limit = 8 * k + 64;
         Shortlist {
             k,
@@ -119,7 +151,7 @@ impl Shortlist {
         }
     }
 
-    fn offer(&mut self, offset: usize, row: &[f32]) {
+    pub fn offer(&mut self, offset: usize, row: &[f32]) {
         const LANES: usize = 16;
         let mut chunks = row.chunks_exact(LANES);
         let mut base = offset;
@@ -177,7 +209,7 @@ impl Shortlist {
     }
 
     /// The shortlist scored in f32 and cut to the best `k` (ties by gallery order).
-    fn rerank(mut self, query: &[f32], gallery: Matrix) -> Vec<(usize, f32)> {
+    pub fn rerank(mut self, query: &[f32], gallery: Matrix) -> Vec<(usize, f32)> {
         self.cut();
         let mut exact: Vec<(usize, f32)> = self
             .items
@@ -191,7 +223,7 @@ impl Shortlist {
 
 /// An f32 dot product with sixteen running sums (vector code), summed in a
 /// fixed order so every call gives the same bits.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
     const LANES: usize = 16;
     let mut sums = [0f32; LANES];
     let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
