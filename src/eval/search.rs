@@ -537,7 +537,7 @@ mod tests {
         let rows = amx::Bf16Rows::new(&q, 32, dim);
         let columns = amx::PackedColumns::new(&g, 1_024, dim);
         let mut out = vec![0f32; 32 * 1_024];
-        amx::scores(&rows, 0, 32, &columns, 0, 1_024, &mut out);
+        amx::scores(&rows, 0, 32, &columns, 0, 1_024, &mut out, 1_024);
         let (qm, gm) = (Matrix::new(&q, dim), Matrix::new(&g, dim));
         let norm = |r: &[f32]| r.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
         let mut worst_share = 0f64;

@@ -60,8 +60,10 @@ fn round_up(n: usize, to: usize) -> usize {
     n.div_ceil(to) * to
 }
 
-/// Row vectors (queries) in bf16, row-major, each padded with zeros to a
-/// multiple of [`DEPTH`] values, and with zero rows up to a multiple of [`STEP`].
+/// Row vectors (queries) in bf16, in the layout tile loads read fastest: blocks
+/// of [`TILE`] rows; in a block, chunk `c` (values `32c..32c + 32` of the 16
+/// rows) is one contiguous 1 KiB tile. Rows are padded with zeros to a multiple
+/// of [`DEPTH`] values, and zero rows pad to a multiple of [`STEP`].
 pub struct Bf16Rows {
     data: Vec<bf16>,
     pub rows: usize,
@@ -72,11 +74,18 @@ impl Bf16Rows {
     pub fn new(data: &[f32], rows: usize, dim: usize) -> Self {
         let depth = round_up(dim.max(1), DEPTH);
         let mut out = vec![bf16::ZERO; round_up(rows, STEP) * depth];
-        out.par_chunks_mut(depth)
-            .zip(data.par_chunks(dim.max(1)))
-            .for_each(|(dst, src)| {
-                for (d, &s) in dst.iter_mut().zip(src) {
-                    *d = bf16::from_f32(s);
+        out.par_chunks_mut(TILE * depth)
+            .enumerate()
+            .for_each(|(b, block)| {
+                for r in 0..TILE {
+                    let row = b * TILE + r;
+                    if row >= rows {
+                        break;
+                    }
+                    for (v, &x) in data[row * dim..(row + 1) * dim].iter().enumerate() {
+                        block[(v / DEPTH) * TILE * DEPTH + r * DEPTH + v % DEPTH] =
+                            bf16::from_f32(x);
+                    }
                 }
             });
         Bf16Rows {
@@ -133,9 +142,11 @@ struct TileConfig {
     rows: [u8; 16],
 }
 
-/// `out = rows[r0..r0 + nr] · columns[c0..c0 + nc]` in f32 (row-major, `nr x
-/// nc`), from bf16 products. `r0`, `nr`, `c0` and `nc` are multiples of
-/// [`STEP`] inside the padded matrices. Panics if AMX is not [`available`].
+/// `out = rows[r0..r0 + nr] · columns[c0..c0 + nc]` in f32 from bf16 products:
+/// row `r` of the result at `out[r * out_stride..][..nc]`. `r0`, `nr`, `c0` and
+/// `nc` are multiples of [`STEP`] inside the padded matrices. Panics if AMX is
+/// not [`available`].
+#[allow(clippy::too_many_arguments)]
 pub fn scores(
     rows: &Bf16Rows,
     r0: usize,
@@ -144,6 +155,7 @@ pub fn scores(
     c0: usize,
     nc: usize,
     out: &mut [f32],
+    out_stride: usize,
 ) {
     assert!(available(), "AMX scoring on a machine without AMX");
     assert_eq!(
@@ -162,14 +174,19 @@ pub fn scores(
         (c0 + nc) * columns.depth <= columns.data.len(),
         "columns past the padded matrix"
     );
-    assert!(out.len() >= nr * nc, "score buffer too small");
+    assert!(nc <= out_stride, "score rows overlap");
+    assert!(
+        nr == 0 || out.len() >= (nr - 1) * out_stride + nc,
+        "score buffer too small"
+    );
     if nr == 0 || nc == 0 {
         return;
     }
     let depth = rows.depth;
-    let row_bytes = depth * 2;
+    // Every tile (queries' and gallery's) is 16 rows of 64 contiguous bytes.
+    let tile_stride = 64usize;
     let block_bytes = TILE * depth * 2;
-    let out_stride = nc * 4;
+    let out_stride_bytes = out_stride * 4;
     let mut config = TileConfig {
         palette: 1,
         start_row: 0,
@@ -183,20 +200,20 @@ pub fn scores(
     }
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `available()` checked that the CPU has AMX and the kernel granted
-    // the tile state. Every tile load reads 16 rows of 64 bytes at most
-    // `(16 - 1) * stride + 64` bytes past its address, which the assertions
-    // above keep inside `rows.data` (rows r..r + 32, values c*32..c*32 + 32 of a
-    // padded row) and `columns.data` (block b, pair rows 16c..16c + 16); every
-    // store writes 16 rows of 64 bytes inside `out` (rows of `nc` floats).
+    // the tile state. Every tile load reads 1 KiB (16 rows of 64 bytes, stride
+    // 64) that the assertions above keep inside `rows.data` (row blocks of
+    // r0..r0 + nr, chunk c) and `columns.data` (item blocks of c0..c0 + nc,
+    // pair rows 16c..16c + 16); every store writes 16 rows of 64 bytes, row r
+    // at `out[r * out_stride + column..]` with column + 16 <= nc <= out_stride.
     unsafe {
         std::arch::asm!("ldtilecfg [{}]", in(reg) &config, options(nostack, readonly));
-        for gc in (0..nc).step_by(STEP) {
-            let block = (c0 + gc) / TILE;
-            let b0 = columns.data.as_ptr().cast::<u8>().add(block * block_bytes);
-            let b1 = b0.add(block_bytes);
-            for qr in (0..nr).step_by(STEP) {
-                let a0 = rows.data.as_ptr().cast::<u8>().add((r0 + qr) * row_bytes);
-                let a1 = a0.add(TILE * row_bytes);
+        for qr in (0..nr).step_by(STEP) {
+            let a0 = rows.data.as_ptr().cast::<u8>().add((r0 + qr) * depth * 2);
+            let a1 = a0.add(TILE * depth * 2);
+            for gc in (0..nc).step_by(STEP) {
+                let block = (c0 + gc) / TILE;
+                let b0 = columns.data.as_ptr().cast::<u8>().add(block * block_bytes);
+                let b1 = b0.add(block_bytes);
                 std::arch::asm!(
                     "tilezero tmm0",
                     "tilezero tmm1",
@@ -214,16 +231,19 @@ pub fn scores(
                         "tdpbf16ps tmm1, tmm4, tmm7",
                         "tdpbf16ps tmm2, tmm5, tmm6",
                         "tdpbf16ps tmm3, tmm5, tmm7",
-                        a0 = in(reg) a0.add(c * 64),
-                        a1 = in(reg) a1.add(c * 64),
+                        a0 = in(reg) a0.add(c * TILE * 64),
+                        a1 = in(reg) a1.add(c * TILE * 64),
                         b0 = in(reg) b0.add(c * TILE * 64),
                         b1 = in(reg) b1.add(c * TILE * 64),
-                        rs = in(reg) row_bytes,
-                        bs = in(reg) 64usize,
+                        rs = in(reg) tile_stride,
+                        bs = in(reg) tile_stride,
                         options(nostack, readonly)
                     );
                 }
-                let o = out.as_mut_ptr().cast::<u8>().add(qr * out_stride + gc * 4);
+                let o = out
+                    .as_mut_ptr()
+                    .cast::<u8>()
+                    .add(qr * out_stride_bytes + gc * 4);
                 std::arch::asm!(
                     "tilestored [{o00} + {s}*1], tmm0",
                     "tilestored [{o01} + {s}*1], tmm1",
@@ -231,9 +251,9 @@ pub fn scores(
                     "tilestored [{o11} + {s}*1], tmm3",
                     o00 = in(reg) o,
                     o01 = in(reg) o.add(TILE * 4),
-                    o10 = in(reg) o.add(TILE * out_stride),
-                    o11 = in(reg) o.add(TILE * out_stride + TILE * 4),
-                    s = in(reg) out_stride,
+                    o10 = in(reg) o.add(TILE * out_stride_bytes),
+                    o11 = in(reg) o.add(TILE * out_stride_bytes + TILE * 4),
+                    s = in(reg) out_stride_bytes,
                     options(nostack)
                 );
             }
@@ -242,5 +262,5 @@ pub fn scores(
     }
     // Elsewhere `available()` is false and the assertion above has panicked.
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (row_bytes, block_bytes, out_stride, config);
+    let _ = (tile_stride, block_bytes, out_stride_bytes, config);
 }

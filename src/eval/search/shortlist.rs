@@ -110,6 +110,7 @@ pub(super) fn top_k(queries: Matrix, gallery: Matrix, k: usize) -> Option<Vec<Ve
                         offset,
                         width,
                         scores,
+                        width,
                     );
                     // Padding items (past the gallery) are never offered.
                     let real = width.min(gallery.rows - offset);
