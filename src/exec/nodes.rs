@@ -382,12 +382,15 @@ impl<'a> NodeRunner<'a> {
                 Modality::Image => (&task.test_images, &split.image_features, split.image_dim),
                 Modality::Text => (&task.test_captions, &split.caption_features, split.text_dim),
             };
-            let mut gathered = Vec::with_capacity(rows.len() * dim);
-            for &r in rows {
-                gathered.extend_from_slice(&features[r as usize * dim..(r as usize + 1) * dim]);
+            if dim != model.input_dim(modality) {
+                return Err(format!(
+                    "{} features are {dim}-d but the model reads {}-d",
+                    modality.name(),
+                    model.input_dim(modality)
+                ));
             }
             let embedded = model
-                .embed_all(modality, &gathered, rows.len())
+                .embed_rows(modality, &features[..], rows)
                 .map_err(|e| e.to_string())?;
             let width = embedded.len() / rows.len().max(1);
             let t = Tensor::from_vec(embedded, (rows.len(), width), &Device::Cpu)

@@ -270,6 +270,31 @@ impl Model {
         Ok((h, probes))
     }
 
+    /// Embeds rows `rows` of the row-major `features` (eval mode), gathering a
+    /// chunk of rows at a time: memory is one chunk of inputs plus the
+    /// embeddings, never a copy of every selected row (a COCO-sized test set's
+    /// features are a third of the split's).
+    pub fn embed_rows(&self, m: Modality, features: &[f32], rows: &[u32]) -> Result<Vec<f32>> {
+        let dim = self.input_dim(m);
+        let mut out = Vec::with_capacity(rows.len() * self.spec.image.embed);
+        const CHUNK: usize = 4096;
+        let mut gathered = Vec::with_capacity(CHUNK.min(rows.len()) * dim);
+        for chunk in rows.chunks(CHUNK) {
+            gathered.clear();
+            for &r in chunk {
+                let r = r as usize;
+                let row = features.get(r * dim..(r + 1) * dim).ok_or_else(|| {
+                    candle_core::Error::Msg(format!("row {r} is past the {dim}-d features"))
+                })?;
+                gathered.extend_from_slice(row);
+            }
+            let x = Tensor::from_slice(&gathered, (chunk.len(), dim), &self.device)?;
+            let e = self.forward(m, &x, None, true)?;
+            out.extend(e.flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok(out)
+    }
+
     /// Embeds `rows` feature vectors (row-major `features`) in chunks, without
     /// building a graph; returns the normalised embeddings row-major.
     pub fn embed_all(&self, m: Modality, features: &[f32], rows: usize) -> Result<Vec<f32>> {
