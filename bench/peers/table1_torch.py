@@ -415,7 +415,11 @@ def side(data, task, direction):
 def first_correct_ranks(queries, targets, gallery, gallery_image):
     index = faiss.IndexFlatIP(gallery.shape[1])
     index.add(np.ascontiguousarray(gallery))
-    _, order = index.search(np.ascontiguousarray(queries), gallery.shape[0])
+    scores, order = index.search(np.ascontiguousarray(queries), gallery.shape[0])
+    # Exact ties are real here (captions with the same text, hence the same features,
+    # describe different images). FAISS leaves their order unspecified; lethe
+    # (docs/methods.md, as VSE++'s evaluation) gives them to the earlier gallery item.
+    order = np.take_along_axis(order, np.lexsort((order, -scores), axis=-1), axis=1)
     correct = gallery_image[order] == targets[:, None]
     return np.where(correct.any(1), correct.argmax(1) + 1, gallery.shape[0] + 1)
 
