@@ -14,14 +14,21 @@ the figures.
 - MAS: the peer's `omega` (per-sample gradients by torch.func.vmap) on each model an
   importance(mas) node read must equal that node's estimate (minus the previous
   node's accumulation).
-- EWC: the Fisher depends on the batch order (a random stream), so only its scale is
-  compared: the ratio of the peer's total Fisher to lethe's on the same model.
+- EWC: the peer's `fisher`, fed lethe's batch order (lethe's random stream,
+  `src/rng.rs`, replayed here), on each model an importance(ewc) node read.
+- training: every `train` node is replayed by the peer's `train_stage` from the same
+  inputs (lethe's previous model, or the `init` draws, lethe's importance) with
+  lethe's batch order; the weights must come out as lethe's up to float rounding.
+  This pins the loss, the positives mask, the penalties and their coverage, AdamW,
+  clipping and the batching; only the random streams remain to differ in a normal
+  peer run.
 
-Usage: table1_check.py RUN_DIR CACHE_DIR (a `lethe run pipelines/table1.pipe --cache
-CACHE_DIR` run). Exits 1 when an exact comparison fails.
+Usage: table1_check.py RUN_DIR CACHE_DIR [N] (a `lethe run pipelines/table1.pipe --cache
+CACHE_DIR` run; N: replay only the first N train nodes). Exits 1 when a comparison fails.
 """
 import glob
 import json
+import math
 import os
 import sys
 
@@ -36,6 +43,7 @@ import table1_torch as peer  # noqa: E402
 
 def main():
     run_dir, cache = sys.argv[1], sys.argv[2]
+    limit = int(sys.argv[3]) if len(sys.argv) > 3 else None  # train nodes to replay (all by default)
     torch.set_num_threads(2)
     data = peer.load_split(os.path.join(peer.REPO, peer.DATASET), peer.SPLIT)
     image_dim, text_dim = data["image_features"].shape[1], data["caption_features"].shape[1]
@@ -123,7 +131,7 @@ def main():
           f"peer's from the same recall rows")
 
     # Importance estimates on lethe's models.
-    worst_mas, ratios = 0.0, []
+    worst_mas, worst_ewc = 0.0, 0.0
     for key, node in nodes.items():
         s = node["settings"]
         if s["kind"] != "importance":
@@ -142,17 +150,123 @@ def main():
                 err = float((mine[n] - t).abs().max() / t.abs().max().clamp(min=1e-30))
                 worst_mas = max(worst_mas, err)
         else:
-            mine = peer.fisher(m, data, captions, seed_of(nodes, train_key), s["stage"])
-            ratios.append(float(sum(t.sum() for t in mine.values()) / sum(t.sum() for t in theirs.values())))
-    mas_ok = worst_mas < 1e-3
-    failures += 0 if mas_ok else 1
-    print(f"MAS: the peer's omega equals lethe's within {worst_mas:.1e} (max abs error / max value, "
-          f"every tensor of every importance(mas) node){'' if mas_ok else '  MISMATCH'}")
-    if ratios:
-        print(f"EWC: the peer's total Fisher / lethe's on the same models: median {np.median(ratios):.2f}, "
-              f"range {min(ratios):.2f}..{max(ratios):.2f} over {len(ratios)} nodes "
-              "(batch orders differ, so only the scale is comparable)")
+            e = s["estimate"]
+            batches = lethe_batches([captions], e["batch"], "within_task", e["seed"] ^ 0x0F154E12, 0, 0)
+            mine = peer.fisher(m, data, captions, e["seed"], s["stage"], batches=batches)
+            for n, t in theirs.items():
+                err = float((mine[n] - t).abs().max() / t.abs().max().clamp(min=1e-30))
+                worst_ewc = max(worst_ewc, err)
+    for name, worst in (("MAS: the peer's omega", worst_mas), ("EWC: the peer's Fisher (lethe's batches)", worst_ewc)):
+        ok = worst < 1e-3
+        failures += 0 if ok else 1
+        print(f"{name} equals lethe's within {worst:.1e} (max abs error / max value, every tensor of "
+              f"every importance node){'' if ok else '  MISMATCH'}")
+
+    # Training: every train node replayed from its own inputs with lethe's batch order.
+    inits = {(node_share(n), n["settings"]["seed"]): k for k, n in nodes.items() if n["settings"]["kind"] == "init"}
+    drifts = []
+    train_keys = sorted(k for k, n in nodes.items() if n["settings"]["kind"] == "train")
+    for key in train_keys[:limit]:
+        node, s = nodes[key], nodes[key]["settings"]
+        share = node_share(node)
+        start = (node["inputs"][s["previous"]]["key"] if s["previous"] is not None
+                 else inits[(share, s["seed"])])
+        m = model(start, share)
+        penalty = None
+        if s["regularizer"]:
+            (reg,) = s["regularizer"]
+            (imp_slot,) = s["importance"]
+            importance = load_file(os.path.join(cache, node["inputs"][imp_slot]["key"], "importance.safetensors"))
+            coefficient = reg["lambda"] / 2.0 if reg["kind"] == "ewc" else reg["lambda"]
+            anchors = {n: p.detach().clone() for n, p in m.named_parameters()}
+            penalty = (coefficient, {n: importance[n] for n in m.covered(reg["on"])}, anchors)
+        tasks = [data["tasks"][t]["train_captions"] for t in s["tasks"]]
+        order = lambda epoch: lethe_batches(tasks, s["batch"], s["negatives"], s["seed"], s["stage"], epoch)
+        trained = peer.train_stage(m, data, tasks, s["negatives"], s["seed"], s["stage"], s["epochs"],
+                                   penalty, order=order)
+        theirs = load_file(os.path.join(cache, key, "model.safetensors"))
+        before = load_file(os.path.join(cache, start, "model.safetensors"))
+        # How far apart the two trained models are, relative to how far the stage moved
+        # the weights (Adam turns float noise in near-zero gradients into lr-sized steps,
+        # so a max-abs comparison would only measure that).
+        apart = math.sqrt(sum(float(((p.detach() - theirs[n]) ** 2).sum()) for n, p in trained.named_parameters()))
+        moved = math.sqrt(sum(float(((theirs[n] - before[n]) ** 2).sum()) for n in theirs))
+        err = apart / moved
+        drifts.append((err, node["label"], s["seed"], share, [r["kind"] for r in s["regularizer"]]))
+    if drifts:
+        drifts.sort()
+        errs = np.array([d[0] for d in drifts])
+        ok = errs.max() < 0.05
+        failures += 0 if ok else 1
+        print(f"training: {len(drifts)} train nodes replayed by the peer with lethe's batches; "
+              f"|peer weights - lethe's| / |lethe's weights - the stage's start|: median {np.median(errs):.1e}, max {errs.max():.1e} "
+              f"({drifts[-1][1]}, seed {drifts[-1][2]}, share {drifts[-1][3]}, {drifts[-1][4] or 'ft'})"
+              f"{'' if ok else '  MISMATCH'}")
+        for d in drifts[::-1][:int(os.environ.get("SHOW", "5"))]:
+            print(f"  {d[0]:.1e} {d[1]}, seed {d[2]}, share {d[3]}, {d[4] or 'ft'}")
     sys.exit(1 if failures else 0)
+
+
+class LetheRng:
+    """src/rng.rs: xoshiro256** seeded by blake3 over a seed and a path of labels."""
+
+    MASK = (1 << 64) - 1
+
+    def __init__(self, seed, labels):
+        import blake3
+        h = blake3.blake3(b"lethe-rng-v1")
+        h.update(seed.to_bytes(8, "little"))
+        for label in labels:
+            h.update(len(label.encode()).to_bytes(8, "little"))
+            h.update(label.encode())
+        b = h.digest()
+        self.s = [int.from_bytes(b[i * 8:i * 8 + 8], "little") for i in range(4)]
+        if self.s == [0, 0, 0, 0]:
+            self.s[0] = 1
+
+    def next_u64(self):
+        s, M = self.s, self.MASK
+        rotl = lambda x, k: ((x << k) | (x >> (64 - k))) & M
+        result = (rotl((s[1] * 5) & M, 7) * 9) & M
+        t = (s[1] << 17) & M
+        s[2] ^= s[0]
+        s[3] ^= s[1]
+        s[1] ^= s[2]
+        s[0] ^= s[3]
+        s[2] ^= t
+        s[3] = rotl(s[3], 45)
+        return result
+
+    def below(self, n):
+        zone = self.MASK - (self.MASK % n)
+        while True:
+            x = self.next_u64()
+            if x < zone:
+                return x % n
+
+    def shuffle(self, items):
+        for i in range(len(items) - 1, 0, -1):
+            j = self.below(i + 1)
+            items[i], items[j] = items[j], items[i]
+
+
+def lethe_batches(tasks, batch, negatives, seed, stage, epoch):
+    """src/train/batches.rs `epoch_batches`, with lethe's streams."""
+    stream = lambda *labels: LetheRng(seed, ["batches", "stage", str(stage), "epoch", str(epoch), *labels])
+    chunk = lambda items: [torch.tensor(items[i:i + batch]) for i in range(0, len(items), batch)
+                           if len(items[i:i + batch]) >= 2]
+    if negatives == "cross_task":
+        everything = [c for t in tasks for c in t.tolist()]
+        stream("cross").shuffle(everything)
+        return chunk(everything)
+    batches = []
+    for i, t in enumerate(tasks):
+        items = t.tolist()
+        stream("task", str(i)).shuffle(items)
+        batches += chunk(items)
+    if len(tasks) > 1:
+        stream("interleave").shuffle(batches)
+    return batches
 
 
 def node_share(node):

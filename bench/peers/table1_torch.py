@@ -318,13 +318,16 @@ def epoch_batches(task_captions, negatives, gen):
     return batches
 
 
-def train_stage(model, data, task_captions, negatives, seed, stage, epochs, penalty):
-    """One stage; `penalty` is (coefficient, {name: importance}, {name: anchor}) or None."""
+def train_stage(model, data, task_captions, negatives, seed, stage, epochs, penalty, order=None):
+    """One stage; `penalty` is (coefficient, {name: importance}, {name: anchor}) or None.
+    `order(epoch)` may give the batches instead of this script's own random stream
+    (table1_check.py replays lethe's)."""
     params = dict(model.named_parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=LR, betas=BETAS, eps=EPS, weight_decay=WEIGHT_DECAY)
     gen = torch.Generator().manual_seed(1000 * seed + stage)
-    for _ in range(epochs):
-        for captions in epoch_batches(task_captions, negatives, gen):
+    for epoch in range(epochs):
+        batches = order(epoch) if order else epoch_batches(task_captions, negatives, gen)
+        for captions in batches:
             loss = batch_loss(model, data, captions)
             if penalty is not None:
                 coefficient, importance, anchors = penalty
@@ -337,10 +340,10 @@ def train_stage(model, data, task_captions, negatives, seed, stage, epochs, pena
     return model
 
 
-def fisher(model, data, captions, seed, stage):
+def fisher(model, data, captions, seed, stage, batches=None):
     """EWC's empirical Fisher: mean over one epoch's batches of squared gradients."""
     gen = torch.Generator().manual_seed(1000 * seed + stage + 500)
-    batches = epoch_batches([captions], "within_task", gen)
+    batches = batches if batches is not None else epoch_batches([captions], "within_task", gen)
     sums = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
     for b in batches:
         model.zero_grad(set_to_none=True)
