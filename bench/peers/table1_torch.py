@@ -64,7 +64,7 @@ The protocol, with where each setting comes from (`docs/methods.md` has the form
   forgetting, BWT, FWT as documented. Mean and sample std (ddof 1) over seeds.
 
 Usage: table1_torch.py [--dataset PATH] [--out FILE.json] [--threads N]
-                       [--check-pipeline PIPELINE.json] [--quick]
+                       [--check-pipeline PIPELINE.json] [--seeds S ...] [--quick]
 Prints every variant's headline (avg R@10 with the task known, union total R@10,
 both directions, mean ± std over seeds) in the layout of lethe's headline.txt, the
 wall time, and writes every summary figure to --out.
@@ -546,9 +546,13 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--check-pipeline", default=None,
                         help="a lethe run's pipeline.json: fail unless its settings are ours")
+    parser.add_argument("--seeds", type=int, nargs="+", default=SEEDS,
+                        help="seeds (default: the pipe's); other seeds calibrate how far two "
+                             "sets of 3 seeds of the same code fall apart")
     parser.add_argument("--quick", action="store_true",
                         help="2 epochs instead of the protocol's (NOT the protocol: a smoke test)")
     args = parser.parse_args()
+    seeds = args.seeds
     torch.set_num_threads(args.threads)
     faiss.omp_set_num_threads(args.threads)
     if args.check_pipeline:
@@ -562,11 +566,11 @@ def main():
     per_seed = {}  # label -> list of figure dicts
     all_variants = list(variants())
     for i, v in enumerate(all_variants):
-        for seed in SEEDS:
+        for n, seed in enumerate(seeds):
             t0 = time.perf_counter()
             rows = run_variant(v, seed, data, epochs)
             per_seed.setdefault(v["label"], []).append(figures(rows, v["schedule"] == "sequential"))
-            print(f"[{i * len(SEEDS) + SEEDS.index(seed) + 1:3d}/{len(all_variants) * len(SEEDS)}] "
+            print(f"[{i * len(seeds) + n + 1:3d}/{len(all_variants) * len(seeds)}] "
                   f"{v['label']}, seed {seed}: {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     wall = time.perf_counter() - started
 
@@ -595,12 +599,12 @@ def main():
             cells.append(cell(s["mean"], s["std"]) if s else "")
         lines.append(f"{label:<{width}}" + "".join(f"  {c:>20}" for c in cells))
     print("\n".join(lines))
-    print(f"peer wall time {wall:.1f} s ({len(all_variants)} variants x {len(SEEDS)} seeds, "
+    print(f"peer wall time {wall:.1f} s ({len(all_variants)} variants x {len(seeds)} seeds, "
           f"{args.threads} threads{', QUICK: not the protocol' if args.quick else ''})")
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"wall_seconds": wall, "threads": args.threads, "epochs": epochs,
-                       "quick": args.quick, "seeds": SEEDS, "figures": summary}, f, indent=1)
+                       "quick": args.quick, "seeds": seeds, "figures": summary}, f, indent=1)
 
 
 if __name__ == "__main__":
