@@ -1,8 +1,8 @@
 """The Table 1 headline recalls of two runs side by side, each figure flagged
 "within seed std" or not: a lethe run (its directory: summary.arrow, pipeline.json,
-run.json) or a peer run (the JSON table1_torch.py --out writes) against a peer run.
-Two peer runs with different seeds calibrate the flags: how often two sets of 3 seeds
-of the same code fall apart by chance.
+run.json) or a peer run (the JSON table1_torch.py --out writes), either against either.
+Two runs of one engine with different seeds calibrate the flags: how often two sets
+of 3 seeds of the same code fall apart by chance.
 
 The headline figures: the average over tasks with the task known (per-task gallery)
 and the union total (task unknown, every task's queries pooled), both directions,
@@ -16,7 +16,7 @@ within 2 standard errors of the difference, 2 * sqrt(std_A^2 / n_A + std_B^2 / n
 is printed too.
 
 Usage: table1_compare.py A B [--lethe-seconds S] [--peer-seconds S]
-  A: a lethe run directory or a peer JSON; B: a peer JSON. With both times, the last
+  A, B: a lethe run directory or a peer JSON each. With both times, the last
   line is `ratio table1_vs_pytorch_script <peer seconds / lethe seconds>`.
 """
 import argparse
@@ -43,7 +43,9 @@ def read(path):
         figures = {k: (v["mean"], v["std"], v["n"]) for k, v in stats.items()}
         # Pipeline order (variant lines, then model.share), as lethe's headline.txt.
         order = list(dict.fromkeys(v["label"] for v in json.load(open(os.path.join(path, "pipeline.json")))))
-        return "lethe", figures, order, json.load(open(os.path.join(path, "run.json")))
+        run = json.load(open(os.path.join(path, "run.json")))
+        label = "lethe" if run["seeds"] == [1, 2, 3] else "lethe seeds " + ",".join(map(str, run["seeds"]))
+        return label, figures, order, run
     peer = json.load(open(path))
     figures = {}
     for f in peer["figures"]:

@@ -575,10 +575,10 @@ def main():
     wall = time.perf_counter() - started
 
     summary = []
-    for label, seeds in per_seed.items():
-        for key in seeds[0]:
+    for label, runs in per_seed.items():
+        for key in runs[0]:
             direction, gallery, k, metric = key
-            values = [s[key] for s in seeds]
+            values = [r[key] for r in runs]
             mean, std = stat(values)
             summary.append({"variant": label, "direction": direction, "gallery": gallery, "k": k,
                             "metric": metric, "mean": mean, "std": std, "n_seeds": len(values),
