@@ -44,7 +44,7 @@ import table1_torch as peer  # noqa: E402
 def main():
     run_dir, cache = sys.argv[1], sys.argv[2]
     limit = int(sys.argv[3]) if len(sys.argv) > 3 else None  # train nodes to replay (all by default)
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("THREADS", "1")))
     data = peer.load_split(os.path.join(peer.REPO, peer.DATASET), peer.SPLIT)
     image_dim, text_dim = data["image_features"].shape[1], data["caption_features"].shape[1]
     nodes = {}
