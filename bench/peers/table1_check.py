@@ -21,7 +21,8 @@ the figures.
   lethe's batch order; the weights must come out as lethe's up to float rounding.
   This pins the loss, the positives mask, the penalties and their coverage, AdamW,
   clipping and the batching; only the random streams remain to differ in a normal
-  peer run.
+  peer run. (Most replays land within 1e-4 of lethe; a few, mostly the 80-step joint
+  stages, drift by a few tenths once float rounding flips a hardest-negative choice.)
 
 Usage: table1_check.py RUN_DIR CACHE_DIR [N] (a `lethe run pipelines/table1.pipe --cache
 CACHE_DIR` run; N: replay only the first N train nodes). Exits 1 when a comparison fails.
@@ -196,7 +197,13 @@ def main():
     if drifts:
         drifts.sort()
         errs = np.array([d[0] for d in drifts])
-        ok = errs.max() < 0.05
+        # Two independent trainings land about 1.4 apart on this scale. A replay is
+        # exact up to float rounding until the rounding flips one hardest-negative
+        # choice, after which the trajectories drift apart partially: train(1: animals),
+        # seed 2, share 1 replays to 5e-2 of lethe in f32 and to 2e-5 in f64, and the
+        # 80-step joint stages drift the most. So: a median at rounding level, and no
+        # replay anywhere near an independent training.
+        ok = np.median(errs) < 1e-3 and errs.max() < 0.5
         failures += 0 if ok else 1
         print(f"training: {len(drifts)} train nodes replayed by the peer with lethe's batches; "
               f"|peer weights - lethe's| / |lethe's weights - the stage's start|: median {np.median(errs):.1e}, max {errs.max():.1e} "
