@@ -92,27 +92,29 @@ pub fn recall_figures(ranks: &[usize], k: usize) -> (f64, f64, f64) {
     )
 }
 
-/// One task's side of a direction: what is searched and what is correct.
-struct Side {
+/// One task's side of a direction: what is searched and what is correct. The
+/// embeddings are borrowed from what the node read (no copy: at COCO size a
+/// direction's embeddings are hundreds of MiB).
+struct Side<'a> {
     /// Query embeddings (model k) and their correct image rows.
-    queries: (usize, Vec<f32>),
+    queries: (usize, &'a [f32]),
     targets: Vec<u32>,
     /// Gallery embeddings (the policy's model) and the image row of each item.
-    gallery: (usize, Vec<f32>),
+    gallery: (usize, &'a [f32]),
     gallery_image: Vec<u32>,
 }
 
-fn side(
+fn side<'a>(
     split: &LoadedSplit,
     task: usize,
     direction: Direction,
-    query: &Embedded,
-    gallery: &Embedded,
-) -> Result<Side, String> {
+    query: &'a Embedded,
+    gallery: &'a Embedded,
+) -> Result<Side<'a>, String> {
     let rows = &split.tasks[task];
-    let get = |e: &Embedded, m: &str| {
+    let get = |e: &'a Embedded, m: &str| {
         e.get(m)
-            .cloned()
+            .map(|(n, v)| (*n, v.as_slice()))
             .ok_or_else(|| format!("no {m} embeddings for task `{}`", rows.name))
     };
     let caption_images: Vec<u32> = rows
@@ -206,7 +208,7 @@ pub fn evaluate(
                 )
             })
             .collect::<Result<_, _>>()?;
-        let dim = |m: &(usize, Vec<f32>)| m.1.len().checked_div(m.0).unwrap_or(0);
+        let dim = |m: &(usize, &[f32])| m.1.len().checked_div(m.0).unwrap_or(0);
         let mut emit = |eval_task: &str, scope: &str, ranks: &[usize], gallery_size: usize| {
             for &kk in ev.recall {
                 let (recall, median_rank, mean_rank) = recall_figures(ranks, kk);
@@ -229,9 +231,9 @@ pub fn evaluate(
         let mut overlap = vec![None; t];
         for j in 0..t {
             let s = &sides[j];
-            let queries = Matrix::new(&s.queries.1, dim(&s.queries));
+            let queries = Matrix::new(s.queries.1, dim(&s.queries));
             if ev.galleries.contains(&GalleryScope::PerTask) {
-                let g = Matrix::new(&s.gallery.1, dim(&s.gallery));
+                let g = Matrix::new(s.gallery.1, dim(&s.gallery));
                 let found = search(
                     queries,
                     &s.targets,
@@ -249,7 +251,7 @@ pub fn evaluate(
                 let mut data = Vec::new();
                 let (mut images, mut tasks) = (Vec::new(), Vec::new());
                 for &m in &members {
-                    data.extend_from_slice(&sides[m].gallery.1);
+                    data.extend_from_slice(sides[m].gallery.1);
                     images.extend_from_slice(&sides[m].gallery_image);
                     tasks.extend(std::iter::repeat_n(m, sides[m].gallery_image.len()));
                 }
