@@ -120,7 +120,9 @@ if minilm or effnet:
     print()
 
 # Whole runs.
-for pattern in (r"^table1: .*", r"^table1 compute time.*", r"^synthetic-scale .*peak RSS.*", r"^table1_vs_pytorch.*"):
+for pattern in (r"^table1: .*", r"^table1 compute time.*", r"^lethe: .* wall from an empty cache.*",
+                r"^PyTorch peer: .* wall.*", r"^ratio table1_vs_pytorch_script .*", r"^R@10 headline: .*",
+                r"^synthetic-scale .*peak RSS.*"):
     m = first(pattern)
     if m:
         print(f"- {m.group(0)}")
