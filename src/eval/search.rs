@@ -13,6 +13,7 @@ mod rows;
 mod shortlist;
 pub use rows::{for_each_row, Row};
 pub use shortlist::bf16_margin;
+use shortlist::Shortlist;
 
 /// A row-major matrix of embeddings.
 #[derive(Debug, Clone, Copy)]
@@ -126,78 +127,6 @@ pub const GALLERY_BLOCK: usize = 4_096;
 /// Queries per block of [`top_k_search`].
 pub const QUERY_BLOCK: usize = 64;
 
-/// The running top `k` of one query: candidates above the current `k`-th best
-/// (the floor) are collected, and every so often cut back to the best `k`, which
-/// raises the floor. Nothing is sorted but the few candidates that beat it.
-struct RunningTop {
-    k: usize,
-    /// Candidates collected before a cut.
-    limit: usize,
-    kept: Vec<(usize, f32)>,
-    floor: f32,
-}
-
-impl RunningTop {
-    fn new(k: usize) -> Self {
-        let limit = 4 * k + 16;
-        RunningTop {
-            k,
-            limit,
-            kept: Vec::with_capacity(limit),
-            floor: f32::NEG_INFINITY,
-        }
-    }
-
-    /// Offers the similarities of gallery items `offset..offset + row.len()`.
-    /// Items arrive in gallery order, so an item equal to the floor loses the
-    /// tie to the one already kept: only strictly greater ones are candidates.
-    fn offer(&mut self, offset: usize, row: &[f32]) {
-        const LANES: usize = 16;
-        let mut chunks = row.chunks_exact(LANES);
-        let mut base = offset;
-        for chunk in &mut chunks {
-            // A branch-free maximum the compiler turns into vector code; most
-            // chunks hold nothing above the floor and are skipped whole.
-            let max = chunk
-                .iter()
-                .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
-            if max > self.floor {
-                for (j, &x) in chunk.iter().enumerate() {
-                    if x > self.floor {
-                        self.push(base + j, x);
-                    }
-                }
-            }
-            base += LANES;
-        }
-        for (j, &x) in chunks.remainder().iter().enumerate() {
-            if x > self.floor {
-                self.push(base + j, x);
-            }
-        }
-    }
-
-    fn push(&mut self, index: usize, similarity: f32) {
-        self.kept.push((index, similarity));
-        if self.kept.len() >= self.limit {
-            self.cut();
-        }
-    }
-
-    /// Cuts the candidates back to the best `k` and raises the floor.
-    fn cut(&mut self) {
-        keep_best(&mut self.kept, self.k);
-        if self.kept.len() == self.k {
-            self.floor = self.kept[self.k - 1].1;
-        }
-    }
-
-    fn finish(mut self) -> Vec<(usize, f32)> {
-        self.cut();
-        self.kept
-    }
-}
-
 /// How [`top_k_search`] scores the gallery. Both give the exact top `k`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scoring {
@@ -257,7 +186,7 @@ fn top_k_search_f32(queries: Matrix, gallery: Matrix, k: usize) -> Vec<Vec<(usiz
             |s, &start| {
                 let n = QUERY_BLOCK.min(queries.rows - start);
                 let q = query_rows(queries, start, n);
-                let mut tops: Vec<RunningTop> = (0..n).map(|_| RunningTop::new(k)).collect();
+                let mut tops: Vec<Shortlist> = (0..n).map(|_| Shortlist::new(k, 0.0)).collect();
                 for offset in (0..gallery.rows).step_by(GALLERY_BLOCK) {
                     let width = GALLERY_BLOCK.min(gallery.rows - offset);
                     let block = &gallery.data[offset * gallery.dim..(offset + width) * gallery.dim];
@@ -267,7 +196,7 @@ fn top_k_search_f32(queries: Matrix, gallery: Matrix, k: usize) -> Vec<Vec<(usiz
                         top.offer(offset, row);
                     }
                 }
-                tops.into_iter().map(RunningTop::finish).collect()
+                tops.into_iter().map(Shortlist::best).collect()
             },
         )
         .collect();

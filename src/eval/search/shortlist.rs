@@ -209,6 +209,14 @@ impl Shortlist {
         self.items.retain(|x| x.1 >= kept);
     }
 
+    /// The best `k` by the scores offered (ties by gallery order): with a window
+    /// of 0 on exact f32 similarities, the exact top `k`.
+    pub fn best(mut self) -> Vec<(usize, f32)> {
+        self.cut();
+        keep_best(&mut self.items, self.k);
+        self.items
+    }
+
     /// The shortlist scored in f32 and cut to the best `k` (ties by gallery order).
     pub fn rerank(mut self, query: &[f32], gallery: Matrix) -> Vec<(usize, f32)> {
         self.cut();
