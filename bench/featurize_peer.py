@@ -2,7 +2,7 @@
 `transformers` (BertModel) and the fast tokenizer, from the same weight folder,
 attention-masked mean pooling and L2 normalisation, batches of 64, on the CPU. As
 sentence-transformers' `encode` does, captions are sorted by length (longest first)
-before batching and the rows put back in order; lethe batches by length too.
+before batching and the rows put back in order (lethe packs sentences without padding).
 
 Usage: featurize_peer.py ENCODER_DIR CAPTIONS_TXT LETHE_NPY THREADS
 Prints 'peer featurize_minilm <captions/s>' and the agreement with lethe's rows.

@@ -100,9 +100,9 @@ if train:
     print()
 
 # Featurizing.
-minilm = first(r"featurize lethe \(candle MiniLM\): (\d+) captions/s")
+minilm = first(r"featurize lethe \(MiniLM, its CPU forward\): (\d+) captions/s")
 minilm_peer = first(r"featurize PyTorch/transformers: (\d+) captions/s")
-effnet = first(r"featurize lethe \(candle EfficientNet-Lite0, JPEG to features\): ([0-9.]+) images/s")
+effnet = first(r"featurize lethe \(EfficientNet-Lite0, its CPU forward, JPEG to features\): ([0-9.]+) images/s")
 effnet_net = first(r"featurize lethe, the network alone on decoded pixels: ([0-9.]+) images/s")
 effnet_peer = first(r"featurize PyTorch \(Pillow \+ efficientnet-lite-pytorch, JPEG to features\): ([0-9.]+) images/s.*the network alone: ([0-9.]+) images/s")
 if minilm or effnet:

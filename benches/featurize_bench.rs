@@ -1,5 +1,5 @@
 //! Featurizing 1,000 real captions (the first of `datasets/emoji/raw/captions.jsonl`)
-//! with all-MiniLM-L6-v2: lethe's candle encoder against PyTorch + transformers
+//! with all-MiniLM-L6-v2: lethe's CPU forward against PyTorch + transformers
 //! on the same weights (`bench/featurize_peer.py`, with `LETHE_PEER_PYTHON`).
 //! Encoders: `LETHE_ENCODERS`, else `target/test-encoders` (fetched by
 //! `datasets/fetch-encoders.sh` when missing). Run: `cargo bench --bench featurize_bench`.
@@ -53,7 +53,7 @@ fn main() {
     let seconds = started.elapsed().as_secs_f64();
     let rate = texts.len() as f64 / seconds;
     println!(
-        "featurize lethe (candle MiniLM): {rate:.0} captions/s ({seconds:.2} s for {}, {threads} threads)",
+        "featurize lethe (MiniLM, its CPU forward): {rate:.0} captions/s ({seconds:.2} s for {}, {threads} threads)",
         texts.len()
     );
     println!("figure featurize_minilm {rate:.2}");

@@ -1,4 +1,4 @@
-//! Featurizing 500 photos with EfficientNet-Lite0: lethe's candle encoder against
+//! Featurizing 500 photos with EfficientNet-Lite0: lethe's CPU forward against
 //! PyTorch on the same weights (`bench/featurize_image_peer.py`, with
 //! `LETHE_PEER_PYTHON`), end to end from JPEG files to pooled 1280-d features.
 //!
@@ -162,7 +162,7 @@ fn main() {
     let seconds = started.elapsed().as_secs_f64();
     let rate = IMAGES as f64 / seconds;
     println!(
-        "featurize lethe (candle EfficientNet-Lite0, JPEG to features): {rate:.1} images/s \
+        "featurize lethe (EfficientNet-Lite0, its CPU forward, JPEG to features): {rate:.1} images/s \
          ({seconds:.2} s for {IMAGES}, batches of {BATCH}, {threads} threads)"
     );
     println!("figure featurize_efficientnet {rate:.2}");

@@ -7,6 +7,7 @@ use candle_core::Device;
 use lethe::encode::image::{load_rgb, ImageEncoder};
 use lethe::encode::text::TextEncoder;
 use lethe::encode::torch_legacy;
+use lethe::encode::Engine;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
@@ -62,6 +63,48 @@ fn minilm_similarities_match_the_published_model() {
     // Batching and padding do not change an embedding.
     let alone = enc.encode(&["cat"]).unwrap();
     assert!(cosine(&alone, row(3)) > 0.9999);
+}
+
+#[test]
+fn minilm_cpu_forward_matches_candles_graph() {
+    let dir = encoders().join("all-minilm-l6-v2");
+    let cpu = TextEncoder::load_with(&dir, &Device::Cpu, Engine::Cpu).unwrap();
+    let graph = TextEncoder::load_with(&dir, &Device::Cpu, Engine::Candle).unwrap();
+    // Short and long sentences (one truncated at 256 tokens), more tokens than
+    // one packed pass holds, punctuation and an empty string.
+    let mut texts: Vec<String> = vec![
+        String::new(),
+        "cat".into(),
+        "A man riding a wave on top of a surfboard.".into(),
+        "ÉLAN, naïve façade; 3.14 — über-cool!".into(),
+        "word ".repeat(400),
+    ];
+    for i in 0..120 {
+        texts.push(
+            (0..(1 + i % 40))
+                .map(|j| {
+                    [
+                        "dog", "runs", "across", "green", "park", "with", "a", "ball",
+                    ][(i + j) % 8]
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+    }
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let (a, b) = (cpu.encode(&refs).unwrap(), graph.encode(&refs).unwrap());
+    assert_eq!(a.len(), b.len());
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 2e-5, "largest difference {worst:e}");
+    // The same rows whatever the grouping into passes.
+    for i in [0, 4, 60, 124] {
+        let alone = cpu.encode(&refs[i..=i]).unwrap();
+        assert_eq!(alone, a[i * 384..(i + 1) * 384], "row {i}");
+    }
 }
 
 #[test]
@@ -138,6 +181,48 @@ fn efficientnet_lite0_recognises_a_cat_and_an_espresso() {
     );
     let coffee = top(&logits[1000..], 1);
     assert_eq!(coffee, [967], "coffee photo top 1 (967 = espresso)");
+}
+
+#[test]
+fn efficientnet_cpu_forward_matches_candles_graph() {
+    let weights = encoders().join("efficientnet-lite0.pth");
+    let cpu = ImageEncoder::load_with(&weights, &Device::Cpu, Engine::Cpu).unwrap();
+    let graph = ImageEncoder::load_with(&weights, &Device::Cpu, Engine::Candle).unwrap();
+    let photos = fetched("tests/fixtures/fetch-photos.sh", "test-photos");
+    let mut rgb = load_rgb(&photos.join("chelsea.png")).unwrap();
+    rgb.extend(load_rgb(&photos.join("coffee.png")).unwrap());
+    // A third image of saturated noise: large activations, every ReLU6 clipped.
+    let mut state = 7u32;
+    rgb.extend((0..224 * 224 * 3).map(|_| {
+        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        if state >> 31 == 1 {
+            255u8
+        } else {
+            0u8
+        }
+    }));
+    let (f_cpu, l_cpu) = cpu.forward(&rgb, 3).unwrap();
+    let (f_graph, l_graph) = graph.forward(&rgb, 3).unwrap();
+    for (what, a, b) in [("features", &f_cpu, &f_graph), ("logits", &l_cpu, &l_graph)] {
+        assert_eq!(a.len(), b.len(), "{what}");
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = a
+            .iter()
+            .zip(b.iter())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(
+            worst < 1e-4 * scale.max(1.0),
+            "{what}: largest difference {worst:e} (scale {scale})"
+        );
+    }
+    // An image's row does not depend on the batch it was in.
+    let (alone, _) = cpu
+        .forward(&rgb[224 * 224 * 3..2 * 224 * 224 * 3], 1)
+        .unwrap();
+    assert_eq!(alone, f_cpu[1280..2560]);
+    assert_eq!(cpu.forward(&[], 0).unwrap(), (vec![], vec![]));
+    assert!(cpu.forward(&rgb[..100], 1).is_err());
 }
 
 #[test]

@@ -34,7 +34,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("eval", &["data", "lang", "linalg", "results", "rng"]),
-    ("encode", &["data", "files", "model", "rng"]),
+    ("encode", &["data", "files", "linalg", "model", "rng"]),
     ("import", &["data", "encode", "files"]),
     // Readers of run directories.
     ("report", &["eval", "results"]),

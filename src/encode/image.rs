@@ -8,7 +8,9 @@
 //! `(x - 127) / 128`. The feature is the global mean of the head's output (1280-d);
 //! the 1000-way classifier is kept for checks.
 
+use super::convnet::{self, CpuEfficientNet};
 use super::torch_legacy::{self, TorchTensor};
+use super::Engine;
 use candle_core::{Device, Tensor, D};
 use std::collections::HashMap;
 use std::path::Path;
@@ -48,6 +50,8 @@ pub struct ImageEncoder {
     head: ConvBn,
     fc: (Tensor, Tensor),
     device: Device,
+    /// The CPU forward of the same weights ([`Engine::Cpu`]).
+    cpu: Option<CpuEfficientNet>,
 }
 
 /// TF "same" padding of one spatial dimension: (before, after).
@@ -58,6 +62,40 @@ fn same_padding(size: usize, kernel: usize, stride: usize) -> (usize, usize) {
 }
 
 impl ConvBn {
+    /// This convolution for [`convnet`]: the batch norm's scale multiplied
+    /// into the weights, its shift as the bias, weights in the CPU loops'
+    /// layouts (depthwise `[ky][kx][c]`, otherwise `[ky][kx][in][out]`).
+    fn to_cpu(&self) -> candle_core::Result<convnet::Conv> {
+        let (outputs, per_group, k, _) = self.weight.dims4()?;
+        let w = self.weight.flatten_all()?.to_vec1::<f32>()?;
+        let scale = self.scale.flatten_all()?.to_vec1::<f32>()?;
+        let mut weight = vec![0f32; w.len()];
+        if self.groups > 1 {
+            for c in 0..outputs {
+                for tap in 0..k * k {
+                    weight[tap * outputs + c] = w[c * k * k + tap] * scale[c];
+                }
+            }
+        } else {
+            for o in 0..outputs {
+                for i in 0..per_group {
+                    for tap in 0..k * k {
+                        weight[(tap * per_group + i) * outputs + o] =
+                            w[(o * per_group + i) * k * k + tap] * scale[o];
+                    }
+                }
+            }
+        }
+        Ok(convnet::Conv {
+            weight,
+            bias: self.shift.flatten_all()?.to_vec1::<f32>()?,
+            kernel: k,
+            stride: self.stride,
+            outputs,
+            relu6: self.relu6,
+        })
+    }
+
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
         let k = self.weight.dim(2)?;
@@ -114,8 +152,15 @@ fn depthwise(x: &Tensor, weight: &Tensor, stride: usize) -> candle_core::Result<
 }
 
 impl ImageEncoder {
-    /// Loads the legacy checkpoint (`efficientnet-lite0.pth`).
+    /// Loads the legacy checkpoint (`efficientnet-lite0.pth`), with lethe's
+    /// CPU forward on the CPU and candle's graph elsewhere.
     pub fn load(path: &Path, device: &Device) -> Result<ImageEncoder, String> {
+        ImageEncoder::load_with(path, device, Engine::for_device(device))
+    }
+
+    /// [`ImageEncoder::load`] with the engine chosen.
+    pub fn load_with(path: &Path, device: &Device, engine: Engine) -> Result<ImageEncoder, String> {
+        engine.check(device)?;
         let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let tensors: HashMap<String, TorchTensor> = torch_legacy::read(&bytes)
             .map_err(|e| format!("{}: {e}", path.display()))?
@@ -207,18 +252,63 @@ impl ImageEncoder {
         }
         let head = conv("_conv_head", "_bn1", 1, 1, true)?;
         let fc = (get("_fc.weight")?, get("_fc.bias")?);
+        let cpu = match engine {
+            Engine::Candle => None,
+            Engine::Cpu => Some(
+                (|| -> candle_core::Result<CpuEfficientNet> {
+                    Ok(CpuEfficientNet {
+                        stem: stem.to_cpu()?,
+                        blocks: blocks
+                            .iter()
+                            .map(|b| {
+                                Ok(convnet::Block {
+                                    expand: b.expand.as_ref().map(ConvBn::to_cpu).transpose()?,
+                                    depthwise: b.depthwise.to_cpu()?,
+                                    project: b.project.to_cpu()?,
+                                    residual: b.residual,
+                                })
+                            })
+                            .collect::<candle_core::Result<_>>()?,
+                        head: head.to_cpu()?,
+                    })
+                })()
+                .map_err(|e| format!("{}: {e}", path.display()))?,
+            ),
+        };
         Ok(ImageEncoder {
             stem,
             blocks,
             head,
             fc,
             device: device.clone(),
+            cpu,
         })
     }
 
     /// 1280-d features (not normalised) and 1000 ImageNet logits for a batch of
     /// images, each `SIZE x SIZE` RGB bytes, row-major, channels last.
     pub fn forward(&self, rgb: &[u8], n: usize) -> Result<(Vec<f32>, Vec<f32>), String> {
+        if rgb.len() != n * SIZE * SIZE * 3 {
+            return Err(format!(
+                "{} bytes of pixels for {n} images of {SIZE}x{SIZE} RGB",
+                rgb.len()
+            ));
+        }
+        if n == 0 {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        if let Some(cpu) = &self.cpu {
+            let features = cpu.features(rgb, n, SIZE);
+            let logits = (|| -> candle_core::Result<Vec<f32>> {
+                Tensor::from_slice(&features, (n, features.len() / n.max(1)), &self.device)?
+                    .matmul(&self.fc.0.t()?)?
+                    .broadcast_add(&self.fc.1)?
+                    .flatten_all()?
+                    .to_vec1()
+            })()
+            .map_err(|e| e.to_string())?;
+            return Ok((features, logits));
+        }
         let run = || -> candle_core::Result<(Vec<f32>, Vec<f32>)> {
             let x: Vec<f32> = rgb.iter().map(|&v| (v as f32 - 127.0) / 128.0).collect();
             let x = Tensor::from_vec(x, (n, SIZE, SIZE, 3), &self.device)?

@@ -6,6 +6,7 @@
 //! tile products of Intel AMX, for search's scoring pass.
 
 pub mod amx;
+pub mod functions;
 
 /// Row-major matrix views: `rows x cols`, element (r, c) at `r * cols + c`.
 /// `Transposed` reads the same buffer as its transpose (no copy).
