@@ -122,7 +122,15 @@ if minilm or effnet:
 # Whole runs.
 for pattern in (r"^table1: .*", r"^table1 compute time.*", r"^lethe: .* wall from an empty cache.*",
                 r"^PyTorch peer: .* wall.*", r"^ratio table1_vs_pytorch_script .*", r"^R@10 headline: .*",
-                r"^synthetic-scale .*peak RSS.*"):
+                r"^synthetic-scale .*peak RSS.*", r"^synthetic-scale compute time.*"):
     m = first(pattern)
     if m:
         print(f"- {m.group(0)}")
+# bench/scale-precomp: a heading line, then its stages indented.
+for i, line in enumerate(log):
+    if line.startswith("precomp-scale ("):
+        print(f"- {line}")
+        for stage in log[i + 1:i + 5]:
+            if stage.startswith("  "):
+                print(f"  - {stage.strip()}")
+        break

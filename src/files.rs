@@ -143,11 +143,30 @@ pub fn bytes(n: u64) -> String {
 pub struct IpcFile {
     pub schema: SchemaRef,
     pub batches: Vec<RecordBatch>,
+    /// The map the batches point into, and each batch's (offset, length) in it.
+    map: Arc<memmap2::Mmap>,
+    blocks: Vec<(usize, usize)>,
 }
 
 impl IpcFile {
     pub fn rows(&self) -> usize {
         self.batches.iter().map(RecordBatch::num_rows).sum()
+    }
+
+    /// Tells the kernel that batch `i`'s pages are not needed now: a reader that
+    /// has copied a batch releases it, so the map does not keep the whole file
+    /// resident beside the copy. The batch stays readable (its pages come back
+    /// from the file if it is read again).
+    pub fn release(&self, i: usize) {
+        if let Some(&(offset, len)) = self.blocks.get(i) {
+            // SAFETY: the map is a read-only private file mapping; dropping its
+            // pages only makes a later read fault them in from the file again.
+            // Advice that fails leaves the pages resident, which is harmless.
+            let _ = unsafe {
+                self.map
+                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
+            };
+        }
     }
 }
 
@@ -242,7 +261,19 @@ pub fn read_ipc(path: &Path, limit: u64) -> Result<IpcFile, FileError> {
                 Err(e) => return Err(not_arrow(&format!("record batch {i} is unreadable ({e})"))),
             }
         }
-        Ok(IpcFile { schema, batches })
+        let blocks = records
+            .iter()
+            .map(|b| {
+                let len = b.metaDataLength() as usize + b.bodyLength() as usize;
+                (b.offset() as usize, len)
+            })
+            .collect();
+        Ok(IpcFile {
+            schema,
+            batches,
+            map: map.clone(),
+            blocks,
+        })
     })?
 }
 

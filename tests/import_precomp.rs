@@ -298,3 +298,53 @@ fn precomp_imports_features_and_a_pipeline_runs_on_them() {
         &["labels.csv: has 29 rows of labels for 30 images"],
     );
 }
+
+#[test]
+fn a_table_of_several_batches_loads_whole_and_the_split_check_reads_no_features() {
+    use lethe::data::read::{read_table, read_table_with, Read};
+    // 2,000 images with 5 captions each: the captions table is written in two
+    // record batches (8,192 rows each at most), read by copying each batch and
+    // releasing its pages of the map.
+    let dir = tempfile::tempdir().unwrap();
+    let (ims, caps) = write_precomp(dir.path(), "data", 2000, 4, 5);
+    let caption_values: Vec<f32> = (0..10_000 * 3)
+        .map(|x| (x % 97) as f32 / 97.0 - 0.5)
+        .collect();
+    let cf = dir.path().join("data_cf.npy");
+    write_npy(
+        &cf,
+        "<f4",
+        &[10_000, 3],
+        &f32_bytes(caption_values.iter().copied()),
+    );
+    let out = dir.path().join("p");
+    let result = lethe(&[
+        "import",
+        "precomp",
+        "--images",
+        s(&ims),
+        "--captions",
+        s(&caps),
+        "--caption-features",
+        s(&cf),
+        "-o",
+        s(&out),
+    ]);
+    assert!(result.status.success(), "{}", text(&result.stderr));
+    let path = out.join("captions.arrow");
+    let file = lethe::files::read_ipc(&path, u64::MAX).unwrap();
+    assert_eq!(file.batches.len(), 2, "two record batches");
+    let table = read_table(&path, &["image_id"]).unwrap();
+    assert!(!table.features.is_mapped(), "several batches are copied");
+    assert_eq!(&table.features[..], &caption_values[..]);
+    assert_eq!(table.ids[9_999], "data/1999#4");
+    // Read again after the release: the same values.
+    assert_eq!(
+        &read_table(&path, &["image_id"]).unwrap().features[..],
+        &caption_values[..]
+    );
+    let meta = read_table_with(&path, &["image_id"], Read::MetadataOnly).unwrap();
+    assert_eq!((meta.features.len(), meta.dim), (0, 3));
+    assert_eq!(meta.ids, table.ids);
+    assert_eq!(meta.columns["image_id"], table.columns["image_id"]);
+}

@@ -5,6 +5,7 @@
 //! files are read; other codecs are named in the error with the way out.
 
 use super::error::DataError;
+use super::read::Read;
 use super::tables::{
     feature_type, first_list_length, FeatureType, Table, TableBuilder, MAX_TABLE_BYTES,
 };
@@ -78,11 +79,14 @@ pub fn feature_width(path: &Path) -> Result<usize, DataError> {
 }
 
 /// Reads a Parquet table with the same rules as an Arrow one.
-pub fn read_table(path: &Path, required: &[&str]) -> Result<Table, DataError> {
+pub fn read_table(path: &Path, required: &[&str], read: Read) -> Result<Table, DataError> {
     let builder = open(path)?;
     let rows = usize::try_from(builder.metadata().file_metadata().num_rows()).unwrap_or(0);
     let schema = builder.schema().clone();
     let mut table = TableBuilder::new(path, &schema, required, rows)?;
+    if read == Read::MetadataOnly {
+        table.metadata_only();
+    }
     let reader = builder
         .with_batch_size(BATCH_ROWS)
         .build()

@@ -41,15 +41,37 @@ pub fn feature_width(path: &Path) -> Result<usize, DataError> {
 /// other text column (strings, categoricals, integers, lists of them) is kept
 /// as metadata. Parquet files are streamed batch by batch into the result; an
 /// Arrow file's f32 features stay in its memory map when it has one batch.
+///
+/// A file of several batches is copied batch by batch, and each batch's pages of
+/// the map are released once copied, so the table is not resident twice (the
+/// copy and the map's pages) at the end of the read.
 pub fn read_table(path: &Path, required: &[&str]) -> Result<Table, DataError> {
+    read_table_with(path, required, Read::Everything)
+}
+
+/// What [`read_table_with`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Read {
+    Everything,
+    /// Ids and metadata; the features stay empty (`dim` is set).
+    MetadataOnly,
+}
+
+pub fn read_table_with(path: &Path, required: &[&str], read: Read) -> Result<Table, DataError> {
     if is_parquet(path) {
-        return super::parquet::read_table(path, required);
+        return super::parquet::read_table(path, required, read);
     }
     let file = open_ipc(path)?;
     let mut builder = TableBuilder::new(path, &file.schema, required, file.rows())?;
+    if read == Read::MetadataOnly {
+        builder.metadata_only();
+    }
     builder.keep_mapped = file.batches.len() == 1;
-    for batch in &file.batches {
+    for (i, batch) in file.batches.iter().enumerate() {
         builder.append(batch)?;
+        if !builder.keep_mapped {
+            file.release(i);
+        }
     }
     builder.finish()
 }

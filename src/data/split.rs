@@ -18,7 +18,7 @@ use super::features::Features;
 use super::manifest::{Kind, Manifest};
 use super::pairs::PairData;
 use super::raw::{raw_table, read_raw_list};
-use super::read::read_table;
+use super::read::{read_table, read_table_with, Read};
 use super::rules::Part;
 use super::select::{random_chunks, select, TaskReport};
 use super::tables::Table;
@@ -145,6 +145,15 @@ pub enum Origin {
 /// The tables, or for a table not built yet, its raw list (what `lethe
 /// validate` and `lethe data inspect` check before `lethe featurize`).
 pub fn tables_or_raw(manifest: &Manifest) -> Result<(Table, Table, [Origin; 2]), DataError> {
+    tables_or_raw_with(manifest, Read::Everything)
+}
+
+/// [`tables_or_raw`], reading only ids and metadata from tables with
+/// [`Read::MetadataOnly`] (synthetic data is generated whole).
+pub fn tables_or_raw_with(
+    manifest: &Manifest,
+    what: Read,
+) -> Result<(Table, Table, [Origin; 2]), DataError> {
     if manifest.kind == Kind::Synthetic {
         let (i, c) = tables(manifest)?;
         return Ok((i, c, [Origin::Table; 2]));
@@ -162,7 +171,7 @@ pub fn tables_or_raw(manifest: &Manifest) -> Result<(Table, Table, [Origin; 2]),
                 let list = read_raw_list(&base.join(list), raw)?;
                 Ok((raw_table(&list, skip), Origin::RawList))
             }
-            _ => read_table(path, table).map(|t| (t, Origin::Table)),
+            _ => read_table_with(path, table, what).map(|t| (t, Origin::Table)),
         };
     let images_list = raw.and_then(|r| r.images.as_ref());
     let (images, a) = read(&images_path, images_list, &[], &["file"], &["file"])?;

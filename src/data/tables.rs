@@ -115,6 +115,10 @@ pub(crate) struct TableBuilder<'a> {
     mapped: Option<ScalarBuffer<f32>>,
     /// Keep an f32 feature column as it is (a single batch of a mapped file).
     pub keep_mapped: bool,
+    /// Read ids and metadata only; the table's features stay empty (its `dim`
+    /// is still set). For checks that only select rows, such as an importer's
+    /// split check: a COCO-size table's features are not read at all.
+    metadata_only: bool,
 }
 
 impl<'a> TableBuilder<'a> {
@@ -193,7 +197,14 @@ impl<'a> TableBuilder<'a> {
             owned,
             mapped: None,
             keep_mapped: false,
+            metadata_only: false,
         })
+    }
+
+    /// Reads ids and metadata only (see the field).
+    pub fn metadata_only(&mut self) {
+        self.metadata_only = true;
+        self.owned = Vec::new();
     }
 
     pub fn append(&mut self, batch: &RecordBatch) -> Result<(), DataError> {
@@ -219,7 +230,13 @@ impl<'a> TableBuilder<'a> {
             let out = self.table.lists.entry(name.clone()).or_default();
             string_lists(path, column(name)?.as_ref(), name, first_row, out)?;
         }
+        if self.metadata_only && self.dim.is_some() {
+            return Ok(());
+        }
         let values = feature_values(path, column("feature")?.as_ref(), first_row, &mut self.dim)?;
+        if self.metadata_only {
+            return Ok(());
+        }
         let dim = self.dim.unwrap_or(1);
         let bad_row = |position: usize| {
             let row = first_row + position / dim;

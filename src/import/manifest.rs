@@ -4,7 +4,8 @@
 //! out with a comment saying why, so the manifest always validates.
 
 use super::{ImportError, Output};
-use crate::data::split::{cut, tables_or_raw};
+use crate::data::read::Read;
+use crate::data::split::{cut, tables_or_raw_with};
 use crate::data::Manifest;
 
 /// A task of a default split, as written in YAML (`{ supercategory: [animal] }`).
@@ -135,7 +136,9 @@ pub fn write_checked(
     };
     write(&spec.render())?;
     let manifest = Manifest::load(&path)?;
-    let (images, captions, _) = tables_or_raw(&manifest)?;
+    // The split check selects rows: features are not read (a COCO-size
+    // import would otherwise hold them twice).
+    let (images, captions, _) = tables_or_raw_with(&manifest, Read::MetadataOnly)?;
     let mut notes = Vec::new();
     let mut splits = Vec::new();
     let mut last_error = None;

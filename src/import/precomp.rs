@@ -341,10 +341,20 @@ fn write_table(
         columns.into_iter().map(|(_, a)| a).collect(),
     )
     .map_err(|e| ImportError::Write(e.to_string()))?;
+    // Written as zero-copy slices of `WRITE_BATCH` rows: Arrow's IPC writer
+    // encodes each batch in memory before writing it, so one whole-table
+    // batch would hold the features twice (1.84x at COCO size).
+    let rows = batch.num_rows();
+    let slices = (0..rows.div_ceil(WRITE_BATCH).max(1)).map(|i| {
+        let start = i * WRITE_BATCH;
+        Ok(batch.slice(start, WRITE_BATCH.min(rows - start)))
+    });
     let path = out.file(name);
-    crate::encode::chunks::write_whole(&path, &schema, std::iter::once(Ok(batch)))
-        .map_err(ImportError::Write)
+    crate::encode::chunks::write_whole(&path, &schema, slices).map_err(ImportError::Write)
 }
+
+/// Rows per record batch of an imported table (as `lethe featurize` writes).
+const WRITE_BATCH: usize = 8192;
 
 fn write_images(
     out: &mut Output,
