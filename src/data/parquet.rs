@@ -5,9 +5,8 @@
 //! files are read; other codecs are named in the error with the way out.
 
 use super::error::DataError;
-use super::read::Read;
 use super::tables::{
-    feature_type, first_list_length, FeatureType, Table, TableBuilder, MAX_TABLE_BYTES,
+    feature_type, first_list_length, FeatureType, Read, Table, TableBuilder, MAX_TABLE_BYTES,
 };
 use crate::files::{contain, io_message, regular_file};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;

@@ -49,13 +49,7 @@ pub fn read_table(path: &Path, required: &[&str]) -> Result<Table, DataError> {
     read_table_with(path, required, Read::Everything)
 }
 
-/// What [`read_table_with`] reads.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Read {
-    Everything,
-    /// Ids and metadata; the features stay empty (`dim` is set).
-    MetadataOnly,
-}
+pub use super::tables::Read;
 
 pub fn read_table_with(path: &Path, required: &[&str], read: Read) -> Result<Table, DataError> {
     if is_parquet(path) {

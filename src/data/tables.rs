@@ -104,6 +104,14 @@ pub(crate) fn feature_type(path: &Path, schema: &Schema) -> Result<FeatureType, 
     }
 }
 
+/// What a table reader reads (`read::read_table_with`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Read {
+    Everything,
+    /// Ids and metadata; the features stay empty (`dim` is set).
+    MetadataOnly,
+}
+
 /// A table assembled batch by batch (Arrow IPC and Parquet alike).
 pub(crate) struct TableBuilder<'a> {
     path: &'a Path,
