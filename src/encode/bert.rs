@@ -14,8 +14,8 @@
 //!
 //! `tests/encode.rs` checks the rows against candle's graph on the same weights.
 
-use crate::linalg::functions::{dot, exp, gelu};
-use crate::linalg::{matmul, vectorized, View};
+use crate::linalg::functions::{dot, exp, gelu, sum};
+use crate::linalg::{affine, vectorized};
 use candle_core::Tensor;
 use candle_transformers::models::bert::{Config, HiddenAct};
 use rayon::prelude::*;
@@ -25,25 +25,14 @@ use std::collections::HashMap;
 /// `x · weight` is a plain row-major product.
 struct Dense {
     weight: Vec<f32>,
+    /// One value per output.
     bias: Vec<f32>,
-    inputs: usize,
-    outputs: usize,
 }
 
 impl Dense {
     /// `out = x · weight + bias` for `rows` rows of `x`.
     fn apply(&self, x: &[f32], rows: usize, out: &mut Vec<f32>) {
-        out.clear();
-        out.reserve(rows * self.outputs);
-        for _ in 0..rows {
-            out.extend_from_slice(&self.bias);
-        }
-        matmul(
-            out,
-            View::Plain(x, rows, self.inputs),
-            View::Plain(&self.weight, self.inputs, self.outputs),
-            true,
-        );
+        affine(out, x, rows, &self.weight, &self.bias);
     }
 }
 
@@ -59,7 +48,7 @@ impl LayerNorm {
     #[inline(always)]
     fn row(&self, x: &mut [f32]) {
         let n = x.len() as f32;
-        let mean = lane_sum(x) / n;
+        let mean = sum(x) / n;
         for v in x.iter_mut() {
             *v -= mean;
         }
@@ -69,23 +58,6 @@ impl LayerNorm {
             *v = *v * inv * g + b;
         }
     }
-}
-
-/// Σ x in 16 fixed lanes (see [`dot`]).
-#[inline(always)]
-fn lane_sum(x: &[f32]) -> f32 {
-    let mut lanes = [0f32; 16];
-    let chunks = x.chunks_exact(16);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for l in 0..16 {
-            lanes[l] += c[l];
-        }
-    }
-    for (l, v) in tail.iter().enumerate() {
-        lanes[l] += v;
-    }
-    lanes.iter().sum()
 }
 
 struct Layer {
@@ -183,12 +155,7 @@ impl CpuBert {
                 }
                 bias.extend(get(&format!("{name}.bias"), &[outputs])?);
             }
-            Ok(Dense {
-                weight,
-                bias,
-                inputs,
-                outputs: width,
-            })
+            Ok(Dense { weight, bias })
         };
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for l in 0..config.num_hidden_layers {
@@ -274,7 +241,7 @@ impl CpuBert {
             layer.attention_out.apply(&context, rows, &mut projected);
             residual_norm(&mut x, &projected, &layer.attention_norm, d);
             layer.up.apply(&x, rows, &mut wide);
-            wide.par_chunks_mut(ROWS_PER_TASK * layer.up.outputs)
+            wide.par_chunks_mut(ROWS_PER_TASK * layer.up.bias.len())
                 .for_each(|c| vectorized(|| c.iter_mut().for_each(|v| *v = gelu(*v))));
             layer.down.apply(&wide, rows, &mut projected);
             residual_norm(&mut x, &projected, &layer.output_norm, d);

@@ -7,7 +7,7 @@
 //! [`super::image`] holds the network's description and its candle graph, the
 //! reference `tests/encode.rs` checks this forward against.
 
-use crate::linalg::{matmul, vectorized, View};
+use crate::linalg::{affine, vectorized};
 use rayon::prelude::*;
 
 /// A convolution with batch norm folded in, weights in the layout its loop
@@ -51,6 +51,56 @@ fn same(size: usize, kernel: usize, stride: usize) -> (usize, usize) {
     (out, total / 2)
 }
 
+/// A k x k window sliding with a stride over an `h x w` map, TF "same" padding.
+struct Window {
+    k: usize,
+    stride: usize,
+    h: usize,
+    w: usize,
+    /// Output size and padding before, per dimension.
+    out: (usize, usize),
+    pad: (usize, usize),
+}
+
+impl Window {
+    fn new(k: usize, stride: usize, x: &Map) -> Window {
+        let (ho, top) = same(x.h, k, stride);
+        let (wo, left) = same(x.w, k, stride);
+        Window {
+            k,
+            stride,
+            h: x.h,
+            w: x.w,
+            out: (ho, wo),
+            pad: (top, left),
+        }
+    }
+
+    /// Calls `f(tap, pixel)` for each tap (`dy·k + dx`) of output (y, x) that
+    /// falls inside the map (padding reads zeros, so those are skipped), with
+    /// the input pixel's index in its image (`yi·w + xi`).
+    #[inline(always)]
+    fn taps(&self, y: usize, x: usize, mut f: impl FnMut(usize, usize)) {
+        for dy in 0..self.k {
+            let Some(yi) = (y * self.stride + dy)
+                .checked_sub(self.pad.0)
+                .filter(|&v| v < self.h)
+            else {
+                continue;
+            };
+            for dx in 0..self.k {
+                let Some(xi) = (x * self.stride + dx)
+                    .checked_sub(self.pad.1)
+                    .filter(|&v| v < self.w)
+                else {
+                    continue;
+                };
+                f(dy * self.k + dx, yi * self.w + xi);
+            }
+        }
+    }
+}
+
 #[inline(always)]
 fn activate(v: f32, relu6: bool) -> f32 {
     if relu6 {
@@ -64,33 +114,11 @@ fn activate(v: f32, relu6: bool) -> f32 {
 const PIXELS_PER_TASK: usize = 64;
 
 impl Conv {
-    /// A 1x1 convolution: `x · weight + bias` over every pixel, then ReLU6;
-    /// `residual` is added before the activation's output is stored (the
-    /// blocks that add one have no activation on it).
+    /// A 1x1 convolution: `x · weight + bias` over every pixel, plus
+    /// `residual` when given, then ReLU6 when the layer has it (no block adds a
+    /// residual to an activated layer).
     fn pointwise(&self, x: &Map, residual: Option<&Map>) -> Map {
         let pixels = x.n * x.h * x.w;
-        let mut out = Vec::with_capacity(pixels * self.outputs);
-        match residual {
-            Some(r) => {
-                debug_assert_eq!(r.data.len(), pixels * self.outputs);
-                out.extend_from_slice(&r.data);
-                out.par_chunks_mut(PIXELS_PER_TASK * self.outputs)
-                    .for_each(|rows| {
-                        vectorized(|| {
-                            for row in rows.chunks_exact_mut(self.outputs) {
-                                for (v, b) in row.iter_mut().zip(&self.bias) {
-                                    *v += b;
-                                }
-                            }
-                        })
-                    });
-            }
-            None => {
-                for _ in 0..pixels {
-                    out.extend_from_slice(&self.bias);
-                }
-            }
-        }
         // A pointwise layer's rows are its input channels; the stem's (through
         // `full`) are its im2col patches, k·k·inputs wide.
         assert_eq!(
@@ -98,17 +126,22 @@ impl Conv {
             self.weight.len(),
             "convolution input width"
         );
-        matmul(
-            &mut out,
-            View::Plain(&x.data, pixels, x.c),
-            View::Plain(&self.weight, x.c, self.outputs),
-            true,
-        );
-        if self.relu6 {
-            out.par_chunks_mut(PIXELS_PER_TASK * self.outputs)
-                .for_each(|rows| {
-                    vectorized(|| rows.iter_mut().for_each(|v| *v = v.clamp(0.0, 6.0)))
-                });
+        let mut out = Vec::new();
+        affine(&mut out, &x.data, pixels, &self.weight, &self.bias);
+        if residual.is_some() || self.relu6 {
+            let width = PIXELS_PER_TASK * self.outputs;
+            out.par_chunks_mut(width).enumerate().for_each(|(t, rows)| {
+                vectorized(|| {
+                    if let Some(r) = residual {
+                        for (v, a) in rows.iter_mut().zip(&r.data[t * width..]) {
+                            *v += a;
+                        }
+                    }
+                    for v in rows.iter_mut() {
+                        *v = activate(*v, self.relu6);
+                    }
+                })
+            });
         }
         Map {
             data: out,
@@ -121,9 +154,8 @@ impl Conv {
 
     /// A depthwise k x k convolution with TF "same" padding, then ReLU6.
     fn depthwise(&self, x: &Map) -> Map {
-        let (k, s, c) = (self.kernel, self.stride, x.c);
-        let (ho, top) = same(x.h, k, s);
-        let (wo, left) = same(x.w, k, s);
+        let window = Window::new(self.kernel, self.stride, x);
+        let ((ho, wo), c) = (window.out, x.c);
         let mut out = vec![0f32; x.n * ho * wo * c];
         out.par_chunks_mut(wo * c).enumerate().for_each(|(row, o)| {
             vectorized(|| {
@@ -131,22 +163,13 @@ impl Conv {
                 let plane = &x.data[img * x.h * x.w * c..(img + 1) * x.h * x.w * c];
                 for (xo, acc) in o.chunks_exact_mut(c).enumerate() {
                     acc.copy_from_slice(&self.bias);
-                    for dy in 0..k {
-                        let Some(yi) = (y * s + dy).checked_sub(top).filter(|&v| v < x.h) else {
-                            continue;
-                        };
-                        for dx in 0..k {
-                            let Some(xi) = (xo * s + dx).checked_sub(left).filter(|&v| v < x.w)
-                            else {
-                                continue;
-                            };
-                            let input = &plane[(yi * x.w + xi) * c..(yi * x.w + xi + 1) * c];
-                            let tap = &self.weight[(dy * k + dx) * c..(dy * k + dx + 1) * c];
-                            for ((a, v), f) in acc.iter_mut().zip(input).zip(tap) {
-                                *a += v * f;
-                            }
+                    window.taps(y, xo, |tap, pixel| {
+                        let input = &plane[pixel * c..(pixel + 1) * c];
+                        let filter = &self.weight[tap * c..(tap + 1) * c];
+                        for ((a, v), f) in acc.iter_mut().zip(input).zip(filter) {
+                            *a += v * f;
                         }
-                    }
+                    });
                     for a in acc.iter_mut() {
                         *a = activate(*a, self.relu6);
                     }
@@ -165,12 +188,10 @@ impl Conv {
     /// A full k x k convolution with TF "same" padding (the stem: 3 input
     /// channels), as an im2col matrix times the weights.
     fn full(&self, x: &Map) -> Map {
-        let (k, s, cin) = (self.kernel, self.stride, x.c);
-        let (ho, top) = same(x.h, k, s);
-        let (wo, left) = same(x.w, k, s);
-        let patch = k * k * cin;
-        let pixels = x.n * ho * wo;
-        let mut columns = vec![0f32; pixels * patch];
+        let window = Window::new(self.kernel, self.stride, x);
+        let ((ho, wo), cin) = (window.out, x.c);
+        let patch = self.kernel * self.kernel * cin;
+        let mut columns = vec![0f32; x.n * ho * wo * patch];
         columns
             .par_chunks_mut(wo * patch)
             .enumerate()
@@ -178,21 +199,10 @@ impl Conv {
                 let (img, y) = (row / ho, row % ho);
                 let plane = &x.data[img * x.h * x.w * cin..(img + 1) * x.h * x.w * cin];
                 for (xo, col) in cols.chunks_exact_mut(patch).enumerate() {
-                    for dy in 0..k {
-                        let Some(yi) = (y * s + dy).checked_sub(top).filter(|&v| v < x.h) else {
-                            continue;
-                        };
-                        for dx in 0..k {
-                            let Some(xi) = (xo * s + dx).checked_sub(left).filter(|&v| v < x.w)
-                            else {
-                                continue;
-                            };
-                            let at = (dy * k + dx) * cin;
-                            col[at..at + cin].copy_from_slice(
-                                &plane[(yi * x.w + xi) * cin..(yi * x.w + xi + 1) * cin],
-                            );
-                        }
-                    }
+                    window.taps(y, xo, |tap, pixel| {
+                        col[tap * cin..(tap + 1) * cin]
+                            .copy_from_slice(&plane[pixel * cin..(pixel + 1) * cin]);
+                    });
                 }
             });
         let as_pixels = Map {

@@ -59,23 +59,57 @@ pub fn exp(x: f32) -> f32 {
     }
 }
 
-/// Σ a·b in 16 fixed lanes: vectorises, and its rounding does not depend on the
-/// vector width the CPU offers.
+/// Lanes of [`dot`] and [`sum`].
+const LANES: usize = 16;
+
+/// Σ a·b with sixteen running sums (vector code), the lanes then added in a
+/// fixed tree, so every call gives the same bits whatever the vector width.
+/// Also the exact re-scoring of search (`eval::search`).
 #[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
-    let mut lanes = [0f32; 16];
-    let (a16, b16) = (a.chunks_exact(16), b.chunks_exact(16));
-    let (a_tail, b_tail) = (a16.remainder(), b16.remainder());
-    for (x, y) in a16.zip(b16) {
-        for l in 0..16 {
+    let mut lanes = [0f32; LANES];
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (a_rest, b_rest) = (a_chunks.remainder(), b_chunks.remainder());
+    for (x, y) in a_chunks.zip(b_chunks) {
+        for l in 0..LANES {
             lanes[l] += x[l] * y[l];
         }
     }
-    for (l, (x, y)) in a_tail.iter().zip(b_tail).enumerate() {
+    for (l, (x, y)) in a_rest.iter().zip(b_rest).enumerate() {
         lanes[l] += x * y;
     }
-    lanes.iter().sum()
+    reduce(lanes)
+}
+
+/// Σ x in sixteen running sums, as [`dot`].
+#[inline(always)]
+pub fn sum(x: &[f32]) -> f32 {
+    let mut lanes = [0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..LANES {
+            lanes[l] += c[l];
+        }
+    }
+    for (l, v) in rest.iter().enumerate() {
+        lanes[l] += v;
+    }
+    reduce(lanes)
+}
+
+/// The lanes added pairwise: halves folded onto each other.
+#[inline(always)]
+fn reduce(mut lanes: [f32; LANES]) -> f32 {
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            lanes[l] += lanes[l + width];
+        }
+    }
+    lanes[0]
 }
 
 #[cfg(test)]
@@ -142,10 +176,12 @@ mod tests {
     }
 
     #[test]
-    fn dot_sums_every_element() {
+    fn dot_and_sum_take_every_element() {
         let a: Vec<f32> = (0..37).map(|i| i as f32 * 0.5).collect();
         let b: Vec<f32> = (0..37).map(|i| 1.0 - i as f32 * 0.25).collect();
         let want: f64 = a.iter().zip(&b).map(|(x, y)| (x * y) as f64).sum();
         assert!((dot(&a, &b) as f64 - want).abs() < 1e-4);
+        let total: f64 = a.iter().map(|&x| x as f64).sum();
+        assert!((sum(&a) as f64 - total).abs() < 1e-4);
     }
 }

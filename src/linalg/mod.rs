@@ -98,6 +98,30 @@ pub fn matmul_on(dst: &mut [f32], a: View, b: View, accumulate: bool, threads: T
     }
 }
 
+/// `out = x · weight + bias` on every thread of the pool: `x` is `rows x inputs`,
+/// `weight` `inputs x outputs` (both row-major) and `bias` has `outputs` values.
+/// `out` is resized to `rows x outputs`; its buffer is reused. The encoders'
+/// dense and 1x1-convolution layers.
+pub fn affine(out: &mut Vec<f32>, x: &[f32], rows: usize, weight: &[f32], bias: &[f32]) {
+    let outputs = bias.len();
+    assert!(
+        outputs > 0 && weight.len().is_multiple_of(outputs),
+        "weight and bias widths"
+    );
+    let inputs = weight.len() / outputs;
+    out.clear();
+    out.reserve(rows * outputs);
+    for _ in 0..rows {
+        out.extend_from_slice(bias);
+    }
+    matmul(
+        out,
+        View::Plain(x, rows, inputs),
+        View::Plain(weight, inputs, outputs),
+        true,
+    );
+}
+
 /// Runs `f` compiled for AVX-512 where the CPU has it, for the element-wise
 /// loops of a step (the crate itself targets baseline x86-64, so SSE2 is all
 /// the compiler may assume). `f` is inlined into a function with the AVX-512

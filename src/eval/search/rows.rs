@@ -5,9 +5,10 @@
 //! when its bf16 score is within that margin of the figure it is compared with,
 //! so ranks and top `k` are those of the f32 scores.
 
-use super::shortlist::{dot, Bf16Operands, Shortlist};
+use super::shortlist::{Bf16Operands, Shortlist};
 use super::{first_correct_rank, matmul_on, query_rows, top_k, Matrix, Scoring, Threads, View};
 use crate::linalg::amx::{self, STEP};
+use crate::linalg::functions::dot;
 use rayon::prelude::*;
 
 /// Similarities held per thread at once (32 MiB): a block of queries against

@@ -7,6 +7,7 @@
 
 use super::{keep_best, Matrix};
 use crate::linalg::amx::{self, Bf16Rows, PackedColumns, BF16_UNIT, STEP};
+use crate::linalg::functions::dot;
 use rayon::prelude::*;
 
 /// Queries per parallel block (their bf16 rows, 256 KiB at 512 dimensions, stay
@@ -228,29 +229,4 @@ impl Shortlist {
         keep_best(&mut exact, self.k);
         exact
     }
-}
-
-/// An f32 dot product with sixteen running sums (vector code), summed in a
-/// fixed order so every call gives the same bits.
-pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    const LANES: usize = 16;
-    let mut sums = [0f32; LANES];
-    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (a_rest, b_rest) = (a_chunks.remainder(), b_chunks.remainder());
-    for (x, y) in a_chunks.zip(b_chunks) {
-        for l in 0..LANES {
-            sums[l] += x[l] * y[l];
-        }
-    }
-    for (l, (x, y)) in a_rest.iter().zip(b_rest).enumerate() {
-        sums[l] += x * y;
-    }
-    let mut width = LANES;
-    while width > 1 {
-        width /= 2;
-        for l in 0..width {
-            sums[l] += sums[l + width];
-        }
-    }
-    sums[0]
 }
