@@ -98,6 +98,45 @@ pub fn matmul_on(dst: &mut [f32], a: View, b: View, accumulate: bool, threads: T
     }
 }
 
+/// Side of the square tiles [`transpose`] copies: a tile's 32 source rows and
+/// 32 destination rows stay in the L1 cache while it is copied.
+const TRANSPOSE_TILE: usize = 32;
+
+/// Writes the transpose of the row-major `src` (rows x cols) to `dst` (cols x
+/// rows, row-major), tile by tile.
+pub fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    transpose_map(src, rows, cols, dst, |_, v| v);
+}
+
+/// [`transpose`] with `f(index in dst, value)` applied to each element on the
+/// way: the fused step's "transpose and multiply by the activation's slope".
+#[inline(always)]
+pub fn transpose_map(
+    src: &[f32],
+    rows: usize,
+    cols: usize,
+    dst: &mut [f32],
+    f: impl Fn(usize, f32) -> f32,
+) {
+    assert!(
+        src.len() >= rows * cols && dst.len() >= rows * cols,
+        "transpose past its buffers"
+    );
+    vectorized(|| {
+        for r0 in (0..rows).step_by(TRANSPOSE_TILE) {
+            let r1 = (r0 + TRANSPOSE_TILE).min(rows);
+            for c0 in (0..cols).step_by(TRANSPOSE_TILE) {
+                for c in c0..(c0 + TRANSPOSE_TILE).min(cols) {
+                    let row = c * rows;
+                    for (d, r) in dst[row + r0..row + r1].iter_mut().zip(r0..r1) {
+                        *d = f(row + r, src[r * cols + c]);
+                    }
+                }
+            }
+        }
+    })
+}
+
 /// `out = x · weight + bias` on every thread of the pool: `x` is `rows x inputs`,
 /// `weight` `inputs x outputs` (both row-major) and `bias` has `outputs` values.
 /// `out` is resized to `rows x outputs`; its buffer is reused. The encoders'

@@ -105,13 +105,6 @@ pub fn normalize_rows_backward(grad: &mut [f32], e: &[f32], norms: &[f32]) {
     }
 }
 
-/// `a[i] *= b[i]`.
-pub fn multiply_in_place(a: &mut [f32], b: &[f32]) {
-    for (x, y) in a.iter_mut().zip(b) {
-        *x *= y;
-    }
-}
-
 /// Σ a_i b_i.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()

@@ -204,12 +204,13 @@ fn penalised(net: &Net, imp: &Importance, on: Coverage) -> candle_core::Result<P
     net.names()
         .iter()
         .zip(&net.groups)
-        .map(|(name, &group)| {
+        .enumerate()
+        .map(|(i, (name, &group))| {
             if !importance::covers(on, group) {
                 return Ok(None);
             }
             match imp.tensors.iter().find(|(n, _)| n == name) {
-                Some((_, t)) => Ok(Some(t.flatten_all()?.to_vec1::<f32>()?)),
+                Some((_, t)) => Ok(Some(net.in_layout(i, &t.flatten_all()?.to_vec1::<f32>()?))),
                 None => Ok(None),
             }
         })
