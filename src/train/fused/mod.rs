@@ -8,6 +8,7 @@
 mod kernels;
 mod losses;
 mod net;
+mod old_embeddings;
 mod update;
 
 use super::batches::Batch;
@@ -24,6 +25,7 @@ use crate::rng::Rng;
 use kernels::View;
 use losses::{Positives, PseudoScores};
 use net::{Grads, Net, Tape};
+use old_embeddings::OldEmbeddings;
 use update::OptimizerState;
 
 /// A weight penalty's importance laid out like the net's parameters (None: the
@@ -35,6 +37,11 @@ pub struct FusedStep<'a> {
     net: Net,
     /// The previous model, when a term reads its similarities.
     old: Option<Net>,
+    /// Its embeddings of the rows seen so far, when the stage is small enough
+    /// to keep them ([`old_embeddings::fits`]).
+    old_embeddings: Option<OldEmbeddings>,
+    /// The image row of each pair of the batch.
+    image_rows: Vec<u32>,
     /// The previous model's parameters, when a term penalises moving from them.
     anchors: Option<Vec<Vec<f32>>>,
     terms: Vec<LossTerm<PenaltyWeights>>,
@@ -80,6 +87,13 @@ impl<'a> FusedStep<'a> {
             .iter()
             .map(|t| t.try_map_importance(|importance, on| penalised(&net, importance, on)))
             .collect::<candle_core::Result<Vec<_>>>()?;
+        let stage_rows = stage.tasks.iter().map(|t| t.len()).sum::<usize>()
+            + stage.past.iter().map(|(_, rows)| rows.len()).sum::<usize>();
+        let old_embeddings = old
+            .as_ref()
+            .map(|old| old.output_dim(Modality::Image))
+            .filter(|&dim| old_embeddings::fits(stage_rows, dim))
+            .map(|dim| OldEmbeddings::new(&stage.data, dim));
         let grads = Grads::for_net(&net);
         let optimizer =
             OptimizerState::new(&stage.train.optimizer, net.values.iter().map(Vec::len));
@@ -87,6 +101,8 @@ impl<'a> FusedStep<'a> {
             model,
             net,
             old,
+            old_embeddings,
+            image_rows: Vec::new(),
             anchors,
             terms: fused_terms,
             loss: stage.train.loss.clone(),
@@ -287,13 +303,38 @@ impl Stepper for FusedStep<'_> {
             }
         };
         if let Some(old) = &self.old {
-            for (k, tape) in self.old_tapes.iter_mut().enumerate() {
-                let source = &self.tapes[k].inputs[0];
-                tape.features(b, source.len() / b.max(1))
-                    .copy_from_slice(source);
+            match &mut self.old_embeddings {
+                Some(stored) => {
+                    // The old tapes' embeddings hold the batch's, as a forward
+                    // pass would have left them.
+                    self.image_rows.clear();
+                    self.image_rows.extend(
+                        batch
+                            .captions
+                            .iter()
+                            .map(|&c| self.data.caption_image[c as usize]),
+                    );
+                    let [oi, ot] = &mut self.old_tapes;
+                    let (data, rows) = (&self.data, &self.image_rows);
+                    stored.gather(old, data, Modality::Image, rows, &mut oi.embeddings);
+                    stored.gather(
+                        old,
+                        data,
+                        Modality::Text,
+                        &batch.captions,
+                        &mut ot.embeddings,
+                    );
+                }
+                None => {
+                    for (k, tape) in self.old_tapes.iter_mut().enumerate() {
+                        let source = &self.tapes[k].inputs[0];
+                        tape.features(b, source.len() / b.max(1))
+                            .copy_from_slice(source);
+                    }
+                    old.forward(Modality::Image, &mut self.old_tapes[0], None);
+                    old.forward(Modality::Text, &mut self.old_tapes[1], None);
+                }
             }
-            old.forward(Modality::Image, &mut self.old_tapes[0], None);
-            old.forward(Modality::Text, &mut self.old_tapes[1], None);
             let [oi, ot] = &self.old_tapes;
             similarity(&mut self.old_similarity, &oi.embeddings, &ot.embeddings, b);
         }

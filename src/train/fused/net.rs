@@ -98,7 +98,7 @@ impl Net {
         input_major(values, out, inp)
     }
 
-    fn output_dim(&self, m: Modality) -> usize {
+    pub fn output_dim(&self, m: Modality) -> usize {
         let path = &self.paths[branch_index(m)];
         self.shapes[path[path.len() - 1].0].0
     }
