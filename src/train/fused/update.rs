@@ -13,19 +13,29 @@ use rayon::prelude::*;
 /// enough to share the biggest layer (2M weights) between threads.
 const CHUNK: usize = 1 << 15;
 
-/// Eight running f64 sums, element `i` going to sum `i % 8`, added up in a
-/// fixed order: the same result on any machine and thread count, and eight
-/// independent additions the compiler can vectorise (one running sum would
-/// wait on the previous addition's latency for every element).
+/// Sixteen running f64 sums, element `i` going to sum `i % 16`, added up in a
+/// fixed order: the same result on any machine and thread count, and sixteen
+/// independent additions the compiler vectorises as two AVX-512 registers (one
+/// running sum would wait on the previous addition's latency for every
+/// element; eight, one register, still waited: the gradient norm's pass took
+/// 0.94-1.15 ms a step for 3.9 M values where sixteen take 0.33-0.39).
 #[derive(Default)]
 struct LaneSums([f64; LANES]);
 
-const LANES: usize = 8;
+const LANES: usize = 16;
 
 impl LaneSums {
+    /// Pairwise, in a fixed order.
     fn total(&self) -> f64 {
-        let s = &self.0;
-        ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]))
+        let mut s = self.0;
+        let mut width = LANES;
+        while width > 1 {
+            width /= 2;
+            for l in 0..width {
+                s[l] += s[l + width];
+            }
+        }
+        s[0]
     }
 }
 
@@ -46,25 +56,29 @@ pub fn penalty(
         .map(|(((g, t), a), o)| {
             vectorized(|| {
                 let mut sums = LaneSums::default();
-                let mut g8 = g.chunks_exact_mut(LANES);
-                let (t8, a8, o8) = (
+                let mut g_lanes = g.chunks_exact_mut(LANES);
+                let (t_lanes, a_lanes, o_lanes) = (
                     t.chunks_exact(LANES),
                     a.chunks_exact(LANES),
                     o.chunks_exact(LANES),
                 );
-                let (t_rest, a_rest, o_rest) = (t8.remainder(), a8.remainder(), o8.remainder());
+                let (t_rest, a_rest, o_rest) = (
+                    t_lanes.remainder(),
+                    a_lanes.remainder(),
+                    o_lanes.remainder(),
+                );
                 let one =
                     |sums: &mut LaneSums, lane: usize, g: &mut f32, t: f32, a: f32, o: f32| {
                         let diff = t - a;
                         sums.0[lane] += (o * diff * diff) as f64;
                         *g += 2.0 * c * o * diff;
                     };
-                for (((g, t), a), o) in (&mut g8).zip(t8).zip(a8).zip(o8) {
+                for (((g, t), a), o) in (&mut g_lanes).zip(t_lanes).zip(a_lanes).zip(o_lanes) {
                     for l in 0..LANES {
                         one(&mut sums, l, &mut g[l], t[l], a[l], o[l]);
                     }
                 }
-                for (l, g) in g8.into_remainder().iter_mut().enumerate() {
+                for (l, g) in g_lanes.into_remainder().iter_mut().enumerate() {
                     one(&mut sums, l, g, t_rest[l], a_rest[l], o_rest[l]);
                 }
                 sums.total()
@@ -88,12 +102,16 @@ pub fn gradient_norm(grads: &Grads) -> f64 {
             .map(|c| {
                 vectorized(|| {
                     let mut sums = LaneSums::default();
-                    let eights = c.chunks_exact(LANES);
-                    let rest = eights.remainder();
-                    for v in eights.chain([rest]) {
-                        for (sum, &x) in sums.0.iter_mut().zip(v) {
-                            *sum += (x as f64) * (x as f64);
+                    let lanes = c.chunks_exact(LANES);
+                    let rest = lanes.remainder();
+                    // Indexed, not zipped: the zipped form was not vectorised.
+                    for v in lanes {
+                        for l in 0..LANES {
+                            sums.0[l] += (v[l] as f64) * (v[l] as f64);
                         }
+                    }
+                    for (sum, &x) in sums.0.iter_mut().zip(rest) {
+                        *sum += (x as f64) * (x as f64);
                     }
                     sums.total()
                 })
