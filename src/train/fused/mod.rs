@@ -449,16 +449,13 @@ impl Stepper for FusedStep<'_> {
                 } => {
                     let anchors =
                         required(&self.anchors, term.name, "the previous model's parameters")?;
-                    for (i, omega) in importance.iter().enumerate() {
-                        let Some(omega) = omega else { continue };
-                        *value += update::penalty(
-                            &self.net.values[i],
-                            &anchors[i],
-                            omega,
-                            *coefficient,
-                            self.grads.buffer(i),
-                        );
-                    }
+                    *value += update::penalty(
+                        &self.net.values,
+                        anchors,
+                        importance,
+                        *coefficient,
+                        &mut self.grads,
+                    );
                 }
                 LossKind::Modx(_) | LossKind::Distill(_) | LossKind::PseudoText(_) => {} // before the backward pass
             }

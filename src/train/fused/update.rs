@@ -39,20 +39,34 @@ impl LaneSums {
     }
 }
 
-/// `coefficient · Σ Ω (θ − θ*)²` over parameter `i`; adds its gradient
-/// `2 · coefficient · Ω (θ − θ*)` to `grads`. Returns the (weighted) value.
+/// `coefficient · Σ Ω (θ − θ*)²` over the parameters with an importance
+/// (`omega[i]`); adds its gradient `2 · coefficient · Ω (θ − θ*)` to `grads`.
+/// Returns the (weighted) value. One parallel loop over every parameter's
+/// chunks: a loop per parameter woke the thread pool eight times a pass.
 pub fn penalty(
-    theta: &[f32],
-    anchor: &[f32],
-    omega: &[f32],
+    theta: &[Vec<f32>],
+    anchor: &[Vec<f32>],
+    omega: &[Option<Vec<f32>>],
     coefficient: f64,
-    grad: &mut [f32],
+    grads: &mut Grads,
 ) -> f64 {
     let c = coefficient as f32;
-    grad.par_chunks_mut(CHUNK)
-        .zip(theta.par_chunks(CHUNK))
-        .zip(anchor.par_chunks(CHUNK))
-        .zip(omega.par_chunks(CHUNK))
+    let penalised: Vec<usize> = (0..omega.len()).filter(|&i| omega[i].is_some()).collect();
+    for &i in &penalised {
+        grads.buffer(i); // zeroed if no loss term wrote it
+    }
+    let mut work = Vec::new();
+    for (i, g) in grads.values.iter_mut().enumerate() {
+        let Some(o) = &omega[i] else { continue };
+        work.extend(
+            g.chunks_mut(CHUNK)
+                .zip(theta[i].chunks(CHUNK))
+                .zip(anchor[i].chunks(CHUNK))
+                .zip(o.chunks(CHUNK)),
+        );
+    }
+    let parts: Vec<f64> = work
+        .into_par_iter()
         .map(|(((g, t), a), o)| {
             vectorized(|| {
                 let mut sums = LaneSums::default();
@@ -84,42 +98,40 @@ pub fn penalty(
                 sums.total()
             })
         })
-        .collect::<Vec<f64>>()
-        .iter()
-        .sum::<f64>()
-        * coefficient
+        .collect();
+    parts.iter().sum::<f64>() * coefficient
 }
 
 /// The global L2 norm of every gradient written this step.
 pub fn gradient_norm(grads: &Grads) -> f64 {
-    let mut total = 0f64;
-    for (g, &touched) in grads.values.iter().zip(&grads.touched) {
-        if !touched {
-            continue;
-        }
-        let parts: Vec<f64> = g
-            .par_chunks(CHUNK)
-            .map(|c| {
-                vectorized(|| {
-                    let mut sums = LaneSums::default();
-                    let lanes = c.chunks_exact(LANES);
-                    let rest = lanes.remainder();
-                    // Indexed, not zipped: the zipped form was not vectorised.
-                    for v in lanes {
-                        for l in 0..LANES {
-                            sums.0[l] += (v[l] as f64) * (v[l] as f64);
-                        }
+    let chunks: Vec<&[f32]> = grads
+        .values
+        .iter()
+        .zip(&grads.touched)
+        .filter(|(_, &touched)| touched)
+        .flat_map(|(g, _)| g.chunks(CHUNK))
+        .collect();
+    let parts: Vec<f64> = chunks
+        .into_par_iter()
+        .map(|c| {
+            vectorized(|| {
+                let mut sums = LaneSums::default();
+                let lanes = c.chunks_exact(LANES);
+                let rest = lanes.remainder();
+                // Indexed, not zipped: the zipped form was not vectorised.
+                for v in lanes {
+                    for l in 0..LANES {
+                        sums.0[l] += (v[l] as f64) * (v[l] as f64);
                     }
-                    for (sum, &x) in sums.0.iter_mut().zip(rest) {
-                        *sum += (x as f64) * (x as f64);
-                    }
-                    sums.total()
-                })
+                }
+                for (sum, &x) in sums.0.iter_mut().zip(rest) {
+                    *sum += (x as f64) * (x as f64);
+                }
+                sums.total()
             })
-            .collect();
-        total += parts.iter().sum::<f64>();
-    }
-    total.sqrt()
+        })
+        .collect();
+    parts.iter().sum::<f64>().sqrt()
 }
 
 /// Optimizer state: first and second moments (SGD: the velocity in `first`).
@@ -156,44 +168,64 @@ impl OptimizerState {
         self.steps += 1;
         let rule = UpdateRule::at(&self.spec, self.steps, lr);
         let scale = grad_scale as f32;
-        for (i, theta) in values.iter_mut().enumerate() {
-            if !grads.touched[i] {
-                continue;
-            }
-            let g = &grads.values[i];
-            let first_update = !self.started[i];
-            self.started[i] = true;
-            match rule {
-                UpdateRule::Adamw(c) => {
-                    let rule = c.in_f32();
-                    theta
-                        .par_chunks_mut(CHUNK)
-                        .zip(self.first[i].par_chunks_mut(CHUNK))
-                        .zip(self.second[i].par_chunks_mut(CHUNK))
-                        .zip(g.par_chunks(CHUNK))
-                        .for_each(|(((th, m), v), g)| {
-                            vectorized(|| {
-                                for (((th, m), v), g) in th.iter_mut().zip(m).zip(v).zip(g) {
-                                    rule.apply(th, m, v, g * scale);
-                                }
-                            })
-                        });
+        // Every touched parameter's chunks in one parallel loop (see `penalty`).
+        let touched = |i: &usize| grads.touched[*i];
+        match rule {
+            UpdateRule::Adamw(c) => {
+                let rule = c.in_f32();
+                let mut work = Vec::new();
+                for (i, ((theta, m), v)) in values
+                    .iter_mut()
+                    .zip(&mut self.first)
+                    .zip(&mut self.second)
+                    .enumerate()
+                    .filter(|(i, _)| touched(i))
+                {
+                    work.extend(
+                        theta
+                            .chunks_mut(CHUNK)
+                            .zip(m.chunks_mut(CHUNK))
+                            .zip(v.chunks_mut(CHUNK))
+                            .zip(grads.values[i].chunks(CHUNK)),
+                    );
                 }
-                UpdateRule::Sgd(c) => {
-                    let rule = c.in_f32();
-                    theta
-                        .par_chunks_mut(CHUNK)
-                        .zip(self.first[i].par_chunks_mut(CHUNK))
-                        .zip(g.par_chunks(CHUNK))
-                        .for_each(|((th, b), g)| {
-                            vectorized(|| {
-                                for ((th, b), g) in th.iter_mut().zip(b).zip(g) {
-                                    rule.apply(th, b, g * scale, first_update);
-                                }
-                            })
-                        });
-                }
+                work.into_par_iter().for_each(|(((th, m), v), g)| {
+                    vectorized(|| {
+                        for (((th, m), v), g) in th.iter_mut().zip(m).zip(v).zip(g) {
+                            rule.apply(th, m, v, g * scale);
+                        }
+                    })
+                });
             }
+            UpdateRule::Sgd(c) => {
+                let rule = c.in_f32();
+                let mut work = Vec::new();
+                for (i, (theta, b)) in values
+                    .iter_mut()
+                    .zip(&mut self.first)
+                    .enumerate()
+                    .filter(|(i, _)| touched(i))
+                {
+                    let first_update = !self.started[i];
+                    work.extend(
+                        theta
+                            .chunks_mut(CHUNK)
+                            .zip(b.chunks_mut(CHUNK))
+                            .zip(grads.values[i].chunks(CHUNK))
+                            .map(|((th, b), g)| (th, b, g, first_update)),
+                    );
+                }
+                work.into_par_iter().for_each(|(th, b, g, first_update)| {
+                    vectorized(|| {
+                        for ((th, b), g) in th.iter_mut().zip(b).zip(g) {
+                            rule.apply(th, b, g * scale, first_update);
+                        }
+                    })
+                });
+            }
+        }
+        for (i, started) in self.started.iter_mut().enumerate() {
+            *started |= grads.touched[i];
         }
     }
 }
