@@ -242,27 +242,35 @@ impl CpuBert {
             residual_norm(&mut x, &projected, &layer.attention_norm, d);
             layer.up.apply(&x, rows, &mut wide);
             wide.par_chunks_mut(ROWS_PER_TASK * layer.up.bias.len())
-                .for_each(|c| vectorized(|| c.iter_mut().for_each(|v| *v = gelu(*v))));
+                .for_each(|c| {
+                    vectorized(
+                        #[inline(always)]
+                        || c.iter_mut().for_each(|v| *v = gelu(*v)),
+                    )
+                });
             layer.down.apply(&wide, rows, &mut projected);
             residual_norm(&mut x, &projected, &layer.output_norm, d);
         }
         let mut out = vec![0f32; sentences.len() * d];
         out.par_chunks_mut(d).enumerate().for_each(|(s, o)| {
-            vectorized(|| {
-                for row in x[starts[s] * d..starts[s + 1] * d].chunks_exact(d) {
-                    for (a, v) in o.iter_mut().zip(row) {
-                        *a += v;
+            vectorized(
+                #[inline(always)]
+                || {
+                    for row in x[starts[s] * d..starts[s + 1] * d].chunks_exact(d) {
+                        for (a, v) in o.iter_mut().zip(row) {
+                            *a += v;
+                        }
                     }
-                }
-                let count = (starts[s + 1] - starts[s]) as f32;
-                for a in o.iter_mut() {
-                    *a /= count;
-                }
-                let norm = dot(o, o).sqrt().max(1e-12);
-                for a in o.iter_mut() {
-                    *a /= norm;
-                }
-            })
+                    let count = (starts[s + 1] - starts[s]) as f32;
+                    for a in o.iter_mut() {
+                        *a /= count;
+                    }
+                    let norm = dot(o, o).sqrt().max(1e-12);
+                    for a in o.iter_mut() {
+                        *a /= norm;
+                    }
+                },
+            )
         });
         Ok(out)
     }
@@ -277,16 +285,19 @@ impl CpuBert {
             .collect();
         debug_assert_eq!(rows.len() * d, x.len());
         x.par_chunks_mut(d).zip(&rows).for_each(|(row, &(s, p))| {
-            vectorized(|| {
-                let (id, ty) = (sentences[s].ids[p] as usize, sentences[s].types[p] as usize);
-                let word = &self.word[id * d..(id + 1) * d];
-                let position = &self.position[p * d..(p + 1) * d];
-                let token_type = &self.token_type[ty * d..(ty + 1) * d];
-                for (k, v) in row.iter_mut().enumerate() {
-                    *v = word[k] + position[k] + token_type[k];
-                }
-                self.embedding_norm.row(row);
-            })
+            vectorized(
+                #[inline(always)]
+                || {
+                    let (id, ty) = (sentences[s].ids[p] as usize, sentences[s].types[p] as usize);
+                    let word = &self.word[id * d..(id + 1) * d];
+                    let position = &self.position[p * d..(p + 1) * d];
+                    let token_type = &self.token_type[ty * d..(ty + 1) * d];
+                    for (k, v) in row.iter_mut().enumerate() {
+                        *v = word[k] + position[k] + token_type[k];
+                    }
+                    self.embedding_norm.row(row);
+                },
+            )
         });
     }
 
@@ -304,36 +315,39 @@ impl CpuBert {
             rest = tail;
         }
         spans.into_par_iter().enumerate().for_each(|(s, out)| {
-            vectorized(|| {
-                let (first, len) = (starts[s], starts[s + 1] - starts[s]);
-                let at = |t: usize, part: usize, h: usize| {
-                    let base = (first + t) * 3 * d + part * d + h * head;
-                    &qkv[base..base + head]
-                };
-                let mut weights = vec![0f32; len];
-                for h in 0..self.heads {
-                    for i in 0..len {
-                        let q = at(i, 0, h);
-                        for (j, w) in weights.iter_mut().enumerate() {
-                            *w = dot(q, at(j, 1, h)) * scale;
-                        }
-                        let max = weights.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                        let mut total = 0f32;
-                        for w in weights.iter_mut() {
-                            *w = exp(*w - max);
-                            total += *w;
-                        }
-                        let o = &mut out[i * d + h * head..i * d + (h + 1) * head];
-                        o.fill(0.0);
-                        for (j, w) in weights.iter().enumerate() {
-                            let p = w / total;
-                            for (a, v) in o.iter_mut().zip(at(j, 2, h)) {
-                                *a += p * v;
+            vectorized(
+                #[inline(always)]
+                || {
+                    let (first, len) = (starts[s], starts[s + 1] - starts[s]);
+                    let at = |t: usize, part: usize, h: usize| {
+                        let base = (first + t) * 3 * d + part * d + h * head;
+                        &qkv[base..base + head]
+                    };
+                    let mut weights = vec![0f32; len];
+                    for h in 0..self.heads {
+                        for i in 0..len {
+                            let q = at(i, 0, h);
+                            for (j, w) in weights.iter_mut().enumerate() {
+                                *w = dot(q, at(j, 1, h)) * scale;
+                            }
+                            let max = weights.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                            let mut total = 0f32;
+                            for w in weights.iter_mut() {
+                                *w = exp(*w - max);
+                                total += *w;
+                            }
+                            let o = &mut out[i * d + h * head..i * d + (h + 1) * head];
+                            o.fill(0.0);
+                            for (j, w) in weights.iter().enumerate() {
+                                let p = w / total;
+                                for (a, v) in o.iter_mut().zip(at(j, 2, h)) {
+                                    *a += p * v;
+                                }
                             }
                         }
                     }
-                }
-            })
+                },
+            )
         });
     }
 }
@@ -343,13 +357,16 @@ fn residual_norm(x: &mut [f32], added: &[f32], norm: &LayerNorm, d: usize) {
     x.par_chunks_mut(ROWS_PER_TASK * d)
         .zip(added.par_chunks(ROWS_PER_TASK * d))
         .for_each(|(xs, adds)| {
-            vectorized(|| {
-                for (row, add) in xs.chunks_exact_mut(d).zip(adds.chunks_exact(d)) {
-                    for (v, a) in row.iter_mut().zip(add) {
-                        *v += a;
+            vectorized(
+                #[inline(always)]
+                || {
+                    for (row, add) in xs.chunks_exact_mut(d).zip(adds.chunks_exact(d)) {
+                        for (v, a) in row.iter_mut().zip(add) {
+                            *v += a;
+                        }
+                        norm.row(row);
                     }
-                    norm.row(row);
-                }
-            })
+                },
+            )
         });
 }

@@ -131,16 +131,19 @@ impl Conv {
         if residual.is_some() || self.relu6 {
             let width = PIXELS_PER_TASK * self.outputs;
             out.par_chunks_mut(width).enumerate().for_each(|(t, rows)| {
-                vectorized(|| {
-                    if let Some(r) = residual {
-                        for (v, a) in rows.iter_mut().zip(&r.data[t * width..]) {
-                            *v += a;
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        if let Some(r) = residual {
+                            for (v, a) in rows.iter_mut().zip(&r.data[t * width..]) {
+                                *v += a;
+                            }
                         }
-                    }
-                    for v in rows.iter_mut() {
-                        *v = activate(*v, self.relu6);
-                    }
-                })
+                        for v in rows.iter_mut() {
+                            *v = activate(*v, self.relu6);
+                        }
+                    },
+                )
             });
         }
         Map {
@@ -158,23 +161,26 @@ impl Conv {
         let ((ho, wo), c) = (window.out, x.c);
         let mut out = vec![0f32; x.n * ho * wo * c];
         out.par_chunks_mut(wo * c).enumerate().for_each(|(row, o)| {
-            vectorized(|| {
-                let (img, y) = (row / ho, row % ho);
-                let plane = &x.data[img * x.h * x.w * c..(img + 1) * x.h * x.w * c];
-                for (xo, acc) in o.chunks_exact_mut(c).enumerate() {
-                    acc.copy_from_slice(&self.bias);
-                    window.taps(y, xo, |tap, pixel| {
-                        let input = &plane[pixel * c..(pixel + 1) * c];
-                        let filter = &self.weight[tap * c..(tap + 1) * c];
-                        for ((a, v), f) in acc.iter_mut().zip(input).zip(filter) {
-                            *a += v * f;
+            vectorized(
+                #[inline(always)]
+                || {
+                    let (img, y) = (row / ho, row % ho);
+                    let plane = &x.data[img * x.h * x.w * c..(img + 1) * x.h * x.w * c];
+                    for (xo, acc) in o.chunks_exact_mut(c).enumerate() {
+                        acc.copy_from_slice(&self.bias);
+                        window.taps(y, xo, |tap, pixel| {
+                            let input = &plane[pixel * c..(pixel + 1) * c];
+                            let filter = &self.weight[tap * c..(tap + 1) * c];
+                            for ((a, v), f) in acc.iter_mut().zip(input).zip(filter) {
+                                *a += v * f;
+                            }
+                        });
+                        for a in acc.iter_mut() {
+                            *a = activate(*a, self.relu6);
                         }
-                    });
-                    for a in acc.iter_mut() {
-                        *a = activate(*a, self.relu6);
                     }
-                }
-            })
+                },
+            )
         });
         Map {
             data: out,
@@ -225,11 +231,14 @@ impl CpuEfficientNet {
             .par_chunks_mut(4096)
             .zip(rgb.par_chunks(4096))
             .for_each(|(o, i)| {
-                vectorized(|| {
-                    for (o, &v) in o.iter_mut().zip(i) {
-                        *o = (v as f32 - 127.0) / 128.0;
-                    }
-                })
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        for (o, &v) in o.iter_mut().zip(i) {
+                            *o = (v as f32 - 127.0) / 128.0;
+                        }
+                    },
+                )
             });
         let x = Map {
             data: input,
@@ -252,16 +261,19 @@ impl CpuEfficientNet {
             .par_chunks_mut(c)
             .zip(head.data.par_chunks(pixels * c))
             .for_each(|(f, image)| {
-                vectorized(|| {
-                    for px in image.chunks_exact(c) {
-                        for (a, v) in f.iter_mut().zip(px) {
-                            *a += v;
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        for px in image.chunks_exact(c) {
+                            for (a, v) in f.iter_mut().zip(px) {
+                                *a += v;
+                            }
                         }
-                    }
-                    for a in f.iter_mut() {
-                        *a /= pixels as f32;
-                    }
-                })
+                        for a in f.iter_mut() {
+                            *a /= pixels as f32;
+                        }
+                    },
+                )
             });
         features
     }

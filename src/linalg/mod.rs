@@ -122,19 +122,22 @@ pub fn transpose_map(
         src.len() >= rows * cols && dst.len() >= rows * cols,
         "transpose past its buffers"
     );
-    vectorized(|| {
-        for r0 in (0..rows).step_by(TRANSPOSE_TILE) {
-            let r1 = (r0 + TRANSPOSE_TILE).min(rows);
-            for c0 in (0..cols).step_by(TRANSPOSE_TILE) {
-                for c in c0..(c0 + TRANSPOSE_TILE).min(cols) {
-                    let row = c * rows;
-                    for (d, r) in dst[row + r0..row + r1].iter_mut().zip(r0..r1) {
-                        *d = f(row + r, src[r * cols + c]);
+    vectorized(
+        #[inline(always)]
+        || {
+            for r0 in (0..rows).step_by(TRANSPOSE_TILE) {
+                let r1 = (r0 + TRANSPOSE_TILE).min(rows);
+                for c0 in (0..cols).step_by(TRANSPOSE_TILE) {
+                    for c in c0..(c0 + TRANSPOSE_TILE).min(cols) {
+                        let row = c * rows;
+                        for (d, r) in dst[row + r0..row + r1].iter_mut().zip(r0..r1) {
+                            *d = f(row + r, src[r * cols + c]);
+                        }
                     }
                 }
             }
-        }
-    })
+        },
+    )
 }
 
 /// `out = x · weight + bias` on every thread of the pool: `x` is `rows x inputs`,
@@ -166,6 +169,10 @@ pub fn affine(out: &mut Vec<f32>, x: &[f32], rows: usize, weight: &[f32], bias: 
 /// the compiler may assume). `f` is inlined into a function with the AVX-512
 /// target features, so its loops are vectorised 16 floats wide. No fast-math
 /// is involved: every element's result is the same bits at any width.
+///
+/// Pass `f` as `#[inline(always)] || ...`: a closure the compiler keeps as a
+/// function of its own is compiled without the features (the gradient norm's
+/// loop ran in SSE2 that way).
 #[inline(always)]
 pub fn vectorized<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]

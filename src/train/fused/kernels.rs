@@ -12,13 +12,16 @@ pub use crate::linalg::{matmul, View};
 
 /// Adds `bias` to every row of the row-major `x` (rows x bias.len()).
 pub fn add_bias(x: &mut [f32], bias: &[f32]) {
-    vectorized(|| {
-        for row in x.chunks_exact_mut(bias.len()) {
-            for (v, b) in row.iter_mut().zip(bias) {
-                *v += b;
+    vectorized(
+        #[inline(always)]
+        || {
+            for row in x.chunks_exact_mut(bias.len()) {
+                for (v, b) in row.iter_mut().zip(bias) {
+                    *v += b;
+                }
             }
-        }
-    })
+        },
+    )
 }
 
 /// Column sums of the row-major `x` written to (or added to) `out`.
@@ -26,13 +29,16 @@ pub fn column_sums(out: &mut [f32], x: &[f32], accumulate: bool) {
     if !accumulate {
         out.fill(0.0);
     }
-    vectorized(|| {
-        for row in x.chunks_exact(out.len()) {
-            for (o, v) in out.iter_mut().zip(row) {
-                *o += v;
+    vectorized(
+        #[inline(always)]
+        || {
+            for row in x.chunks_exact(out.len()) {
+                for (o, v) in out.iter_mut().zip(row) {
+                    *o += v;
+                }
             }
-        }
-    })
+        },
+    )
 }
 
 const SQRT_2: f64 = std::f64::consts::SQRT_2;
@@ -50,13 +56,16 @@ pub fn activate(
 ) {
     if let (Activation::Relu, None) = (activation, mask) {
         // The common case on its own, so that it vectorises.
-        return vectorized(|| {
-            for ((&x, o), s) in z.iter().zip(out.iter_mut()).zip(slope.iter_mut()) {
-                let positive = x > 0.0;
-                *o = if positive { x } else { 0.0 };
-                *s = if positive { 1.0 } else { 0.0 };
-            }
-        });
+        return vectorized(
+            #[inline(always)]
+            || {
+                for ((&x, o), s) in z.iter().zip(out.iter_mut()).zip(slope.iter_mut()) {
+                    let positive = x > 0.0;
+                    *o = if positive { x } else { 0.0 };
+                    *s = if positive { 1.0 } else { 0.0 };
+                }
+            },
+        );
     }
     for i in 0..z.len() {
         let x = z[i];
@@ -92,16 +101,19 @@ const MIN_NORM: f32 = 1e-12;
 /// (after clamping) in `norms`.
 pub fn normalize_rows(y: &mut [f32], dim: usize, norms: &mut Vec<f32>) {
     norms.clear();
-    vectorized(|| {
-        for row in y.chunks_exact_mut(dim) {
-            let sq: f32 = row.iter().map(|v| v * v).sum();
-            let norm = sq.sqrt().max(MIN_NORM);
-            for v in row.iter_mut() {
-                *v /= norm;
+    vectorized(
+        #[inline(always)]
+        || {
+            for row in y.chunks_exact_mut(dim) {
+                let sq: f32 = row.iter().map(|v| v * v).sum();
+                let norm = sq.sqrt().max(MIN_NORM);
+                for v in row.iter_mut() {
+                    *v /= norm;
+                }
+                norms.push(norm);
             }
-            norms.push(norm);
-        }
-    })
+        },
+    )
 }
 
 /// Backward of [`normalize_rows`]: turns the gradient with respect to the
@@ -109,7 +121,10 @@ pub fn normalize_rows(y: &mut [f32], dim: usize, norms: &mut Vec<f32>) {
 /// d/dy (y/‖y‖) applied to g is (g − e⟨g, e⟩)/‖y‖; a clamped norm is a constant.
 pub fn normalize_rows_backward(grad: &mut [f32], e: &[f32], norms: &[f32]) {
     let dim = e.len() / norms.len().max(1);
-    vectorized(|| normalize_rows_backward_in(grad, e, norms, dim))
+    vectorized(
+        #[inline(always)]
+        || normalize_rows_backward_in(grad, e, norms, dim),
+    )
 }
 
 #[inline(always)]
