@@ -113,6 +113,7 @@ fn penalty_chunk(g: &mut [f32], t: &[f32], a: &[f32], o: &[f32], c: f32) -> f64 
 
 /// `Σ x²` of one chunk in [`LaneSums`] (always inlined: see [`penalty_chunk`]).
 #[inline(always)]
+#[allow(clippy::needless_range_loop)] // the measured, vectorised form
 fn sum_of_squares(c: &[f32]) -> f64 {
     let mut sums = LaneSums::default();
     let lanes = c.chunks_exact(LANES);
