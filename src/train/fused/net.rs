@@ -14,9 +14,11 @@ use crate::rng::Rng;
 /// model's (out x in) matrix, so every matrix product reads a weight as a
 /// row-major right-hand operand. `gemm` packs a column-major right-hand operand
 /// on every call, and at a batch of 128 rows that packing of a 1024 x 2048
-/// weight cost more than the product itself (5.0 against 2.2 ms on 2 cores,
-/// 2026-12-07). Gradients, optimizer moments and penalty importances share this
-/// layout; [`Net::from_model`] and [`Net::write_to`] convert.
+/// weight cost more than the product itself: `cargo bench --bench gemm_layouts`
+/// put the bench model's step products at 13.5 ms output-major and 9.0 ms
+/// input-major (2 cores of an AVX-512 Xeon, 2026-12-07). Gradients, optimizer
+/// moments and penalty importances share this layout; [`Net::from_model`] and
+/// [`Net::write_to`] convert.
 pub struct Net {
     pub values: Vec<Vec<f32>>,
     pub groups: Vec<Group>,
