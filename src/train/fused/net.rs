@@ -152,6 +152,10 @@ impl Tape {
 pub struct Grads {
     pub values: Vec<Vec<f32>>,
     pub touched: Vec<bool>,
+    /// Per parameter, the sums of squares of its chunks as they stand, when the
+    /// last pass that wrote them computed these on the way (a weight penalty):
+    /// the gradient norm then need not read the gradient again.
+    pub chunk_squares: Vec<Option<Vec<f64>>>,
 }
 
 impl Grads {
@@ -159,16 +163,19 @@ impl Grads {
         Grads {
             values: net.values.iter().map(|v| vec![0.0; v.len()]).collect(),
             touched: vec![false; net.values.len()],
+            chunk_squares: vec![None; net.values.len()],
         }
     }
 
     pub fn clear(&mut self) {
         self.touched.fill(false);
+        self.chunk_squares.fill(None);
     }
 
     /// The gradient buffer of parameter `i`, zeroed first if it was not written
     /// this step.
     pub fn buffer(&mut self, i: usize) -> &mut [f32] {
+        self.chunk_squares[i] = None;
         if !self.touched[i] {
             self.values[i].fill(0.0);
             self.touched[i] = true;

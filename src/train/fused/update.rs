@@ -43,7 +43,10 @@ impl LaneSums {
 /// `coefficient · Σ Ω (θ − θ*)²` over the parameters with an importance
 /// (`omega[i]`); adds its gradient `2 · coefficient · Ω (θ − θ*)` to `grads`.
 /// Returns the (weighted) value. One parallel loop over every parameter's
-/// chunks: a loop per parameter woke the thread pool eight times a pass.
+/// chunks: a loop per parameter woke the thread pool eight times a pass. Each
+/// chunk's sum of squares after the update is kept in `grads.chunk_squares`, so
+/// [`gradient_norm`] does not read these gradients again (the same sums, so the
+/// same bits, as it would compute).
 pub fn penalty(
     theta: &[Vec<f32>],
     anchor: &[Vec<f32>],
@@ -57,8 +60,10 @@ pub fn penalty(
         grads.buffer(i); // zeroed if no loss term wrote it
     }
     let mut work = Vec::new();
+    let mut chunk_counts = Vec::new();
     for (i, g) in grads.values.iter_mut().enumerate() {
         let Some(o) = &omega[i] else { continue };
+        chunk_counts.push((i, g.len().div_ceil(CHUNK)));
         work.extend(
             g.chunks_mut(CHUNK)
                 .zip(theta[i].chunks(CHUNK))
@@ -66,7 +71,7 @@ pub fn penalty(
                 .zip(o.chunks(CHUNK)),
         );
     }
-    let parts: Vec<f64> = work
+    let parts: Vec<(f64, f64)> = work
         .into_par_iter()
         .map(|(((g, t), a), o)| {
             vectorized(
@@ -75,15 +80,21 @@ pub fn penalty(
             )
         })
         .collect();
-    parts.iter().sum::<f64>() * coefficient
+    let mut squares = parts.iter().map(|&(_, square)| square);
+    for (i, chunks) in chunk_counts {
+        grads.chunk_squares[i] = Some(squares.by_ref().take(chunks).collect());
+    }
+    parts.iter().map(|&(value, _)| value).sum::<f64>() * coefficient
 }
 
-/// One chunk of [`penalty`]: adds `2c·Ω(θ − θ*)` to `g`, returns `Σ Ω(θ − θ*)²`.
+/// One chunk of [`penalty`]: adds `2c·Ω(θ − θ*)` to `g`; returns `Σ Ω(θ − θ*)²`
+/// and the new `Σ g²`, the latter lane for lane as [`sum_of_squares`] sums it.
 /// Always inlined, so that it is compiled inside [`vectorized`]'s AVX-512
 /// function (a closure body the compiler kept apart ran in SSE2).
 #[inline(always)]
-fn penalty_chunk(g: &mut [f32], t: &[f32], a: &[f32], o: &[f32], c: f32) -> f64 {
+fn penalty_chunk(g: &mut [f32], t: &[f32], a: &[f32], o: &[f32], c: f32) -> (f64, f64) {
     let mut sums = LaneSums::default();
+    let mut squares = LaneSums::default();
     let mut g_lanes = g.chunks_exact_mut(LANES);
     let (t_lanes, a_lanes, o_lanes) = (
         t.chunks_exact(LANES),
@@ -95,10 +106,11 @@ fn penalty_chunk(g: &mut [f32], t: &[f32], a: &[f32], o: &[f32], c: f32) -> f64 
         a_lanes.remainder(),
         o_lanes.remainder(),
     );
-    let one = |sums: &mut LaneSums, lane: usize, g: &mut f32, t: f32, a: f32, o: f32| {
+    let mut one = |sums: &mut LaneSums, lane: usize, g: &mut f32, t: f32, a: f32, o: f32| {
         let diff = t - a;
         sums.0[lane] += (o * diff * diff) as f64;
         *g += 2.0 * c * o * diff;
+        squares.0[lane] += (*g as f64) * (*g as f64);
     };
     for (((g, t), a), o) in (&mut g_lanes).zip(t_lanes).zip(a_lanes).zip(o_lanes) {
         for l in 0..LANES {
@@ -108,7 +120,7 @@ fn penalty_chunk(g: &mut [f32], t: &[f32], a: &[f32], o: &[f32], c: f32) -> f64 
     for (l, g) in g_lanes.into_remainder().iter_mut().enumerate() {
         one(&mut sums, l, g, t_rest[l], a_rest[l], o_rest[l]);
     }
-    sums.total()
+    (sums.total(), squares.total())
 }
 
 /// `Σ x²` of one chunk in [`LaneSums`] (always inlined: see [`penalty_chunk`]).
@@ -130,22 +142,35 @@ fn sum_of_squares(c: &[f32]) -> f64 {
     sums.total()
 }
 
+/// A chunk's share of the gradient norm: already summed by a penalty, or to sum.
+enum Squares<'a> {
+    Known(f64),
+    Chunk(&'a [f32]),
+}
+
 /// The global L2 norm of every gradient written this step.
 pub fn gradient_norm(grads: &Grads) -> f64 {
-    let chunks: Vec<&[f32]> = grads
+    let mut parts: Vec<Squares> = Vec::new();
+    for ((g, &touched), known) in grads
         .values
         .iter()
         .zip(&grads.touched)
-        .filter(|(_, &touched)| touched)
-        .flat_map(|(g, _)| g.chunks(CHUNK))
-        .collect();
-    let parts: Vec<f64> = chunks
+        .zip(&grads.chunk_squares)
+    {
+        match (touched, known) {
+            (false, _) => {}
+            (true, Some(known)) => parts.extend(known.iter().map(|&s| Squares::Known(s))),
+            (true, None) => parts.extend(g.chunks(CHUNK).map(Squares::Chunk)),
+        }
+    }
+    let parts: Vec<f64> = parts
         .into_par_iter()
-        .map(|c| {
-            vectorized(
+        .map(|part| match part {
+            Squares::Known(s) => s,
+            Squares::Chunk(c) => vectorized(
                 #[inline(always)]
                 || sum_of_squares(c),
-            )
+            ),
         })
         .collect();
     parts.iter().sum::<f64>().sqrt()
@@ -250,5 +275,55 @@ impl OptimizerState {
         for (i, started) in self.started.iter_mut().enumerate() {
             *started |= grads.touched[i];
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// The squares a penalty keeps give the gradient norm the same bits as
+    /// reading the gradients again, on sizes with partial chunks and lanes.
+    #[test]
+    fn a_penalty_s_kept_squares_give_the_same_norm_bits() {
+        let sizes = [2 * CHUNK + 37, 100, CHUNK, 7];
+        let mut rng = Rng::derive(9, &["norm"]);
+        let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.normal() as f32).collect() };
+        let theta: Vec<Vec<f32>> = sizes.iter().map(|&n| draw(n)).collect();
+        let anchor: Vec<Vec<f32>> = sizes.iter().map(|&n| draw(n)).collect();
+        // The third parameter is not penalised; the fourth has no loss gradient.
+        let omega: Vec<Option<Vec<f32>>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (i != 2).then(|| draw(n).iter().map(|x| x.abs()).collect()))
+            .collect();
+        let mut grads = Grads {
+            values: sizes.iter().map(|&n| draw(n)).collect(),
+            touched: vec![true, true, true, false],
+            chunk_squares: vec![None; sizes.len()],
+        };
+        let value = penalty(&theta, &anchor, &omega, 0.7, &mut grads);
+        assert!(value > 0.0);
+        assert!(grads.chunk_squares[0]
+            .as_ref()
+            .is_some_and(|s| s.len() == 3));
+        assert!(grads.chunk_squares[2].is_none() && grads.touched[3]);
+        let kept = gradient_norm(&grads);
+        grads.chunk_squares.fill(None);
+        let read = gradient_norm(&grads);
+        assert_eq!(kept.to_bits(), read.to_bits());
+        let reference: f64 = grads
+            .values
+            .iter()
+            .flatten()
+            .map(|&g| f64::from(g) * f64::from(g))
+            .sum::<f64>()
+            .sqrt();
+        assert!((kept - reference).abs() <= 1e-12 * reference);
+        // Writing a gradient through `buffer` forgets its kept squares.
+        grads.chunk_squares[0] = Some(vec![0.0; 3]);
+        grads.buffer(0)[0] += 1.0;
+        assert!(grads.chunk_squares[0].is_none());
     }
 }
