@@ -79,7 +79,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     for (l, (x, y)) in a_rest.iter().zip(b_rest).enumerate() {
         lanes[l] += x * y;
     }
-    reduce(lanes)
+    pairwise_total(lanes)
 }
 
 /// Σ x in sixteen running sums, as [`dot`].
@@ -96,13 +96,15 @@ pub fn sum(x: &[f32]) -> f32 {
     for (l, v) in rest.iter().enumerate() {
         lanes[l] += v;
     }
-    reduce(lanes)
+    pairwise_total(lanes)
 }
 
-/// The lanes added pairwise: halves folded onto each other.
+/// Lane sums added pairwise, halves folded onto each other: a fixed order, so
+/// the same bits on every machine. `N` is a power of two.
 #[inline(always)]
-fn reduce(mut lanes: [f32; LANES]) -> f32 {
-    let mut width = LANES;
+pub fn pairwise_total<T: Copy + std::ops::AddAssign, const N: usize>(mut lanes: [T; N]) -> T {
+    debug_assert!(N.is_power_of_two());
+    let mut width = N;
     while width > 1 {
         width /= 2;
         for l in 0..width {

@@ -1,7 +1,6 @@
 //! The arithmetic of the fused CPU step besides the matrix products (those are
 //! [`crate::linalg`]'s): activations with their derivatives, and the row-wise L2
 //! normalisation forward and backward.
-
 //!
 //! Each loop runs inside [`vectorized`], compiled for AVX-512 where the CPU has
 //! it (the crate targets baseline x86-64), with the same results at any width.

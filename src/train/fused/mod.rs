@@ -40,8 +40,6 @@ pub struct FusedStep<'a> {
     /// Its embeddings of the rows seen so far, when the stage is small enough
     /// to keep them ([`old_embeddings::fits`]).
     old_embeddings: Option<OldEmbeddings>,
-    /// The image row of each pair of the batch.
-    image_rows: Vec<u32>,
     /// The previous model's parameters, when a term penalises moving from them.
     anchors: Option<Vec<Vec<f32>>>,
     terms: Vec<LossTerm<PenaltyWeights>>,
@@ -102,7 +100,6 @@ impl<'a> FusedStep<'a> {
             net,
             old,
             old_embeddings,
-            image_rows: Vec::new(),
             anchors,
             terms: fused_terms,
             loss: stage.train.loss.clone(),
@@ -307,23 +304,9 @@ impl Stepper for FusedStep<'_> {
                 Some(stored) => {
                     // The old tapes' embeddings hold the batch's, as a forward
                     // pass would have left them.
-                    self.image_rows.clear();
-                    self.image_rows.extend(
-                        batch
-                            .captions
-                            .iter()
-                            .map(|&c| self.data.caption_image[c as usize]),
-                    );
                     let [oi, ot] = &mut self.old_tapes;
-                    let (data, rows) = (&self.data, &self.image_rows);
-                    stored.gather(old, data, Modality::Image, rows, &mut oi.embeddings);
-                    stored.gather(
-                        old,
-                        data,
-                        Modality::Text,
-                        &batch.captions,
-                        &mut ot.embeddings,
-                    );
+                    let (images, texts) = (&mut oi.embeddings, &mut ot.embeddings);
+                    stored.batch(old, &self.data, &batch.captions, images, texts);
                 }
                 None => {
                     for (k, tape) in self.old_tapes.iter_mut().enumerate() {

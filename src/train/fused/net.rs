@@ -52,7 +52,7 @@ impl Net {
                 _ => (t.elem_count(), 1),
             });
             let (out, inp) = shapes[shapes.len() - 1];
-            values.push(input_major(&t.flatten_all()?.to_vec1::<f32>()?, out, inp));
+            values.push(transposed(&t.flatten_all()?.to_vec1::<f32>()?, out, inp));
         }
         Ok(Net {
             values,
@@ -80,10 +80,12 @@ impl Net {
             .zip(&self.shapes)
             .zip(model.params())
         {
-            let mut rows = vec![0.0; value.len()];
-            linalg::transpose(value, inp, out, &mut rows);
-            let t = candle_core::Tensor::from_slice(&rows, p.var.shape(), device)
-                .map_err(|e| e.to_string())?;
+            let t = candle_core::Tensor::from_slice(
+                &transposed(value, inp, out),
+                p.var.shape(),
+                device,
+            )
+            .map_err(|e| e.to_string())?;
             named.push((name.clone(), t));
         }
         model.set_values(&named)
@@ -97,7 +99,7 @@ impl Net {
     /// rearranged into this net's (for weight penalties' importances).
     pub fn in_layout(&self, i: usize, values: &[f32]) -> Vec<f32> {
         let (out, inp) = self.shapes[i];
-        input_major(values, out, inp)
+        transposed(values, out, inp)
     }
 
     pub fn output_dim(&self, m: Modality) -> usize {
@@ -106,11 +108,12 @@ impl Net {
     }
 }
 
-/// The transpose of a row-major (out x inp) matrix. A bias is an (out x 1)
-/// matrix, whose transpose is the same buffer.
-fn input_major(values: &[f32], out: usize, inp: usize) -> Vec<f32> {
+/// The transpose of a row-major (rows x cols) matrix: a model's (out x in)
+/// weight to this net's layout and back. A bias is an (out x 1) matrix, whose
+/// transpose is the same buffer.
+fn transposed(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut t = vec![0.0; values.len()];
-    linalg::transpose(values, out, inp, &mut t);
+    linalg::transpose(values, rows, cols, &mut t);
     t
 }
 

@@ -46,6 +46,8 @@ pub struct OldEmbeddings {
     stored: [Stored; 2],
     /// Rows of the current batch not yet stored, for the forward pass.
     missing: Vec<u32>,
+    /// The image row of each pair of the current batch.
+    image_rows: Vec<u32>,
     tape: Tape,
 }
 
@@ -56,14 +58,33 @@ impl OldEmbeddings {
             dim,
             stored: [Stored::new(images), Stored::new(data.caption_image.len())],
             missing: Vec::new(),
+            image_rows: Vec::new(),
             tape: Tape::default(),
         }
+    }
+
+    /// `old`'s embeddings of a batch's pairs (caption rows): its images' to
+    /// `images`, its captions' to `texts`, each (pairs x dim).
+    pub fn batch(
+        &mut self,
+        old: &Net,
+        data: &PairData,
+        captions: &[u32],
+        images: &mut Vec<f32>,
+        texts: &mut Vec<f32>,
+    ) {
+        let mut image_rows = std::mem::take(&mut self.image_rows);
+        image_rows.clear();
+        image_rows.extend(captions.iter().map(|&c| data.caption_image[c as usize]));
+        self.gather(old, data, Modality::Image, &image_rows, images);
+        self.gather(old, data, Modality::Text, captions, texts);
+        self.image_rows = image_rows;
     }
 
     /// Writes `old`'s embeddings of `rows` of modality `m` (image rows or
     /// caption rows, repeats allowed) to `out` (rows x dim), embedding the rows
     /// not stored yet first.
-    pub fn gather(
+    fn gather(
         &mut self,
         old: &Net,
         data: &PairData,
