@@ -3,7 +3,9 @@
 //! count: the headline 10,000 queries over 100,000 items, then the shapes
 //! `lethe run` searches (COCO's 5k test protocol both ways, a 25k gallery, a
 //! 1k task). `LETHE_SEARCH_SCORING=f32` measures the f32 scoring instead of the
-//! machine's best (bf16 shortlist on AMX).
+//! machine's best (a bf16 shortlist on AMX, an int8 one on AVX-512 VNNI), and
+//! `LETHE_SEARCH_SCORING=int8` or `bf16` a given shortlist; `LETHE_SEARCH_SHAPES`
+//! (names such as `10000x100000,1000x1000`) measures only those shapes.
 //! Run everything with `bench/run-search` (it installs the peers); alone,
 //! `cargo bench --bench search_bench` measures lethe and runs the peers only if
 //! `LETHE_PEER_PYTHON` names a Python that has numpy (and faiss-cpu).
@@ -73,12 +75,35 @@ fn main() {
     };
     let scoring = match std::env::var("LETHE_SEARCH_SCORING").as_deref() {
         Ok("f32") => Scoring::F32,
+        Ok("int8") => Scoring::Int8Shortlist,
+        Ok("bf16") => Scoring::Bf16Shortlist,
         Ok(other) if !other.is_empty() => {
-            eprintln!("LETHE_SEARCH_SCORING={other}: expected f32 (or unset for the best)");
+            eprintln!(
+                "LETHE_SEARCH_SCORING={other}: expected f32, int8 or bf16 (or unset for the best)"
+            );
             std::process::exit(2);
         }
         _ => Scoring::best(),
     };
+    if !scoring.available() {
+        eprintln!("{scoring:?} scoring: this machine does not have it");
+        std::process::exit(2);
+    }
+    let shapes = std::env::var("LETHE_SEARCH_SHAPES").unwrap_or_default();
+    let wanted: Vec<&str> = shapes.split(',').filter(|s| !s.is_empty()).collect();
+    for name in &wanted {
+        if !SHAPES.iter().any(|(q, g, _)| format!("{q}x{g}") == *name) {
+            eprintln!(
+                "LETHE_SEARCH_SHAPES: no shape {name} (the shapes are queries x items: {})",
+                SHAPES
+                    .iter()
+                    .map(|(q, g, _)| format!("{q}x{g}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            std::process::exit(2);
+        }
+    }
     let threads = rayon::current_num_threads();
     let place = if gpu {
         "on cuda".to_string()
@@ -86,6 +111,9 @@ fn main() {
         format!("{threads} threads, {scoring:?} scoring")
     };
     for &(queries_n, gallery_n, name) in SHAPES {
+        if !wanted.is_empty() && !wanted.contains(&format!("{queries_n}x{gallery_n}").as_str()) {
+            continue;
+        }
         let queries = normalised(queries_n, &format!("queries {queries_n}"));
         let gallery = normalised(gallery_n, &format!("gallery {gallery_n}"));
         let search = |q: &[f32]| match &device {

@@ -5,14 +5,15 @@
 //! similarity are broken by gallery order: of two equally similar items the
 //! earlier one ranks first, which makes every rank deterministic.
 
-use crate::linalg::{amx, matmul_on, Threads, View};
+use crate::linalg::{amx, int8, matmul_on, Threads, View};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
+mod approximate;
 mod rows;
 mod shortlist;
+pub use approximate::{bf16_margin, int8_margin};
 pub use rows::{for_each_row, Row};
-pub use shortlist::bf16_margin;
 use shortlist::Shortlist;
 
 /// A row-major matrix of embeddings.
@@ -140,6 +141,9 @@ pub enum Scoring {
     /// bf16 tile products on Intel AMX pick a shortlist that provably holds the
     /// top `k` ([`bf16_margin`]); the shortlist is re-scored in f32.
     Bf16Shortlist,
+    /// int8 products on AVX-512 VNNI pick the shortlist ([`int8_margin`]);
+    /// it is re-scored in f32.
+    Int8Shortlist,
 }
 
 impl Scoring {
@@ -147,8 +151,19 @@ impl Scoring {
     pub fn best() -> Scoring {
         if amx::available() {
             Scoring::Bf16Shortlist
+        } else if int8::available() {
+            Scoring::Int8Shortlist
         } else {
             Scoring::F32
+        }
+    }
+
+    /// Whether this machine can run the scoring (f32 runs everywhere).
+    pub fn available(self) -> bool {
+        match self {
+            Scoring::F32 => true,
+            Scoring::Bf16Shortlist => amx::available(),
+            Scoring::Int8Shortlist => int8::available(),
         }
     }
 }
@@ -160,8 +175,9 @@ pub fn top_k_search(queries: Matrix, gallery: Matrix, k: usize) -> Vec<Vec<(usiz
     top_k_search_with(queries, gallery, k, Scoring::best())
 }
 
-/// [`top_k_search`] with the given scoring; `Bf16Shortlist` falls back to f32
-/// where AMX is missing or the vectors are too large for a bf16 error bound.
+/// [`top_k_search`] with the given scoring; an approximate scoring falls back
+/// to f32 where this machine lacks it or the vectors are too large for its
+/// error bound.
 pub fn top_k_search_with(
     queries: Matrix,
     gallery: Matrix,
@@ -171,12 +187,10 @@ pub fn top_k_search_with(
     if k == 0 || gallery.rows == 0 {
         return vec![Vec::new(); queries.rows];
     }
-    if scoring == Scoring::Bf16Shortlist && amx::available() {
-        if let Some(found) = shortlist::top_k(queries, gallery, k) {
-            return found;
-        }
+    match approximate::operands(scoring, queries, gallery) {
+        Some(operands) => shortlist::top_k(operands.as_ref(), queries, gallery, k),
+        None => top_k_search_f32(queries, gallery, k),
     }
-    top_k_search_f32(queries, gallery, k)
 }
 
 /// [`top_k_search`] in f32: blocks of queries run in parallel, each sweeping the gallery in blocks (a single-threaded matrix product into a
@@ -316,6 +330,8 @@ mod tests {
         }
     }
 
+    const SCORINGS: [Scoring; 3] = [Scoring::F32, Scoring::Bf16Shortlist, Scoring::Int8Shortlist];
+
     /// Brute force: every dot product in f64, sorted (ties by gallery order).
     fn brute_force(q: Matrix, g: Matrix, k: usize) -> Vec<Vec<usize>> {
         (0..q.rows)
@@ -345,8 +361,8 @@ mod tests {
 
     #[test]
     fn both_scorings_find_the_exact_top_k() {
-        if !amx::available() {
-            eprintln!("no AMX on this machine: only the f32 scoring is checked");
+        if !amx::available() || !int8::available() {
+            eprintln!("this machine lacks AMX or VNNI: those scorings fall back to f32");
         }
         // Unnormalised vectors (the bound scales with the norms), sizes that are
         // not multiples of the tile shapes, gallery over several blocks.
@@ -358,7 +374,7 @@ mod tests {
             .collect();
         let (qm, gm) = (Matrix::new(&q, dim), Matrix::new(&g, dim));
         let truth = brute_force(qm, gm, 10);
-        for scoring in [Scoring::F32, Scoring::Bf16Shortlist] {
+        for scoring in SCORINGS {
             let found = top_k_search_with(qm, gm, 10, scoring);
             assert_eq!(ids(&found), truth, "{scoring:?}");
             for (i, row) in found.iter().enumerate() {
@@ -398,7 +414,7 @@ mod tests {
             .collect();
         let (qm, gm) = (Matrix::new(&q, dim), Matrix::new(&g, dim));
         let truth = brute_force(qm, gm, 25);
-        for scoring in [Scoring::F32, Scoring::Bf16Shortlist] {
+        for scoring in SCORINGS {
             assert_eq!(
                 ids(&top_k_search_with(qm, gm, 25, scoring)),
                 truth,
@@ -440,6 +456,7 @@ mod tests {
             };
             let f32_rows = collect(Scoring::F32);
             assert_eq!(collect(Scoring::Bf16Shortlist), f32_rows);
+            assert_eq!(collect(Scoring::Int8Shortlist), f32_rows);
             // And the f32 rows against the slice functions on direct dot products.
             for (i, (rank, top)) in f32_rows.iter().enumerate().step_by(97) {
                 let row: Vec<f32> = (0..gallery.rows)
@@ -492,6 +509,44 @@ mod tests {
             }
         }
         // The bound is a worst case, not a gross overestimate of typical errors.
+        assert!(worst_share > 0.01, "bound {worst_share} of the worst error");
+    }
+
+    #[test]
+    fn the_int8_margin_bounds_the_observed_error() {
+        if !int8::available() {
+            eprintln!("no AVX-512 VNNI on this machine: nothing to measure");
+            return;
+        }
+        let mut rng = crate::rng::Rng::derive(10, &["int8 margin"]);
+        let dim = 512;
+        let q: Vec<f32> = (0..32 * dim).map(|_| rng.normal() as f32).collect();
+        // Items of different scales, and one with a single large value (a
+        // coarse scale for the rest of its values).
+        let mut g: Vec<f32> = (0..1_024 * dim)
+            .map(|i| (1 + i / dim % 3) as f32 * rng.normal() as f32)
+            .collect();
+        g[5 * dim] = 40.0;
+        let rows = int8::Int8Rows::new(&q, 32, dim);
+        let items = int8::PackedItems::new(&g, 1_024, dim);
+        let mut out = vec![0f32; 32 * 1_024];
+        int8::scores(&rows, 0, 32, &items, 0, 1_024, &mut out, 1_024);
+        let (qm, gm) = (Matrix::new(&q, dim), Matrix::new(&g, dim));
+        let mut worst_share = 0f64;
+        for i in 0..32 {
+            for j in 0..1_024 {
+                let exact: f64 = qm
+                    .row(i)
+                    .iter()
+                    .zip(gm.row(j))
+                    .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                    .sum();
+                let error = (f64::from(out[i * 1_024 + j]) - exact).abs();
+                let margin = int8_margin(rows.errors[i], items.errors[j], dim);
+                assert!(error <= margin, "error {error} over the margin {margin}");
+                worst_share = worst_share.max(error / margin);
+            }
+        }
         assert!(worst_share > 0.01, "bound {worst_share} of the worst error");
     }
 

@@ -7,6 +7,7 @@
 
 pub mod amx;
 pub mod functions;
+pub mod int8;
 
 /// Row-major matrix views: `rows x cols`, element (r, c) at `r * cols + c`.
 /// `Transposed` reads the same buffer as its transpose (no copy).

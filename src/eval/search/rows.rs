@@ -1,13 +1,14 @@
 //! Every query's similarities to the whole gallery, for what needs more than a
 //! top `k`: the rank of the first correct item (Recall@K, median and mean rank)
-//! and the top `k`'s tasks. With AMX the rows are bf16 scores, each within a
-//! proven margin of the f32 dot product; an item is scored again in f32 only
-//! when its bf16 score is within that margin of the figure it is compared with,
-//! so ranks and top `k` are those of the f32 scores.
+//! and the top `k`'s tasks. With an approximate scoring (bf16 on AMX, int8 on
+//! AVX-512 VNNI) the rows are scores each within a proven margin of the f32 dot
+//! product; an item is scored again in f32 only when its score is within that
+//! margin of the figure it is compared with, so ranks and top `k` are those of
+//! the f32 scores.
 
-use super::shortlist::{Bf16Operands, Shortlist};
+use super::approximate::{self, ApproximateScores};
+use super::shortlist::Shortlist;
 use super::{first_correct_rank, matmul_on, query_rows, top_k, Matrix, Scoring, Threads, View};
-use crate::linalg::amx::{self, STEP};
 use crate::linalg::functions::dot;
 use rayon::prelude::*;
 
@@ -15,22 +16,23 @@ use rayon::prelude::*;
 /// the whole gallery, so a large gallery gets fewer queries per block.
 const FLOATS_PER_BLOCK: usize = 8 << 20;
 
-/// Gallery items per scoring call (1 MiB of bf16 tiles at 512 dimensions).
+/// Gallery items per scoring call (at 512 dimensions, 1 MiB of bf16 tiles or
+/// 512 KiB of int8 panels).
 const GALLERY_CHUNK: usize = 1_024;
 
-/// Queries per block for a gallery of `items`: a multiple of the tile step,
-/// between one step and 1,024.
-fn block_rows(items: usize) -> usize {
+/// Queries per block for a gallery of `items`: a multiple of `step` (the
+/// scoring's query step; 32 for f32), between one step and 1,024.
+fn block_rows(items: usize, step: usize) -> usize {
     let rows = FLOATS_PER_BLOCK / items.max(1);
-    (rows / STEP * STEP).clamp(STEP, 1_024)
+    (rows / step * step).clamp(step, 1_024)
 }
 
 /// One query's similarities to every gallery item.
 pub enum Row<'a> {
     /// f32 dot products (a matrix product).
     Exact(&'a [f32]),
-    /// bf16 scores, each within `margin` of the f32 dot product of `query`
-    /// and the gallery row.
+    /// Approximate scores, each within `margin` of the f32 dot product of
+    /// `query` and the gallery row.
     Approximate {
         scores: &'a [f32],
         margin: f64,
@@ -74,7 +76,7 @@ impl Row<'_> {
             }
         }
         let (s_star, j_star) = best?;
-        // An item whose bf16 score is more than the margin above (below) the
+        // An item whose approximate score is more than the margin above (below) the
         // best correct similarity is certainly ahead of it (behind it); only
         // the items in between are compared in f32.
         let (above, below) = (f64::from(s_star) + margin, f64::from(s_star) - margin);
@@ -107,7 +109,7 @@ impl Row<'_> {
             } => {
                 let mut list = Shortlist::new(k, 2.0 * margin);
                 list.offer(0, scores);
-                list.rerank(query, gallery)
+                list.rerank(query, gallery, margin)
                     .into_iter()
                     .map(|(j, _)| j)
                     .collect()
@@ -117,8 +119,9 @@ impl Row<'_> {
 }
 
 /// Calls `f(query index, row)` for every query, blocks of queries in parallel
-/// (one thread per block's product), with the given scoring (`Bf16Shortlist`
-/// falls back to f32 where AMX is missing or the vectors are too large).
+/// (one thread per block's product), with the given scoring (an approximate
+/// one falls back to f32 where this machine lacks it or the vectors are too
+/// large for its bound).
 pub fn for_each_row<F>(queries: Matrix, gallery: Matrix, scoring: Scoring, f: F)
 where
     F: Fn(usize, Row) + Sync,
@@ -126,45 +129,11 @@ where
     if queries.rows == 0 || gallery.rows == 0 {
         return;
     }
-    let block = block_rows(gallery.rows);
-    let starts: Vec<usize> = (0..queries.rows).step_by(block).collect();
-    let bf16 = (scoring == Scoring::Bf16Shortlist && amx::available())
-        .then(|| Bf16Operands::new(queries, gallery))
-        .flatten();
-    match bf16 {
-        Some(operands) => {
-            let padded_items = gallery.rows.div_ceil(STEP) * STEP;
-            starts.par_iter().for_each(|&start| {
-                let n = block.min(queries.rows - start);
-                let padded_n = n.div_ceil(STEP) * STEP;
-                let mut scores = vec![0f32; padded_n * padded_items];
-                // The gallery in chunks, so each chunk's tiles stay in cache
-                // while every query of the block passes them.
-                for offset in (0..padded_items).step_by(GALLERY_CHUNK) {
-                    let width = GALLERY_CHUNK.min(padded_items - offset);
-                    amx::scores(
-                        &operands.rows,
-                        start,
-                        padded_n,
-                        &operands.packed,
-                        offset,
-                        width,
-                        &mut scores[offset..],
-                        padded_items,
-                    );
-                }
-                for (i, row) in scores.chunks_exact(padded_items).take(n).enumerate() {
-                    let row = Row::Approximate {
-                        scores: &row[..gallery.rows],
-                        margin: operands.margin(start + i),
-                        query: queries.row(start + i),
-                        gallery,
-                    };
-                    f(start + i, row);
-                }
-            });
-        }
+    match approximate::operands(scoring, queries, gallery) {
+        Some(operands) => approximate_rows(operands.as_ref(), queries, gallery, &f),
         None => {
+            let block = block_rows(gallery.rows, 32);
+            let starts: Vec<usize> = (0..queries.rows).step_by(block).collect();
             let gallery_t = View::Transposed(gallery.data, gallery.rows, gallery.dim);
             starts.par_iter().for_each(|&start| {
                 let n = block.min(queries.rows - start);
@@ -182,4 +151,41 @@ where
             });
         }
     }
+}
+
+/// [`for_each_row`] with approximate rows from `operands`.
+fn approximate_rows<F>(operands: &dyn ApproximateScores, queries: Matrix, gallery: Matrix, f: &F)
+where
+    F: Fn(usize, Row) + Sync,
+{
+    let block = block_rows(gallery.rows, operands.query_step());
+    let starts: Vec<usize> = (0..queries.rows).step_by(block).collect();
+    let padded_items = gallery.rows.next_multiple_of(operands.item_step());
+    starts.par_iter().for_each(|&start| {
+        let n = block.min(queries.rows - start);
+        let padded_n = n.next_multiple_of(operands.query_step());
+        let mut scores = vec![0f32; padded_n * padded_items];
+        // The gallery in chunks, so each chunk stays in cache while every query
+        // of the block passes it.
+        for offset in (0..padded_items).step_by(GALLERY_CHUNK) {
+            let width = GALLERY_CHUNK.min(padded_items - offset);
+            operands.scores(
+                start,
+                padded_n,
+                offset,
+                width,
+                &mut scores[offset..],
+                padded_items,
+            );
+        }
+        for (i, row) in scores.chunks_exact(padded_items).take(n).enumerate() {
+            let row = Row::Approximate {
+                scores: &row[..gallery.rows],
+                margin: operands.margin(start + i),
+                query: queries.row(start + i),
+                gallery,
+            };
+            f(start + i, row);
+        }
+    });
 }

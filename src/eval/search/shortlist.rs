@@ -1,95 +1,34 @@
-//! Exact top-`k` search through a bf16 shortlist: AMX tile products score every
-//! gallery item in bf16 (about three times the f32 rate of the whole machine on
-//! one core), a running threshold keeps only the items whose bf16 score is
-//! within twice the error bound of the `k`-th best, and those few are scored
-//! again in f32 and ranked. The bound makes the shortlist provably hold the
-//! f32 top `k`, so the results are those of the f32 search.
+//! Exact top-`k` search through a shortlist: an approximate scoring (bf16 on
+//! AMX, int8 on AVX-512 VNNI; `approximate.rs`) scores every gallery item, a
+//! running threshold keeps only the items whose score is within twice the
+//! error bound of the `k`-th best, and those are scored again in f32, best
+//! approximate score first, until the rest cannot reach the f32 top `k`. The
+//! bound makes the shortlist provably hold the f32 top `k`, so the results are
+//! those of the f32 search.
 
+use super::approximate::ApproximateScores;
 use super::{keep_best, Matrix};
-use crate::linalg::amx::{self, Bf16Rows, PackedColumns, BF16_UNIT, STEP};
 use crate::linalg::functions::dot;
+use crate::linalg::vectorized;
 use rayon::prelude::*;
 
-/// Queries per parallel block (their bf16 rows, 256 KiB at 512 dimensions, stay
-/// in a core's L2 cache while the gallery streams past).
+/// Queries per parallel block (their rows, at 512 dimensions 256 KiB in bf16
+/// or 128 KiB in int8, stay in a core's L2 cache while the gallery streams
+/// past).
 const QUERY_BLOCK: usize = 256;
 /// Gallery items per scoring call (a 1 MiB score buffer for a query block).
 const GALLERY_BLOCK: usize = 1_024;
 
-/// The most a bf16 score can differ from the f32 dot product of the same two
-/// vectors, for vectors of norms `query_norm` and `item_norm` with `dim`
-/// values: each product of two bf16-rounded values is off by at most
-/// `(2u + u²)|q_i g_i|` (u = 2⁻⁸), the f32 sums of the tile product and of the
-/// f32 dot product each add at most `dim·2⁻²⁴·Σ|q_i g_i|`, Σ|q_i g_i| ≤ ‖q‖‖g‖
-/// (Cauchy-Schwarz), and AMX flushes subnormal inputs and sums to zero (at most
-/// `(dim + 1)·f32::MIN_POSITIVE` more for values below 1).
-pub fn bf16_margin(query_norm: f64, item_norm: f64, dim: usize) -> f64 {
-    let u = BF16_UNIT;
-    let sums = 2.0 * dim as f64 * f64::from(f32::EPSILON) / 2.0;
-    let subnormal =
-        (dim as f64 + 1.0) * f64::from(f32::MIN_POSITIVE) * (1.0 + query_norm + item_norm);
-    (2.0 * u + u * u + sums) * query_norm * item_norm + subnormal
-}
-
-/// Largest `‖q‖·‖g‖` the bf16 path accepts: beyond it an f32 sum could overflow.
-const LARGEST_NORM_PRODUCT: f64 = 1e30;
-
-/// Queries and gallery in bf16, with what the error bound needs.
-pub(super) struct Bf16Operands {
-    pub rows: Bf16Rows,
-    pub packed: PackedColumns,
-    query_norms: Vec<f64>,
-    largest_item: f64,
-    dim: usize,
-}
-
-impl Bf16Operands {
-    /// `None` when the vectors are not finite or too large for the bound (the
-    /// caller then scores in f32).
-    pub fn new(queries: Matrix, gallery: Matrix) -> Option<Bf16Operands> {
-        let norm = |row: &[f32]| {
-            row.iter()
-                .map(|&x| f64::from(x) * f64::from(x))
-                .sum::<f64>()
-                .sqrt()
-        };
-        let query_norms: Vec<f64> = (0..queries.rows)
-            .into_par_iter()
-            .map(|i| norm(queries.row(i)))
-            .collect();
-        let largest_item = (0..gallery.rows)
-            .into_par_iter()
-            .map(|j| norm(gallery.row(j)))
-            .reduce(|| 0.0, f64::max);
-        let largest_query = query_norms.iter().copied().fold(0.0, f64::max);
-        let product = largest_query * largest_item;
-        if !product.is_finite() || product > LARGEST_NORM_PRODUCT {
-            return None;
-        }
-        let (rows, packed) = rayon::join(
-            || Bf16Rows::new(queries.data, queries.rows, queries.dim),
-            || PackedColumns::new(gallery.data, gallery.rows, gallery.dim),
-        );
-        Some(Bf16Operands {
-            rows,
-            packed,
-            query_norms,
-            largest_item,
-            dim: queries.dim,
-        })
-    }
-
-    /// The bound on |bf16 score − f32 dot product| for query `i` and any item.
-    pub fn margin(&self, i: usize) -> f64 {
-        bf16_margin(self.query_norms[i], self.largest_item, self.dim)
-    }
-}
-
-/// The exact top `k` of every query, or `None` when the vectors are not finite
-/// or too large for the bound (the caller then searches in f32).
-pub(super) fn top_k(queries: Matrix, gallery: Matrix, k: usize) -> Option<Vec<Vec<(usize, f32)>>> {
-    let operands = Bf16Operands::new(queries, gallery)?;
-    let padded_items = gallery.rows.div_ceil(STEP) * STEP;
+/// The exact top `k` of every query: `operands` score every item, each query
+/// keeps a [`Shortlist`] within twice its margin, and the shortlists are
+/// re-scored in f32.
+pub(super) fn top_k(
+    operands: &dyn ApproximateScores,
+    queries: Matrix,
+    gallery: Matrix,
+    k: usize,
+) -> Vec<Vec<(usize, f32)>> {
+    let padded_items = gallery.rows.next_multiple_of(operands.item_step());
     let starts: Vec<usize> = (0..queries.rows).step_by(QUERY_BLOCK).collect();
     let blocks: Vec<Vec<Vec<(usize, f32)>>> = starts
         .par_iter()
@@ -97,22 +36,13 @@ pub(super) fn top_k(queries: Matrix, gallery: Matrix, k: usize) -> Option<Vec<Ve
             || vec![0f32; QUERY_BLOCK * GALLERY_BLOCK],
             |scores, &start| {
                 let n = QUERY_BLOCK.min(queries.rows - start);
-                let padded_n = n.div_ceil(STEP) * STEP;
+                let padded_n = n.next_multiple_of(operands.query_step());
                 let mut lists: Vec<Shortlist> = (start..start + n)
                     .map(|i| Shortlist::new(k, 2.0 * operands.margin(i)))
                     .collect();
                 for offset in (0..padded_items).step_by(GALLERY_BLOCK) {
                     let width = GALLERY_BLOCK.min(padded_items - offset);
-                    amx::scores(
-                        &operands.rows,
-                        start,
-                        padded_n,
-                        &operands.packed,
-                        offset,
-                        width,
-                        scores,
-                        width,
-                    );
+                    operands.scores(start, padded_n, offset, width, scores, width);
                     // Padding items (past the gallery) are never offered.
                     let real = width.min(gallery.rows - offset);
                     for (list, row) in lists.iter_mut().zip(scores.chunks_exact(width)) {
@@ -122,16 +52,18 @@ pub(super) fn top_k(queries: Matrix, gallery: Matrix, k: usize) -> Option<Vec<Ve
                 lists
                     .into_iter()
                     .enumerate()
-                    .map(|(i, list)| list.rerank(queries.row(start + i), gallery))
+                    .map(|(i, list)| {
+                        list.rerank(queries.row(start + i), gallery, operands.margin(start + i))
+                    })
                     .collect()
             },
         )
         .collect();
-    Some(blocks.into_iter().flatten().collect())
+    blocks.into_iter().flatten().collect()
 }
 
-/// The items of one query whose bf16 score is within `window` (twice the
-/// error bound) of the `k`-th best bf16 score seen so far.
+/// The items of one query whose approximate score is within `window` (twice
+/// the error bound) of the `k`-th best approximate score seen so far.
 pub(super) struct Shortlist {
     k: usize,
     window: f64,
@@ -154,24 +86,42 @@ impl Shortlist {
     }
 
     pub fn offer(&mut self, offset: usize, row: &[f32]) {
+        vectorized(
+            #[inline(always)]
+            || self.scan(offset, row),
+        )
+    }
+
+    #[inline(always)]
+    fn scan(&mut self, offset: usize, row: &[f32]) {
         const LANES: usize = 16;
-        let mut chunks = row.chunks_exact(LANES);
+        const GROUP: usize = 4 * LANES;
+        let mut groups = row.chunks_exact(GROUP);
         let mut base = offset;
-        for chunk in &mut chunks {
-            // Branch-free maximum (vector code); most chunks are skipped whole.
-            let max = chunk
+        for group in &mut groups {
+            // Lane-wise maxima (one vector max per 16 scores), then one
+            // horizontal test: most groups are skipped whole.
+            let mut lanes = [f32::NEG_INFINITY; LANES];
+            for chunk in group.chunks_exact(LANES) {
+                for (m, &x) in lanes.iter_mut().zip(chunk) {
+                    *m = if x > *m { x } else { *m };
+                }
+            }
+            let max = lanes
                 .iter()
                 .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
             if max >= self.floor {
-                for (j, &x) in chunk.iter().enumerate() {
-                    if x >= self.floor {
-                        self.push(base + j, x);
-                    }
-                }
+                self.push_from(base, group);
             }
-            base += LANES;
+            base += GROUP;
         }
-        for (j, &x) in chunks.remainder().iter().enumerate() {
+        self.push_from(base, groups.remainder());
+    }
+
+    /// Pushes the items of `scores` (from gallery index `base`) at or above
+    /// the floor.
+    fn push_from(&mut self, base: usize, scores: &[f32]) {
+        for (j, &x) in scores.iter().enumerate() {
             if x >= self.floor {
                 self.push(base + j, x);
             }
@@ -197,10 +147,13 @@ impl Shortlist {
         if self.items.len() < self.k {
             return;
         }
-        let mut scores: Vec<f32> = self.items.iter().map(|x| x.1).collect();
-        let (_, kth, _) = scores.select_nth_unstable_by(self.k - 1, |a, b| b.total_cmp(a));
-        let floor = (f64::from(*kth) - self.window) as f32;
-        let floor = if f64::from(floor) > f64::from(*kth) - self.window {
+        // The order of the items does not matter (`best` and `rerank` sort).
+        let (_, kth, _) = self
+            .items
+            .select_nth_unstable_by(self.k - 1, |a, b| b.1.total_cmp(&a.1));
+        let kth = kth.1;
+        let floor = (f64::from(kth) - self.window) as f32;
+        let floor = if f64::from(floor) > f64::from(kth) - self.window {
             floor.next_down()
         } else {
             floor
@@ -218,14 +171,37 @@ impl Shortlist {
         self.items
     }
 
-    /// The shortlist scored in f32 and cut to the best `k` (ties by gallery order).
-    pub fn rerank(mut self, query: &[f32], gallery: Matrix) -> Vec<(usize, f32)> {
+    /// The shortlist scored in f32 and cut to the best `k` (ties by gallery
+    /// order). The `k` best approximate scores are scored first; the `k`-th
+    /// best of their f32 similarities is then a floor for the top `k`, and of
+    /// the rest only items whose approximate score plus `margin` (the bound on
+    /// its error; the shortlist's window is twice it) reaches that floor are
+    /// scored: any other has `k` items certainly ahead of it.
+    pub fn rerank(mut self, query: &[f32], gallery: Matrix, margin: f64) -> Vec<(usize, f32)> {
         self.cut();
-        let mut exact: Vec<(usize, f32)> = self
-            .items
-            .iter()
-            .map(|&(j, _)| (j, dot(query, gallery.row(j))))
-            .collect();
+        let k = self.k.min(self.items.len());
+        if k == 0 {
+            return Vec::new();
+        }
+        if k < self.items.len() {
+            self.items
+                .select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
+        }
+        let (first, rest) = self.items.split_at(k);
+        let mut exact: Vec<(usize, f32)> = Vec::with_capacity(2 * k);
+        vectorized(
+            #[inline(always)]
+            || {
+                exact.extend(first.iter().map(|&(j, _)| (j, dot(query, gallery.row(j)))));
+                let floor = exact.iter().fold(f32::INFINITY, |m, x| m.min(x.1));
+                let floor = f64::from(floor) - margin;
+                for &(j, approximate) in rest {
+                    if f64::from(approximate) >= floor {
+                        exact.push((j, dot(query, gallery.row(j))));
+                    }
+                }
+            },
+        );
         keep_best(&mut exact, self.k);
         exact
     }
