@@ -60,31 +60,22 @@ pub struct RowError {
 }
 
 /// One row on its own scale: the int8 values written into `out`, the scale
-/// (f32, largest magnitude / 127; 0 for a zero row) and what was lost.
+/// (f32, largest magnitude / 127; 0 for a zero row) and what was lost. A row
+/// with a value that is not finite has a NaN norm (callers reject it). Panics
+/// if VNNI is not [`available`].
 fn quantize(row: &[f32], out: &mut [i8]) -> (f32, RowError) {
-    let largest = row.iter().fold(0f32, |m, &x| m.max(x.abs()));
-    if largest == 0.0 {
-        out.iter_mut().for_each(|v| *v = 0);
-        return (0.0, RowError::default());
+    assert!(
+        available(),
+        "int8 quantizing on a machine without AVX-512 VNNI"
+    );
+    assert_eq!(row.len(), out.len(), "quantized row of another length");
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `available()` checked the CPU features; the lengths are equal.
+    unsafe {
+        vnni::quantize(row, out)
     }
-    let scale = largest / LEVELS;
-    let inverse = LEVELS / largest;
-    let (mut norm, mut quantized_norm, mut residual) = (0f64, 0f64, 0f64);
-    for (v, &x) in out.iter_mut().zip(row) {
-        // Any rounding is sound: the residual below is that of the value kept.
-        let q = (x * inverse).round().clamp(-LEVELS, LEVELS);
-        *v = q as i8;
-        let (x, kept) = (f64::from(x), f64::from(scale) * f64::from(q));
-        norm += x * x;
-        quantized_norm += kept * kept;
-        residual += (x - kept) * (x - kept);
-    }
-    let stats = RowError {
-        norm: norm.sqrt(),
-        quantized_norm: quantized_norm.sqrt(),
-        residual: residual.sqrt(),
-    };
-    (scale, stats)
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("VNNI is x86-only")
 }
 
 fn depth_of(dim: usize) -> usize {
@@ -166,11 +157,13 @@ impl PackedItems {
                     let (s, e) = quantize(&data[item * dim..(item + 1) * dim], &mut row[..dim]);
                     scales[t] = s;
                     *error = e;
+                    // `v + 128` as a byte is `v`'s two's-complement byte with
+                    // its top bit flipped: four values at a time.
                     for (d, group) in row.chunks_exact(GROUP).enumerate() {
                         let at = d * ITEM_STEP * GROUP + t * GROUP;
-                        for (b, &v) in panel[at..at + GROUP].iter_mut().zip(group) {
-                            *b = (i16::from(v) + 128) as u8;
-                        }
+                        let bytes: [i8; GROUP] = group.try_into().expect("a group of four");
+                        let word = u32::from_ne_bytes(bytes.map(|v| v as u8));
+                        panel[at..at + GROUP].copy_from_slice(&(word ^ 0x8080_8080).to_ne_bytes());
                     }
                 }
             });
@@ -233,11 +226,92 @@ pub fn scores(
 
 #[cfg(target_arch = "x86_64")]
 mod vnni {
-    use super::{Int8Rows, PackedItems, GROUP, ITEM_STEP, QUERY_STEP};
+    use super::{Int8Rows, PackedItems, RowError, GROUP, ITEM_STEP, LEVELS, QUERY_STEP};
     use std::arch::x86_64::*;
 
     /// Vectors of 16 sums per item panel.
     const VECTORS: usize = ITEM_STEP / 16;
+
+    /// [`super::quantize`]: the largest magnitude and a finiteness check, then
+    /// the rounded levels (nearest, ties to even; any rounding is sound, as
+    /// the residual is that of the values kept) with their f64 sums.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn quantize(row: &[f32], out: &mut [i8]) -> (f32, RowError) {
+        let chunks = row.len().div_ceil(16);
+        // Lanes past the row read as zeros and are not written.
+        let lanes = |c: usize| -> __mmask16 {
+            let n = (row.len() - c * 16).min(16);
+            ((1u32 << n) - 1) as __mmask16
+        };
+        let load = |c: usize| _mm512_maskz_loadu_ps(lanes(c), row.as_ptr().add(c * 16));
+        let mut largest = _mm512_setzero_ps();
+        let mut finite = true;
+        for c in 0..chunks {
+            let magnitude = _mm512_abs_ps(load(c));
+            largest = _mm512_max_ps(largest, magnitude);
+            // Ordered compare: false for NaN, and infinity is above f32::MAX.
+            let ok = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(magnitude, _mm512_set1_ps(f32::MAX));
+            finite &= ok == 0xFFFF;
+        }
+        if !finite {
+            out.fill(0);
+            let unbounded = RowError {
+                norm: f64::NAN,
+                ..RowError::default()
+            };
+            return (0.0, unbounded);
+        }
+        let largest = _mm512_reduce_max_ps(largest);
+        if largest == 0.0 {
+            out.fill(0);
+            return (0.0, RowError::default());
+        }
+        let scale = largest / LEVELS;
+        let inverse = _mm512_set1_ps(LEVELS / largest);
+        let scale64 = _mm512_set1_pd(f64::from(scale));
+        let (bottom, top) = (_mm512_set1_ps(-LEVELS), _mm512_set1_ps(LEVELS));
+        let (mut norm, mut kept_norm, mut residual) = (
+            _mm512_setzero_pd(),
+            _mm512_setzero_pd(),
+            _mm512_setzero_pd(),
+        );
+        for c in 0..chunks {
+            let x = load(c);
+            let level = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                _mm512_mul_ps(x, inverse),
+            );
+            let level = _mm512_min_ps(_mm512_max_ps(level, bottom), top);
+            _mm512_mask_cvtepi32_storeu_epi8(
+                out.as_mut_ptr().add(c * 16).cast(),
+                lanes(c),
+                _mm512_cvtps_epi32(level),
+            );
+            let (x_low, x_high) = halves(x);
+            let (level_low, level_high) = halves(level);
+            for (x, level) in [(x_low, level_low), (x_high, level_high)] {
+                let kept = _mm512_mul_pd(scale64, level);
+                let lost = _mm512_sub_pd(x, kept);
+                norm = _mm512_fmadd_pd(x, x, norm);
+                kept_norm = _mm512_fmadd_pd(kept, kept, kept_norm);
+                residual = _mm512_fmadd_pd(lost, lost, residual);
+            }
+        }
+        let total = |sums: __m512d| _mm512_reduce_add_pd(sums).sqrt();
+        let error = RowError {
+            norm: total(norm),
+            quantized_norm: total(kept_norm),
+            residual: total(residual),
+        };
+        (scale, error)
+    }
+
+    /// The 16 lanes of `x` as two vectors of 8 f64 (exact).
+    #[target_feature(enable = "avx512f")]
+    unsafe fn halves(x: __m512) -> (__m512d, __m512d) {
+        let low = _mm512_castps512_ps256(x);
+        let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(x)));
+        (_mm512_cvtps_pd(low), _mm512_cvtps_pd(high))
+    }
 
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[allow(clippy::too_many_arguments)]

@@ -9,7 +9,7 @@
 use super::approximate::ApproximateScores;
 use super::{keep_best, Matrix};
 use crate::linalg::functions::dot;
-use crate::linalg::vectorized;
+use crate::linalg::{prefetch, vectorized};
 use rayon::prelude::*;
 
 /// Queries per parallel block (their rows, at 512 dimensions 256 KiB in bf16
@@ -96,32 +96,66 @@ impl Shortlist {
     fn scan(&mut self, offset: usize, row: &[f32]) {
         const LANES: usize = 16;
         const GROUP: usize = 4 * LANES;
-        let mut groups = row.chunks_exact(GROUP);
+        const GROUPS: usize = 16;
         let mut base = offset;
-        for group in &mut groups {
-            // Lane-wise maxima (one vector max per 16 scores), then one
-            // horizontal test: most groups are skipped whole.
-            let mut lanes = [f32::NEG_INFINITY; LANES];
-            for chunk in group.chunks_exact(LANES) {
-                for (m, &x) in lanes.iter_mut().zip(chunk) {
-                    *m = if x > *m { x } else { *m };
+        for span in row.chunks(GROUPS * GROUP) {
+            // Each group's maximum: lane-wise (one vector max per 16 scores),
+            // then across the lanes.
+            let mut maxima = [f32::NEG_INFINITY; GROUPS];
+            let groups = span.chunks_exact(GROUP);
+            let full = groups.len();
+            for (max, group) in maxima.iter_mut().zip(groups.clone()) {
+                let mut lanes = [f32::NEG_INFINITY; LANES];
+                for chunk in group.chunks_exact(LANES) {
+                    for (m, &x) in lanes.iter_mut().zip(chunk) {
+                        *m = if x > *m { x } else { *m };
+                    }
+                }
+                *max = lanes
+                    .iter()
+                    .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+            }
+            // The maxima are scores of distinct items, so the `k`-th largest
+            // is at most the `k`-th best score: a floor before any cut.
+            if self.k <= full {
+                let mut top = maxima;
+                let (_, kth, _) =
+                    top[..full].select_nth_unstable_by(self.k - 1, |a, b| b.total_cmp(a));
+                self.raise_floor(*kth);
+            }
+            // Most groups are skipped whole.
+            for (g, group) in groups.enumerate() {
+                if maxima[g] >= self.floor {
+                    self.push_from(base + g * GROUP, group);
                 }
             }
-            let max = lanes
-                .iter()
-                .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
-            if max >= self.floor {
-                self.push_from(base, group);
-            }
-            base += GROUP;
+            self.push_from(base + full * GROUP, &span[full * GROUP..]);
+            base += span.len();
         }
-        self.push_from(base, groups.remainder());
     }
 
     /// Pushes the items of `scores` (from gallery index `base`) at or above
-    /// the floor.
+    /// the floor: a bit mask of each 16 (one vector compare), then its set
+    /// bits. A cut inside may raise the floor; items pushed below it are
+    /// dropped at the next cut.
+    #[inline(always)]
     fn push_from(&mut self, base: usize, scores: &[f32]) {
-        for (j, &x) in scores.iter().enumerate() {
+        const LANES: usize = 16;
+        let mut chunks = scores.chunks_exact(LANES);
+        for (c, chunk) in (&mut chunks).enumerate() {
+            let floor = self.floor;
+            let mut mask = 0u32;
+            for (l, &x) in chunk.iter().enumerate() {
+                mask |= u32::from(x >= floor) << l;
+            }
+            while mask != 0 {
+                let l = mask.trailing_zeros() as usize;
+                self.push(base + c * LANES + l, chunk[l]);
+                mask &= mask - 1;
+            }
+        }
+        let base = base + scores.len() - chunks.remainder().len();
+        for (j, &x) in chunks.remainder().iter().enumerate() {
             if x >= self.floor {
                 self.push(base + j, x);
             }
@@ -141,8 +175,7 @@ impl Shortlist {
     }
 
     /// Drops the items that can no longer reach the top `k` and raises the floor
-    /// to the `k`-th best score less the window (rounded down, so the floor
-    /// never excludes an item the bound keeps).
+    /// to the `k`-th best score less the window.
     fn cut(&mut self) {
         if self.items.len() < self.k {
             return;
@@ -152,6 +185,14 @@ impl Shortlist {
             .items
             .select_nth_unstable_by(self.k - 1, |a, b| b.1.total_cmp(&a.1));
         let kth = kth.1;
+        self.raise_floor(kth);
+        let kept = self.floor;
+        self.items.retain(|x| x.1 >= kept);
+    }
+
+    /// Raises the floor to `kth` (at most the `k`-th best score) less the
+    /// window, rounded down so the floor never excludes an item the bound keeps.
+    fn raise_floor(&mut self, kth: f32) {
         let floor = (f64::from(kth) - self.window) as f32;
         let floor = if f64::from(floor) > f64::from(kth) - self.window {
             floor.next_down()
@@ -159,8 +200,6 @@ impl Shortlist {
             floor
         };
         self.floor = self.floor.max(floor);
-        let kept = self.floor;
-        self.items.retain(|x| x.1 >= kept);
     }
 
     /// The best `k` by the scores offered (ties by gallery order): with a window
@@ -188,21 +227,32 @@ impl Shortlist {
                 .select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
         }
         let (first, rest) = self.items.split_at(k);
+        let mut ids: Vec<usize> = first.iter().map(|x| x.0).collect();
         let mut exact: Vec<(usize, f32)> = Vec::with_capacity(2 * k);
-        vectorized(
-            #[inline(always)]
-            || {
-                exact.extend(first.iter().map(|&(j, _)| (j, dot(query, gallery.row(j)))));
-                let floor = exact.iter().fold(f32::INFINITY, |m, x| m.min(x.1));
-                let floor = f64::from(floor) - margin;
-                for &(j, approximate) in rest {
-                    if f64::from(approximate) >= floor {
-                        exact.push((j, dot(query, gallery.row(j))));
-                    }
-                }
-            },
-        );
+        exact_scores(query, gallery, &ids, &mut exact);
+        let floor = exact.iter().fold(f32::INFINITY, |m, x| m.min(x.1));
+        let floor = f64::from(floor) - margin;
+        ids.clear();
+        ids.extend(rest.iter().filter(|x| f64::from(x.1) >= floor).map(|x| x.0));
+        exact_scores(query, gallery, &ids, &mut exact);
         keep_best(&mut exact, self.k);
         exact
     }
+}
+
+/// Appends the f32 similarity of `query` to each gallery row of `ids`. The
+/// rows lie scattered over the gallery, so each would wait on memory: the next
+/// one is fetched while the current one is multiplied.
+fn exact_scores(query: &[f32], gallery: Matrix, ids: &[usize], out: &mut Vec<(usize, f32)>) {
+    vectorized(
+        #[inline(always)]
+        || {
+            for (n, &j) in ids.iter().enumerate() {
+                if let Some(&next) = ids.get(n + 1) {
+                    prefetch(gallery.row(next));
+                }
+                out.push((j, dot(query, gallery.row(j))));
+            }
+        },
+    )
 }
