@@ -192,20 +192,3 @@ pub fn vectorized<R>(f: impl FnOnce() -> R) -> R {
     }
     f()
 }
-
-/// Asks for every cache line of `data` to be brought into the L1 cache, without
-/// waiting for it: for reads the hardware prefetcher cannot predict.
-#[inline(always)]
-pub fn prefetch(data: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    for line in data.chunks(16) {
-        // SAFETY: a prefetch is a hint; it reads nothing and cannot fault.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                line.as_ptr().cast(),
-            )
-        };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = data;
-}

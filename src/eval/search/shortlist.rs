@@ -9,7 +9,7 @@
 use super::approximate::ApproximateScores;
 use super::{keep_best, Matrix};
 use crate::linalg::functions::dot;
-use crate::linalg::{prefetch, vectorized};
+use crate::linalg::vectorized;
 use rayon::prelude::*;
 
 /// Queries per parallel block (their rows, at 512 dimensions 256 KiB in bf16
@@ -117,7 +117,14 @@ impl Shortlist {
             }
             // The maxima are scores of distinct items, so the `k`-th largest
             // is at most the `k`-th best score: a floor before any cut.
-            if self.k <= full {
+            // Only when at least `k` maxima are a window above the floor can
+            // their `k`-th raise it (a count, before any selection).
+            let above = f64::from(self.floor) + self.window;
+            let raising = maxima[..full]
+                .iter()
+                .filter(|&&m| f64::from(m) > above)
+                .count();
+            if self.k <= raising {
                 let mut top = maxima;
                 let (_, kth, _) =
                     top[..full].select_nth_unstable_by(self.k - 1, |a, b| b.total_cmp(a));
@@ -240,17 +247,12 @@ impl Shortlist {
     }
 }
 
-/// Appends the f32 similarity of `query` to each gallery row of `ids`. The
-/// rows lie scattered over the gallery, so each would wait on memory: the next
-/// one is fetched while the current one is multiplied.
+/// Appends the f32 similarity of `query` to each gallery row of `ids`.
 fn exact_scores(query: &[f32], gallery: Matrix, ids: &[usize], out: &mut Vec<(usize, f32)>) {
     vectorized(
         #[inline(always)]
         || {
-            for (n, &j) in ids.iter().enumerate() {
-                if let Some(&next) = ids.get(n + 1) {
-                    prefetch(gallery.row(next));
-                }
+            for &j in ids {
                 out.push((j, dot(query, gallery.row(j))));
             }
         },
