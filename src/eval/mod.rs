@@ -42,7 +42,7 @@ pub fn search(
 ) -> Result<Searched, String> {
     let ranks = Mutex::new(vec![0usize; queries.rows]);
     let other = Mutex::new(0usize);
-    for_each_row(queries, gallery, Scoring::best(), |i, row| {
+    for_each_row(queries, gallery, Scoring::best_for_ranks(), |i, row| {
         let target = targets[i];
         let rank = row
             .first_correct_rank(|j| gallery_image[j] == target)

@@ -158,6 +158,21 @@ impl Scoring {
         }
     }
 
+    /// The fastest exact scoring this machine has for whole rows (ranks, not
+    /// only a top `k`). A rank needs every item whose score is within the
+    /// bound of the best correct item's f32 similarity scored in f32, and when
+    /// that item ranks low the band lies in the bulk of the scores: at int8's
+    /// bound it held so many items that the precomp-scale study's evaluation
+    /// took 291 s against 13.5 s in f32 (PERFORMANCE.md). So f32 where there is
+    /// no AMX.
+    pub fn best_for_ranks() -> Scoring {
+        if amx::available() {
+            Scoring::Bf16Shortlist
+        } else {
+            Scoring::F32
+        }
+    }
+
     /// Whether this machine can run the scoring (f32 runs everywhere).
     pub fn available(self) -> bool {
         match self {
