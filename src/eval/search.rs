@@ -508,22 +508,30 @@ mod tests {
         amx::scores(&rows, 0, 32, &columns, 0, 1_024, &mut out, 1_024);
         let (qm, gm) = (Matrix::new(&q, dim), Matrix::new(&g, dim));
         let norm = |r: &[f32]| r.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
+        check_margin(qm, gm, &out, |i, j| {
+            bf16_margin(norm(qm.row(i)), norm(gm.row(j)), dim)
+        });
+    }
+
+    /// Asserts every score of `out` (queries × items, row-major) is within its
+    /// margin of the exact dot product, and that the bound is a worst case, not
+    /// a gross overestimate of the errors seen.
+    fn check_margin(q: Matrix, g: Matrix, out: &[f32], margin: impl Fn(usize, usize) -> f64) {
         let mut worst_share = 0f64;
-        for i in 0..32 {
-            for j in 0..1_024 {
-                let exact: f64 = qm
+        for i in 0..q.rows {
+            for j in 0..g.rows {
+                let exact: f64 = q
                     .row(i)
                     .iter()
-                    .zip(gm.row(j))
+                    .zip(g.row(j))
                     .map(|(a, b)| f64::from(*a) * f64::from(*b))
                     .sum();
-                let error = (f64::from(out[i * 1_024 + j]) - exact).abs();
-                let margin = bf16_margin(norm(qm.row(i)), norm(gm.row(j)), dim);
+                let error = (f64::from(out[i * g.rows + j]) - exact).abs();
+                let margin = margin(i, j);
                 assert!(error <= margin, "error {error} over the margin {margin}");
                 worst_share = worst_share.max(error / margin);
             }
         }
-        // The bound is a worst case, not a gross overestimate of typical errors.
         assert!(worst_share > 0.01, "bound {worst_share} of the worst error");
     }
 
@@ -547,22 +555,9 @@ mod tests {
         let mut out = vec![0f32; 32 * 1_024];
         int8::scores(&rows, 0, 32, &items, 0, 1_024, &mut out, 1_024);
         let (qm, gm) = (Matrix::new(&q, dim), Matrix::new(&g, dim));
-        let mut worst_share = 0f64;
-        for i in 0..32 {
-            for j in 0..1_024 {
-                let exact: f64 = qm
-                    .row(i)
-                    .iter()
-                    .zip(gm.row(j))
-                    .map(|(a, b)| f64::from(*a) * f64::from(*b))
-                    .sum();
-                let error = (f64::from(out[i * 1_024 + j]) - exact).abs();
-                let margin = int8_margin(rows.errors[i], items.errors[j], dim);
-                assert!(error <= margin, "error {error} over the margin {margin}");
-                worst_share = worst_share.max(error / margin);
-            }
-        }
-        assert!(worst_share > 0.01, "bound {worst_share} of the worst error");
+        check_margin(qm, gm, &out, |i, j| {
+            int8_margin(rows.errors[i], items.errors[j], dim)
+        });
     }
 
     #[test]

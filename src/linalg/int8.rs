@@ -378,11 +378,18 @@ mod tests {
             eprintln!("no AVX-512 VNNI on this machine: nothing to check");
             return;
         }
-        let mut rng = crate::rng::Rng::derive(9, &["int8 scores"]);
+        // Uniform values from a xorshift (linalg sits below the crate's `rng`).
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut uniform = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        };
         // A dimension that is not a multiple of 4, rows and items off the steps.
         let (dim, nq, ng) = (37, 19, 70);
-        let q: Vec<f32> = (0..nq * dim).map(|_| rng.normal() as f32).collect();
-        let g: Vec<f32> = (0..ng * dim).map(|_| 3.0 * rng.normal() as f32).collect();
+        let q: Vec<f32> = (0..nq * dim).map(|_| uniform()).collect();
+        let g: Vec<f32> = (0..ng * dim).map(|_| 3.0 * uniform()).collect();
         let rows = Int8Rows::new(&q, nq, dim);
         let items = PackedItems::new(&g, ng, dim);
         let (pr, pc) = (
