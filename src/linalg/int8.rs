@@ -328,7 +328,7 @@ mod vnni {
         let depth = rows.depth;
         let groups = depth / GROUP;
         let panel_bytes = ITEM_STEP * depth;
-        // Each panel (16 KiB at 512 dimensions) stays in L1 while the block's
+        // Each panel (16 KiB at 512 dimensions) is sized to stay in L1 while the block's
         // queries pass it.
         for c in (0..nc).step_by(ITEM_STEP) {
             let panel = items.data.as_ptr().add((c0 + c) / ITEM_STEP * panel_bytes);

@@ -30,16 +30,19 @@ fn f32_dot_error(query_norm: f64, item_norm: f64, dim: usize) -> f64 {
 /// The most a bf16 score can differ from the f32 dot product of the same two
 /// vectors, for vectors of norms `query_norm` and `item_norm` with `dim`
 /// values: each product of two bf16-rounded values is off by at most
-/// `(2u + u²)|q_i g_i|` (u = 2⁻⁸), the f32 sums of the tile product and of the
-/// f32 dot product each add at most `dim·2⁻²⁴·Σ|q_i g_i|`, Σ|q_i g_i| ≤ ‖q‖‖g‖
-/// (Cauchy-Schwarz), and AMX flushes subnormal inputs and sums to zero (at most
-/// `(dim + 1)·f32::MIN_POSITIVE` more for values below 1).
+/// `(2u + u²)|q_i g_i|` (u = 2⁻⁸), the f32 sum of the tile product adds at
+/// most `dim·2⁻²⁴·Σ|q_i g_i|`, Σ|q_i g_i| ≤ ‖q‖‖g‖ (Cauchy-Schwarz), AMX
+/// flushes subnormal inputs and sums to zero (at most `(dim + 1)·
+/// f32::MIN_POSITIVE` more for values below 1), and the f32 dot product adds
+/// its own rounding ([`f32_dot_error`]).
 pub fn bf16_margin(query_norm: f64, item_norm: f64, dim: usize) -> f64 {
     let u = BF16_UNIT;
-    let sums = 2.0 * dim as f64 * f64::from(f32::EPSILON) / 2.0;
-    let subnormal =
+    let tile_sum = dim as f64 * F32_UNIT;
+    let flushed =
         (dim as f64 + 1.0) * f64::from(f32::MIN_POSITIVE) * (1.0 + query_norm + item_norm);
-    (2.0 * u + u * u + sums) * query_norm * item_norm + subnormal
+    (2.0 * u + u * u + tile_sum) * query_norm * item_norm
+        + flushed
+        + f32_dot_error(query_norm, item_norm, dim)
 }
 
 /// The most an int8 score `ŝ = fl(fl(q̃·g̃) · fl(s_q s_g))` can differ from the

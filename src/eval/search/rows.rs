@@ -109,7 +109,7 @@ impl Row<'_> {
             } => {
                 let mut list = Shortlist::new(k, 2.0 * margin);
                 list.offer(0, scores);
-                list.rerank(query, gallery, margin)
+                list.rerank(query, gallery)
                     .into_iter()
                     .map(|(j, _)| j)
                     .collect()

@@ -52,9 +52,7 @@ pub(super) fn top_k(
                 lists
                     .into_iter()
                     .enumerate()
-                    .map(|(i, list)| {
-                        list.rerank(queries.row(start + i), gallery, operands.margin(start + i))
-                    })
+                    .map(|(i, list)| list.rerank(queries.row(start + i), gallery))
                     .collect()
             },
         )
@@ -220,10 +218,10 @@ impl Shortlist {
     /// The shortlist scored in f32 and cut to the best `k` (ties by gallery
     /// order). The `k` best approximate scores are scored first; the `k`-th
     /// best of their f32 similarities is then a floor for the top `k`, and of
-    /// the rest only items whose approximate score plus `margin` (the bound on
-    /// its error; the shortlist's window is twice it) reaches that floor are
-    /// scored: any other has `k` items certainly ahead of it.
-    pub fn rerank(mut self, query: &[f32], gallery: Matrix, margin: f64) -> Vec<(usize, f32)> {
+    /// the rest only items whose approximate score plus the error bound (half
+    /// the window) reaches that floor are scored: any other has `k` items
+    /// certainly ahead of it.
+    pub fn rerank(mut self, query: &[f32], gallery: Matrix) -> Vec<(usize, f32)> {
         self.cut();
         let k = self.k.min(self.items.len());
         if k == 0 {
@@ -234,27 +232,26 @@ impl Shortlist {
                 .select_nth_unstable_by(k - 1, |a, b| b.1.total_cmp(&a.1));
         }
         let (first, rest) = self.items.split_at(k);
-        let mut ids: Vec<usize> = first.iter().map(|x| x.0).collect();
         let mut exact: Vec<(usize, f32)> = Vec::with_capacity(2 * k);
-        exact_scores(query, gallery, &ids, &mut exact);
+        exact_scores(query, gallery, first.iter().map(|x| x.0), &mut exact);
         let floor = exact.iter().fold(f32::INFINITY, |m, x| m.min(x.1));
-        let floor = f64::from(floor) - margin;
-        ids.clear();
-        ids.extend(rest.iter().filter(|x| f64::from(x.1) >= floor).map(|x| x.0));
-        exact_scores(query, gallery, &ids, &mut exact);
+        let floor = f64::from(floor) - self.window / 2.0;
+        let reachable = rest.iter().filter(|x| f64::from(x.1) >= floor);
+        exact_scores(query, gallery, reachable.map(|x| x.0), &mut exact);
         keep_best(&mut exact, self.k);
         exact
     }
 }
 
 /// Appends the f32 similarity of `query` to each gallery row of `ids`.
-fn exact_scores(query: &[f32], gallery: Matrix, ids: &[usize], out: &mut Vec<(usize, f32)>) {
+fn exact_scores(
+    query: &[f32],
+    gallery: Matrix,
+    ids: impl Iterator<Item = usize>,
+    out: &mut Vec<(usize, f32)>,
+) {
     vectorized(
         #[inline(always)]
-        || {
-            for &j in ids {
-                out.push((j, dot(query, gallery.row(j))));
-            }
-        },
+        || out.extend(ids.map(|j| (j, dot(query, gallery.row(j))))),
     )
 }
